@@ -1,0 +1,60 @@
+"""Sample a 2-D Gaussian mixture with its exact (analytic) denoiser and plot the samples against the
+true density: a check of the diffusion core that needs no trained model."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import torch
+
+HELP = "sample a 2-D toy distribution with an analytic denoiser and save a PNG (core check)"
+log = logging.getLogger(__name__)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-o", "--output", default="demo.png", help="PNG file to write")
+    parser.add_argument("-n", "--num-samples", type=int, default=4000, help="number of samples to draw")
+    parser.add_argument("--sampler", default="dpm2m", choices=["ddpm", "ddim", "heun", "dpm2m"],
+                        help="sampler: DDPM ancestral, DDIM, Heun (Karras) or DPM-Solver++(2M)")
+    parser.add_argument("--steps", type=int, default=20, help="number of sampling steps (<= --T)")
+    parser.add_argument("--schedule", default="polynomial", choices=["linear", "cosine", "polynomial"],
+                        help="noise schedule")
+    parser.add_argument("--T", type=int, default=1000, help="number of discrete diffusion steps")
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
+
+
+def run(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..diffusion import EuclideanSpace, make_schedule, sample
+    from ..toy import GaussianMixture
+    from ..utils import atomic_path
+
+    if args.num_samples < 1:
+        raise ValueError("--num-samples must be at least 1")
+    schedule = make_schedule(args.schedule, T=args.T)
+    mixture = GaussianMixture.default_2d()
+    g = torch.Generator().manual_seed(args.seed)
+    z = torch.randn(args.num_samples, 2, generator=g, dtype=torch.float64)
+    x = sample(args.sampler, mixture.eps_fn(schedule), z, schedule, EuclideanSpace(), steps=args.steps,
+               generator=g, show_progress=True)
+    reference = mixture.sample(args.num_samples, torch.Generator().manual_seed(args.seed + 1))
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.5), sharex=True, sharey=True)
+    for ax, pts, title in [(axes[0], reference, "data (exact samples)"),
+                           (axes[1], x, f"{args.sampler}, {args.steps} steps")]:
+        ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.4)
+        ax.set_title(title)
+        ax.set_aspect("equal")
+    fig.suptitle("molediff core check: 2-D Gaussian mixture, analytic denoiser")
+    fig.tight_layout()
+    with atomic_path(args.output) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    print(f"wrote {args.output}: {args.num_samples} samples, sample mean {x.mean(0).tolist()}, "
+          f"data mean {reference.mean(0).tolist()}")
+    return 0

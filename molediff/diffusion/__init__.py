@@ -1,0 +1,33 @@
+"""The domain-agnostic diffusion core: schedule (by log-SNR) → forward process → objective → samplers.
+
+Nothing here knows about atoms, residues or pixels; a domain supplies a backbone (wrapped as
+``eps_fn(z_t, t)``), a space (``EuclideanSpace`` or ``ZeroCoMSpace``) and its data.
+"""
+
+from .objective import (
+    bits_per_dim,
+    categorical_decoder_log_prob,
+    diffusion_kl,
+    discretized_decoder_nll,
+    discretized_gaussian_log_prob,
+    epsilon_loss,
+    gaussian_decoder_nll,
+    min_snr_weight,
+    prior_kl,
+    sample_time,
+    vlb,
+)
+from .process import posterior, posterior_from_eps, predict_x0, q_sample
+from .samplers import SAMPLERS, ddim_sample, ddpm_sample, dpm_solver_2m_sample, heun_sample, sample
+from .schedule import CosineSchedule, LinearBetaSchedule, NoiseSchedule, PolynomialSchedule, make_schedule
+from .space import EuclideanSpace, ZeroCoMSpace, expand_like, randn
+
+__all__ = [
+    "NoiseSchedule", "LinearBetaSchedule", "CosineSchedule", "PolynomialSchedule", "make_schedule",
+    "EuclideanSpace", "ZeroCoMSpace", "expand_like", "randn",
+    "q_sample", "posterior", "posterior_from_eps", "predict_x0",
+    "epsilon_loss", "sample_time", "min_snr_weight", "prior_kl", "diffusion_kl", "gaussian_decoder_nll",
+    "discretized_gaussian_log_prob", "discretized_decoder_nll", "categorical_decoder_log_prob", "vlb",
+    "bits_per_dim",
+    "SAMPLERS", "sample", "ddpm_sample", "ddim_sample", "heun_sample", "dpm_solver_2m_sample",
+]

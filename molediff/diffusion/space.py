@@ -1,0 +1,114 @@
+"""Spaces: what differs per domain in the core — how noise is drawn, how it is projected, how many
+degrees of freedom a sample has (for the likelihood) and how per-element terms reduce to per-sample sums.
+
+Two spaces cover the domains:
+
+* ``EuclideanSpace``: images and any unconstrained tensor ``[B, ...]``; an optional node mask
+  ``[B, N]`` marks real entries of padded ``[B, N, D]`` tensors.
+* ``ZeroCoMSpace``: point clouds ``[B, N, D]`` whose first ``com_dims`` channels are coordinates kept at
+  zero centre of mass over the masked nodes (translation invariance).  Coordinates then have
+  ``com_dims · (n − 1)`` degrees of freedom; any remaining channels (e.g. atom-type features) are
+  ordinary masked Euclidean channels.
+
+Noise can be drawn from one ``torch.Generator`` or from one generator per sample, so a sample's noise does
+not depend on what else is in its batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["EuclideanSpace", "ZeroCoMSpace", "expand_like", "randn"]
+
+Generator = torch.Generator | Sequence[torch.Generator] | None
+
+
+def expand_like(values: Tensor, x: Tensor, batch: Tensor | None = None) -> Tensor:
+    """Broadcast per-sample ``values [B]`` against ``x``.
+
+    Dense tensors ``x [B, ...]`` get ``values.view(B, 1, …)``; graph node tensors ``x [n, ...]`` with a
+    ``batch [n]`` vector get ``values[batch]`` reshaped the same way.
+    """
+    if batch is not None:
+        values = values[batch]
+    return values.reshape(values.shape[0], *([1] * (x.dim() - 1))).to(x.dtype)
+
+
+def randn(shape: Sequence[int], generator: Generator = None, dtype=None, device=None) -> Tensor:
+    """Standard normal noise; with a list of generators, sample b uses ``generator[b]`` alone."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.randn(*shape, generator=generator, dtype=dtype, device=device)
+    if len(generator) != shape[0]:
+        raise ValueError(f"got {len(generator)} per-sample generators for a batch of {shape[0]}")
+    return torch.stack([torch.randn(*shape[1:], generator=g, dtype=dtype, device=device) for g in generator])
+
+
+def _check_mask(x: Tensor, mask: Tensor | None) -> None:
+    if mask is None:
+        return
+    if mask.dim() != 2 or x.dim() < 3 or tuple(mask.shape) != tuple(x.shape[:2]):
+        raise ValueError(f"node mask must have shape [B, N] = {tuple(x.shape[:2])} matching x of shape "
+                         f"{tuple(x.shape)}, got {tuple(mask.shape)}")
+
+
+class EuclideanSpace:
+    """Unconstrained ℝ^d per sample; padded entries (mask False) are held at zero."""
+
+    def _mask(self, x: Tensor, mask: Tensor | None) -> Tensor | None:
+        _check_mask(x, mask)
+        return None if mask is None else mask.reshape(*mask.shape, *([1] * (x.dim() - 2))).to(x.dtype)
+
+    def mask_out(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Zero the padded entries (no other projection)."""
+        m = self._mask(x, mask)
+        return x if m is None else x * m
+
+    def project(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        return self.mask_out(x, mask)
+
+    def randn(self, shape: Sequence[int], mask: Tensor | None = None, generator: Generator = None,
+              dtype=None, device=None) -> Tensor:
+        return self.project(randn(shape, generator, dtype, device), mask)
+
+    def sum(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Per-sample sum over all non-batch dimensions of real entries: ``[B, ...] → [B]``."""
+        return self.mask_out(x, mask).flatten(1).sum(1)
+
+    def dof(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Degrees of freedom per sample ``[B]``."""
+        m = self._mask(x, mask)
+        per_node = x[0, 0].numel() if m is not None else x[0].numel()
+        if m is None:
+            return torch.full((x.shape[0],), float(per_node), dtype=x.dtype, device=x.device)
+        return mask.to(x.dtype).sum(1) * per_node
+
+
+class ZeroCoMSpace(EuclideanSpace):
+    """Point clouds ``[B, N, D]``: channels ``[:com_dims]`` have zero masked mean over nodes."""
+
+    def __init__(self, com_dims: int = 3):
+        if com_dims < 1:
+            raise ValueError(f"com_dims must be >= 1, got {com_dims}")
+        self.com_dims = com_dims
+
+    def _check(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        if x.dim() != 3 or x.shape[-1] < self.com_dims:
+            raise ValueError(f"zero-CoM space expects x of shape [B, N, D>={self.com_dims}], got {tuple(x.shape)}")
+        _check_mask(x, mask)
+        if mask is None:
+            return x.new_ones(x.shape[:2])
+        return mask.to(x.dtype)
+
+    def project(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        m = self._check(x, mask).unsqueeze(-1)
+        coords, rest = x[..., : self.com_dims], x[..., self.com_dims:]
+        n = m.sum(1, keepdim=True).clamp(min=1)
+        mean = (coords * m).sum(1, keepdim=True) / n
+        return torch.cat([(coords - mean) * m, rest * m], dim=-1)
+
+    def dof(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        n = self._check(x, mask).sum(1)
+        return (n - 1).clamp(min=0) * self.com_dims + n * (x.shape[-1] - self.com_dims)

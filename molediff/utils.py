@@ -1,0 +1,71 @@
+"""Small shared helpers: atomic file output and progress bars. Use these rather than re-writing them."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Iterator:
+    """Open a temporary file beside ``path`` and move it into place only if the block succeeds.
+
+    A crash or exception mid-write leaves any previous file at ``path`` untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode, **open_kwargs) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_path(path: str | os.PathLike):
+    """Context manager yielding a temporary path beside ``path`` for libraries that write by filename
+    (safetensors, numpy); the file is moved into place when the block succeeds."""
+
+    @contextlib.contextmanager
+    def _cm():
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            yield tmp
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    return _cm()
+
+
+def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "",
+             disable: bool | None = None, **kwargs):
+    """tqdm progress bar on stderr; hidden when stderr is not a terminal unless forced with disable=False."""
+    if disable is None:
+        disable = not sys.stderr.isatty()
+    return tqdm(iterable, total=total, desc=desc, disable=disable, dynamic_ncols=True, **kwargs)
+
+
+def cache_dir() -> Path:
+    """User cache directory for derived data (MOLEDIFF_CACHE overrides; defaults to ~/.cache/molediff)."""
+    root = os.environ.get("MOLEDIFF_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "molediff")
+    p = Path(root)
+    p.mkdir(parents=True, exist_ok=True)
+    return p
