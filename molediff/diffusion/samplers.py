@@ -1,10 +1,11 @@
 """Samplers: pure functions of (ε-model, starting noise, schedule, space).
 
 Each takes ``eps_fn(z_t, t) → ε̂`` (t ``[B]`` in [0, 1]) and ``z_1``, walks the descending grid
-``schedule.timesteps(steps, spacing)`` (any ``steps`` ≤ T; the stochastic samplers default to uniform
-spacing, Heun to Karras et al.'s ρ = 7 spacing, DPM-Solver++ to even log-SNR steps) and returns x̂(z_0), the model's mean prediction of the
-data from the last latent.  The space projects every update (zero centre of mass for molecules) and draws
-the fresh noise of stochastic samplers; ``generator`` may be one ``torch.Generator`` or one per sample.
+``schedule.timesteps(steps, spacing)`` (any ``steps`` ≤ T) and returns x̂(z_0), the model's mean
+prediction of the data from the last latent.  The stochastic samplers default to uniform spacing, Heun to
+Karras et al.'s ρ = 7 spacing and DPM-Solver++ to even log-SNR steps.  The space projects every update
+(zero centre of mass for molecules) and draws the fresh noise of stochastic samplers; ``generator`` may be
+one ``torch.Generator`` or one per sample.
 """
 
 from __future__ import annotations
