@@ -37,13 +37,24 @@ def expand_like(values: Tensor, x: Tensor, batch: Tensor | None = None) -> Tenso
     return values.reshape(values.shape[0], *([1] * (x.dim() - 1))).to(x.dtype)
 
 
-def randn(shape: Sequence[int], generator: Generator = None, dtype=None, device=None) -> Tensor:
-    """Standard normal noise; with a list of generators, sample b uses ``generator[b]`` alone."""
+def randn(shape: Sequence[int], generator: Generator = None, dtype=None, device=None,
+          mask: Tensor | None = None) -> Tensor:
+    """Standard normal noise; with a list of generators, sample b uses ``generator[b]`` alone.
+
+    With per-sample generators and a node mask ``[B, N]``, sample b draws only its own ``n_b`` nodes, so
+    its noise is the same whatever the padded size of the batch it is in.
+    """
     if generator is None or isinstance(generator, torch.Generator):
         return torch.randn(*shape, generator=generator, dtype=dtype, device=device)
     if len(generator) != shape[0]:
         raise ValueError(f"got {len(generator)} per-sample generators for a batch of {shape[0]}")
-    return torch.stack([torch.randn(*shape[1:], generator=g, dtype=dtype, device=device) for g in generator])
+    if mask is None:
+        return torch.stack([torch.randn(*shape[1:], generator=g, dtype=dtype, device=device) for g in generator])
+    out = torch.zeros(*shape, dtype=dtype, device=device)
+    for b, g in enumerate(generator):
+        idx = mask[b].nonzero().flatten()
+        out[b, idx] = torch.randn(len(idx), *shape[2:], generator=g, dtype=dtype, device=device)
+    return out
 
 
 def _check_mask(x: Tensor, mask: Tensor | None) -> None:
@@ -71,7 +82,7 @@ class EuclideanSpace:
 
     def randn(self, shape: Sequence[int], mask: Tensor | None = None, generator: Generator = None,
               dtype=None, device=None) -> Tensor:
-        return self.project(randn(shape, generator, dtype, device), mask)
+        return self.project(randn(shape, generator, dtype, device, mask), mask)
 
     def sum(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """Per-sample sum over all non-batch dimensions of real entries: ``[B, ...] → [B]``."""

@@ -1,0 +1,13 @@
+"""Molecule diffusion on the shared core: EDM-style joint diffusion of coordinates and atom types."""
+
+from .model import (
+    MAX_ATOMS,
+    GeneratedMolecules,
+    MoleculeDiffusion,
+    MoleculeDiffusionConfig,
+    build_model,
+    count_parameters,
+)
+
+__all__ = ["MAX_ATOMS", "GeneratedMolecules", "MoleculeDiffusion", "MoleculeDiffusionConfig", "build_model",
+           "count_parameters"]

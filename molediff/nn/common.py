@@ -1,0 +1,178 @@
+"""Shared plumbing for the denoisers: input checks, masking, zero-centre-of-mass output, PyG input.
+
+Every denoiser subclasses :class:`DenoiserBase` and implements only ``_forward_dense`` on clean, masked,
+validated dense tensors. The base class owns everything that must behave identically across backbones:
+
+* the public ``forward(pos, h, t, mask, context)`` contract and its ``ValueError`` messages;
+* padding hygiene (padded rows are replaced by zeros with ``torch.where``, so even NaN padding cannot leak);
+* the final projection of ``eps_pos`` to zero centre of mass over the real nodes;
+* the ``torch_geometric`` entry point ``forward_pyg(batch, t, context)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..diffusion.space import ZeroCoMSpace
+
+_ZERO_COM = ZeroCoMSpace(com_dims=3)  # the core's projection: zero centre of mass over real atoms
+
+__all__ = ["DenoiserBase", "pairwise_mask"]
+
+
+def pairwise_mask(mask: Tensor) -> Tensor:
+    """Edges of the fully connected graph within each molecule: both ends real, no self-edges.
+
+    Shapes:
+        mask: [B, N] bool → [B, N, N] bool, entry [b, i, j] is the edge j → i.
+    """
+    n = mask.shape[1]
+    not_self = ~torch.eye(n, dtype=torch.bool, device=mask.device)
+    return mask.unsqueeze(2) & mask.unsqueeze(1) & not_self
+
+
+def _is_pyg_data(obj: Any) -> bool:
+    try:
+        from torch_geometric.data import Data, HeteroData
+    except ImportError:  # pragma: no cover - torch_geometric is a hard dependency, but keep nets importable
+        return False
+    return isinstance(obj, Data | HeteroData)
+
+
+class DenoiserBase(nn.Module):
+    """Common contract of the molediff denoisers (ε-prediction for coordinates and atom features).
+
+    Subclasses set ``self.config`` (a frozen dataclass with ``in_node_features`` and ``context_features``)
+    and implement :meth:`_forward_dense`.
+    """
+
+    config: Any
+
+    def forward(self, pos: Any, h: Tensor | None = None, t: Tensor | float | None = None,
+                mask: Tensor | None = None, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Predict the noise ε on coordinates and on atom features.
+
+        Either dense tensors ``forward(pos, h, t, mask, context=None)`` or a PyG batch
+        ``forward(batch, t=t, context=None)`` (same as :meth:`forward_pyg`).
+
+        Args:
+            pos: atom coordinates (or a ``torch_geometric`` ``Data``/``Batch``).
+            h: atom features (e.g. scaled one-hot types and charges).
+            t: diffusion time in [0, 1], one per molecule (a Python float or 0-d tensor is broadcast).
+            mask: True for real atoms, False for padding.
+            context: per-molecule conditioning, appended to every atom's features.
+
+        Returns:
+            ``(eps_pos, eps_h)``: ``eps_pos`` has zero centre of mass over the real atoms; both are zero
+            at padding and have the dtype of ``pos``.
+
+        Shapes:
+            pos: [B, N, 3], h: [B, N, F], t: [B], mask: [B, N] bool, context: [B, C] or None
+            → eps_pos: [B, N, 3], eps_h: [B, N, F]
+        """
+        if _is_pyg_data(pos):
+            if h is not None or mask is not None:
+                raise ValueError("with a torch_geometric batch, call forward(batch, t=t, context=context); "
+                                 "h and mask are taken from the batch")
+            return self.forward_pyg(pos, t, context)
+        pos, h, t, mask, context = self._check_dense(pos, h, t, mask, context)
+        # torch.where rather than a multiply: NaN or inf in padded rows must not leak (NaN * 0 = NaN).
+        node = mask.unsqueeze(-1)
+        pos = torch.where(node, pos, torch.zeros((), dtype=pos.dtype, device=pos.device))
+        h = torch.where(node, h, torch.zeros((), dtype=h.dtype, device=h.device))
+        eps_pos, eps_h = self._forward_dense(pos, h, t, mask, context)
+        eps_pos = _ZERO_COM.project(eps_pos.to(pos.dtype), mask)
+        eps_h = eps_h.to(h.dtype) * node.to(h.dtype)
+        return eps_pos, eps_h
+
+    def forward_pyg(self, batch: Any, t: Tensor | float, context: Tensor | None = None
+                    ) -> tuple[Tensor, Tensor]:
+        """Node-level entry point for a ``torch_geometric`` ``Batch`` (or a single ``Data``).
+
+        Atom features are read from ``batch.h`` if present, else ``batch.x``. The batch is padded to dense
+        tensors, run through :meth:`forward` and unpadded again, so results equal the dense path exactly.
+
+        Shapes:
+            batch.pos: [n, 3], batch.h or batch.x: [n, F], batch.batch: [n] (optional for one graph),
+            t: [G], context: [G, C] or None → eps_pos: [n, 3], eps_h: [n, F]
+        """
+        from torch_geometric.utils import to_dense_batch
+
+        pos = getattr(batch, "pos", None)
+        if pos is None:
+            raise ValueError("the torch_geometric batch has no `pos` attribute")
+        h = getattr(batch, "h", None)
+        if h is None:
+            h = getattr(batch, "x", None)
+        if h is None:
+            raise ValueError("the torch_geometric batch needs atom features in `h` or `x`")
+        if not torch.is_floating_point(h):
+            h = h.to(pos.dtype)
+        if h.dim() != 2 or pos.dim() != 2 or h.shape[0] != pos.shape[0]:
+            raise ValueError(f"batch.pos must be [n, 3] and batch.h/x [n, F] with the same n, got "
+                             f"{tuple(pos.shape)} and {tuple(h.shape)}")
+        index = getattr(batch, "batch", None)
+        if index is None:
+            index = torch.zeros(pos.shape[0], dtype=torch.long, device=pos.device)
+        num_graphs = int(getattr(batch, "num_graphs", int(index.max()) + 1 if index.numel() else 1))
+        dense_pos, mask = to_dense_batch(pos, index, batch_size=num_graphs)
+        dense_h, _ = to_dense_batch(h, index, batch_size=num_graphs)
+        eps_pos, eps_h = self.forward(dense_pos, dense_h, t, mask, context)
+        return eps_pos[mask], eps_h[mask]
+
+    def _forward_dense(self, pos: Tensor, h: Tensor, t: Tensor, mask: Tensor, context: Tensor | None
+                       ) -> tuple[Tensor, Tensor]:
+        """Backbone body on validated inputs with zeroed padding; returns raw (eps_pos, eps_h).
+
+        The base class then projects ``eps_pos`` to zero centre of mass and zeroes padding.
+        """
+        raise NotImplementedError
+
+    def _check_dense(self, pos: Any, h: Any, t: Any, mask: Any, context: Any
+                     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
+        features = self.config.in_node_features
+        context_features = self.config.context_features
+        if not isinstance(pos, Tensor) or pos.dim() != 3 or pos.shape[-1] != 3:
+            raise ValueError(f"pos must be a [B, N, 3] tensor, got "
+                             f"{tuple(pos.shape) if isinstance(pos, Tensor) else type(pos).__name__}")
+        batch_size, num_nodes = pos.shape[:2]
+        if not torch.is_floating_point(pos):
+            raise ValueError(f"pos must be floating point, got {pos.dtype}")
+        if not isinstance(h, Tensor) or tuple(h.shape) != (batch_size, num_nodes, features):
+            raise ValueError(f"h must be a [B, N, F] = {(batch_size, num_nodes, features)} tensor, got "
+                             f"{tuple(h.shape) if isinstance(h, Tensor) else type(h).__name__}")
+        if h.dtype != pos.dtype:
+            raise ValueError(f"h and pos must share a dtype, got {h.dtype} and {pos.dtype}")
+        if not isinstance(mask, Tensor) or tuple(mask.shape) != (batch_size, num_nodes):
+            raise ValueError(f"mask must be a [B, N] = {(batch_size, num_nodes)} tensor, got "
+                             f"{tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__}")
+        if mask.dtype != torch.bool:
+            raise ValueError(f"mask must be a bool tensor, got {mask.dtype}")
+        if t is None:
+            raise ValueError("t (diffusion time per molecule, [B]) is required")
+        t = torch.as_tensor(t, dtype=pos.dtype, device=pos.device)
+        if t.dim() == 0:
+            t = t.expand(batch_size)
+        elif t.dim() == 2 and t.shape[1] == 1:
+            t = t.squeeze(1)
+        if tuple(t.shape) != (batch_size,):
+            raise ValueError(f"t must have shape [B] = ({batch_size},) (or be a scalar), got {tuple(t.shape)}")
+        if context_features:
+            if not isinstance(context, Tensor) or tuple(context.shape) != (batch_size, context_features):
+                raise ValueError(f"context must be a [B, C] = {(batch_size, context_features)} tensor, got "
+                                 f"{tuple(context.shape) if isinstance(context, Tensor) else context}")
+            context = context.to(pos.dtype)
+        elif context is not None:
+            raise ValueError("context was given but the config has context_features=0")
+        # One host sync for all checks; only real atoms count (padding may hold anything).
+        node = mask.unsqueeze(-1)
+        finite = (torch.isfinite(pos).logical_or(~node).all() & torch.isfinite(h).logical_or(~node).all()
+                  & torch.isfinite(t).all())
+        if context is not None:
+            finite = finite & torch.isfinite(context).all()
+        if not bool(finite):
+            raise ValueError("pos, h, t and context must be finite at real atoms (found NaN or inf)")
+        return pos, h, t, mask, context
