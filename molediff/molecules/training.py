@@ -19,7 +19,8 @@ def load_dataset(data: dict):
     """The training molecules named by a config's ``data`` section.
 
     ``{"dataset": "qm9", "split": "train", "root": None, "subset": None}`` or
-    ``{"dataset": "files", "path": "my_molecules/"}`` (a folder or file of SDF/XYZ molecules).
+    ``{"dataset": "files", "path": "my_molecules/"}`` (a folder or file of SDF/XYZ molecules), or
+    ``{"dataset": "npz", "path": "qm9_train.npz"}`` (a saved ``MoleculeDataset``; no RDKit needed).
     ``subset: k`` keeps the first k molecules (for smoke tests and overfitting checks).
     """
     kind = data.get("dataset", "qm9")
@@ -27,6 +28,10 @@ def load_dataset(data: dict):
         from ..data.qm9 import load_qm9
 
         dataset = load_qm9(data.get("split", "train"), root=data.get("root"))
+    elif kind == "npz":
+        from ..data.molecule import MoleculeDataset
+
+        dataset = MoleculeDataset.load(data["path"])
     elif kind == "files":
         from ..chem.io import read_molecules
 
@@ -37,18 +42,22 @@ def load_dataset(data: dict):
             raise ValueError(f"no readable molecules in {data['path']}")
         dataset = molecules
     else:
-        raise ValueError(f"unknown dataset {kind!r}; use 'qm9' or 'files'")
+        raise ValueError(f"unknown dataset {kind!r}; use 'qm9', 'npz' or 'files'")
     subset = data.get("subset")
     if subset:
         dataset = [dataset[i] for i in range(min(int(subset), len(dataset)))]
     return dataset
 
 
-def atom_count_histogram(dataset) -> dict[int, int]:
+def atom_counts(dataset) -> np.ndarray:
     counts = getattr(dataset, "atom_counts", None)
     if counts is None:
         counts = np.array([len(m.atomic_numbers) for m in dataset])
-    values, freq = np.unique(np.asarray(counts), return_counts=True)
+    return np.asarray(counts)
+
+
+def atom_count_histogram(dataset) -> dict[int, int]:
+    values, freq = np.unique(atom_counts(dataset), return_counts=True)
     return {int(v): int(f) for v, f in zip(values, freq)}
 
 
@@ -70,16 +79,29 @@ class MoleculeTask:
         return loss, {"loss": float(loss.detach())}
 
     def batches(self, seed: int, epoch: int, rank: int, world_size: int, batch_size: int) -> Iterator:
-        """Rank ``rank``'s share of each global batch of a seed- and epoch-determined permutation."""
+        """Rank ``rank``'s share of each global batch, in an order fixed by (seed, epoch).
+
+        Molecules of similar size are batched together (sorted within windows of 32 batches of a random
+        permutation, then the batches shuffled), which cuts padding in the dense [B, N, N] edge tensors
+        about in half on QM9 while every epoch still visits every molecule once.
+        """
         from ..data.batching import collate_dense
 
         if batch_size % world_size:
             raise ValueError(f"batch size {batch_size} must divide evenly over {world_size} processes")
-        order = np.random.default_rng([seed, epoch]).permutation(len(self.dataset))
+        rng = np.random.default_rng([seed, epoch])
+        order = rng.permutation(len(self.dataset))
+        sizes = atom_counts(self.dataset)
+        window = 32 * batch_size
+        batches = []
+        for start in range(0, len(order) - batch_size + 1, window):
+            chunk = order[start:start + window]
+            chunk = chunk[np.argsort(sizes[chunk], kind="stable")]
+            batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk) - batch_size + 1, batch_size))
         per_rank = batch_size // world_size
         atom_types = self.model.config.atom_types
-        for start in range(0, len(order) - batch_size + 1, batch_size):
-            idx = order[start + rank * per_rank: start + (rank + 1) * per_rank]
+        for b in rng.permutation(len(batches)):
+            idx = batches[b][rank * per_rank:(rank + 1) * per_rank]
             yield collate_dense([self.dataset[int(i)] for i in idx], atom_types=atom_types)
 
     @torch.no_grad()
