@@ -1,0 +1,159 @@
+"""One self-contained QM9 job for a lent GPU, in three stages.
+
+1. ``prepare`` (CPU, here): QM9's training split → one compact array file that travels with the tree.
+
+       python scripts/gpu/train_qm9.py prepare --out gpu_data
+
+2. ``run`` (GPU machine; needs only torch, numpy, safetensors — no RDKit): train for a wall-time budget,
+   resuming from a run directory or starting from shipped weights, then sample and write everything the
+   session needs into ``--out`` (the device tool's $OUT): bf16 EMA weights, samples, metrics, timings.
+
+       python scripts/gpu/train_qm9.py run --data gpu_data/qm9_train.npz --config configs/qm9_edm.yaml \
+           --minutes 8 --samples 10000 --out $OUT [--init molediff/pretrained/qm9_egnn.safetensors]
+
+3. ``score`` (CPU, here): the samples → SDF, EDM's metrics with novelty against the training SMILES.
+
+       python scripts/gpu/train_qm9.py score --samples OUT/samples.npz --sdf OUT/samples.sdf
+
+Test stage 2 on CPU with a tiny config before spending device time:
+
+       python scripts/gpu/train_qm9.py run --data gpu_data/qm9_train.npz --config configs/qm9_tiny_test.yaml \
+           --minutes 0.3 --samples 20 --steps 20 --out /tmp/gpu_test --device cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+log = logging.getLogger("train_qm9")
+
+
+def prepare(args) -> None:
+    from molediff.data.qm9 import load_qm9
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    train = load_qm9("train")
+    train.save(out / "qm9_train.npz")
+    print(f"wrote {out / 'qm9_train.npz'}: {len(train)} molecules, "
+          f"{(out / 'qm9_train.npz').stat().st_size / 2**20:.1f} MiB")
+
+
+def run(args) -> None:
+    from molediff.molecules.pretrained import load_model
+    from molediff.train import build_task
+    from molediff.training import export_weights, load_config, train
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    config = load_config(args.config)
+    run_dir = Path(args.run_dir)
+    config = dataclasses.replace(config, out_dir=str(run_dir), time_limit_s=60 * args.minutes,
+                                 data={**config.data, "dataset": "npz", "path": args.data})
+    task = build_task(config)
+    resuming = (run_dir / "checkpoints").exists()
+    if args.init and not resuming:
+        init = load_model(args.init)
+        task.model.load_state_dict(init.state_dict())
+        log.info("initialised from %s", args.init)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    t0 = time.perf_counter()
+    metrics = train(task, config, resume=resuming, device=device)
+    train_s = time.perf_counter() - t0
+
+    ckpt = run_dir / "checkpoints" / "last"
+    export_weights(ckpt, out / "qm9_egnn.safetensors", dtype=torch.bfloat16)
+    shutil.copy(run_dir / "metrics.jsonl", out / "metrics.jsonl")
+
+    model = load_model(out / "qm9_egnn.safetensors", device=device)
+    if device.type == "cuda":
+        model = model.to(torch.float32)
+    gen = torch.Generator().manual_seed(12345)
+    counts = model.sample_atom_counts(args.samples, gen)
+    positions = np.zeros((args.samples, int(counts.max()), 3), np.float32)
+    numbers = np.zeros((args.samples, int(counts.max())), np.int8)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t1 = time.perf_counter()
+    for lo in range(0, args.samples, args.sample_batch):
+        hi = min(lo + args.sample_batch, args.samples)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and args.bf16_sampling):
+            s = model.sample(counts[lo:hi], sampler=args.sampler, steps=args.steps, seeds=range(lo, hi))
+        n = s.positions.shape[1]
+        positions[lo:hi, :n] = s.positions.float().cpu().numpy()
+        numbers[lo:hi, :n] = s.atomic_numbers.cpu().numpy()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    sample_s = time.perf_counter() - t1
+    np.savez_compressed(out / "samples.npz", positions=positions, atomic_numbers=numbers, counts=counts.numpy())
+    last = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    report = {
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "torch": torch.__version__, "train_wall_s": train_s, "sample_wall_s": sample_s,
+        "samples": args.samples, "sampler": args.sampler, "steps": args.steps or model.schedule.T,
+        "sampling_molecules_per_s": args.samples / sample_s, "final_metrics": last,
+        "resumed": resuming, "config": args.config,
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+
+
+def score(args) -> None:
+    from molediff.chem.io import write_sdf
+    from molediff.chem.metrics import evaluate_molecules, qm9_train_smiles
+    from molediff.data.molecule import Molecule
+
+    data = np.load(args.samples)
+    molecules = [Molecule(atomic_numbers=data["atomic_numbers"][i, :n].astype(np.int64),
+                          positions=data["positions"][i, :n], name=f"sample_{i}")
+                 for i, n in enumerate(data["counts"])]
+    if args.sdf:
+        write_sdf(args.sdf, molecules)
+    scores = evaluate_molecules(molecules, train_smiles=qm9_train_smiles())
+    summary = {k: v for k, v in scores.items() if k != "per_molecule"}
+    print(json.dumps(summary, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="stage", required=True)
+    a = sub.add_parser("prepare", help="QM9 training split -> compact .npz (CPU)")
+    a.add_argument("--out", default="gpu_data", help="folder for qm9_train.npz (git-ignored, carried)")
+    b = sub.add_parser("run", help="train for a time budget, sample, export (GPU)")
+    b.add_argument("--data", required=True, help="qm9_train.npz from the prepare stage")
+    b.add_argument("--config", default="configs/qm9_edm.yaml", help="training config (YAML)")
+    b.add_argument("--run-dir", default="gpu_data/run", help="checkpoints and metrics of the run")
+    b.add_argument("--init", default=None, help="start from these weights when the run dir is empty")
+    b.add_argument("--minutes", type=float, default=8.0, help="training wall-time budget in minutes")
+    b.add_argument("--samples", type=int, default=10000, help="molecules to sample after training")
+    b.add_argument("--sample-batch", type=int, default=1000, help="molecules sampled together")
+    b.add_argument("--sampler", default="ddpm", help="core sampler for the samples")
+    b.add_argument("--steps", type=int, default=None, help="sampling steps (default: all T)")
+    b.add_argument("--bf16-sampling", action="store_true", help="sample under bf16 autocast on CUDA")
+    b.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    b.add_argument("--out", required=True, help="output folder (the device tool's $OUT)")
+    c = sub.add_parser("score", help="score samples on CPU with EDM's metrics (RDKit)")
+    c.add_argument("--samples", required=True, help="samples.npz from the run stage")
+    c.add_argument("--sdf", default=None, help="also write the samples as SDF")
+    c.add_argument("--json", default=None, help="write the summary as JSON")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    {"prepare": prepare, "run": run, "score": score}[args.stage](args)
+
+
+if __name__ == "__main__":
+    main()
