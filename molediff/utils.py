@@ -26,11 +26,19 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Ite
             yield f
             f.flush()
             os.fsync(f.fileno())
+        _default_permissions(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _default_permissions(path: str) -> None:
+    """mkstemp creates files readable by the owner only; give outputs the usual 0666 & ~umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def atomic_path(path: str | os.PathLike):
@@ -45,6 +53,7 @@ def atomic_path(path: str | os.PathLike):
         os.close(fd)
         try:
             yield tmp
+            _default_permissions(tmp)
             os.replace(tmp, target)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):

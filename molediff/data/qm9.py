@@ -1,0 +1,147 @@
+"""QM9 (130,831 molecules, B3LYP/6-31G(2df,p) geometries, hydrogens included) with EDM's exact split.
+
+The molecules come from the CSV files shipped in the ``qm9pack`` package (read directly; ``qm9pack``
+itself is never imported). The first load parses the CSVs (about a minute) into a compact ``.npz``
+cache under ``cache_dir()/qm9``; later loads take a second or two.
+
+Split (EDM, from Cormorant): the 3,054 molecules that failed the QM9 consistency check are left out,
+``included`` = the remaining 0-based GDB indices in sorted order, then with NumPy's legacy generator
+seeded 0, ``perm = permutation(130831)``; train = ``included[perm[:100000]]``, valid = the next 17,748,
+test = the last 13,083. ``qm9_split_indices`` recomputes this from the shipped excluded-index list
+(``molediff/data/resources/qm9_excluded.txt``); ``datasets/qm9/qm9_split.npz`` in the repository holds
+the resulting indices and a test checks the two agree.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import importlib.util
+import logging
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .elements import atomic_number
+from .molecule import MoleculeDataset
+
+log = logging.getLogger(__name__)
+
+QM9_ATOM_TYPES = (1, 6, 7, 8, 9)
+"""Atomic numbers of QM9's atom types (H, C, N, O, F), in EDM's order."""
+
+QM9_NUM_GDB = 133885
+SPLIT_SIZES = {"train": 100_000, "valid": 17_748, "test": 13_083}
+_CACHE_VERSION = 1
+_RESOURCES = Path(__file__).parent / "resources"
+
+
+def qm9_root() -> Path:
+    """The ``data`` folder of the installed ``qm9pack`` package (found without importing it)."""
+    spec = importlib.util.find_spec("qm9pack")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("QM9 needs the qm9pack package (pip install qm9pack), or pass root= a folder "
+                                "holding qm9_part*.csv")
+    return Path(list(spec.submodule_search_locations)[0]) / "data"
+
+
+def _excluded_indices() -> np.ndarray:
+    return np.loadtxt(_RESOURCES / "qm9_excluded.txt", dtype=np.int64, comments="#")
+
+
+def qm9_split_indices() -> dict[str, np.ndarray]:
+    """EDM's split as 0-based GDB-9 indices (``Index - 1`` in the QM9 files): keys train, valid, test.
+
+    Recomputed from the seed-0 permutation; cheap (a few milliseconds) and needs no QM9 data.
+    """
+    included = np.setdiff1d(np.arange(QM9_NUM_GDB), _excluded_indices())
+    perm = np.random.RandomState(0).permutation(len(included))
+    a, b = SPLIT_SIZES["train"], SPLIT_SIZES["train"] + SPLIT_SIZES["valid"]
+    return {"train": included[perm[:a]], "valid": included[perm[a:b]], "test": included[perm[b:]]}
+
+
+def _csv_files(root: Path) -> list[Path]:
+    files = sorted(p for p in root.glob("qm9_part*.csv"))
+    if not files:
+        raise FileNotFoundError(f"no qm9_part*.csv files in {root}")
+    return files
+
+
+def _parse_row(row: dict) -> tuple[int, np.ndarray, np.ndarray, str]:
+    index = int(row["Index"])
+    symbols = [s.strip().strip("'\"") for s in row["Elements"].strip("[]").split(",")]
+    z = np.array([atomic_number(s) for s in symbols], dtype=np.uint8)
+    xyz = np.array(row["XYZ_Ang"].replace("[", " ").replace("]", " ").split(","), dtype=np.float64)
+    pos = xyz.reshape(-1, 3)
+    if len(pos) != len(z) or len(z) != int(row["N_atoms"]):
+        raise ValueError(f"QM9 molecule {index}: atom count mismatch")
+    return index, z, pos.astype(np.float32), row["SMILES"]
+
+
+def build_qm9_cache(root: Path, out: Path) -> None:
+    """Parse the QM9 CSVs under ``root`` into one ``MoleculeDataset`` file at ``out`` (sorted by Index)."""
+    from ..utils import progress
+
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    rows = []
+    files = _csv_files(root)
+    total = sum(p.stat().st_size for p in files)
+    with progress(total=total, desc="building QM9 cache", unit="B", unit_scale=True) as bar:
+        for path in files:
+            with open(path, newline="") as f:
+                for row in csv.DictReader(f):
+                    rows.append(_parse_row(row))
+                    bar.update(len(row["XYZ_Ang"]) + len(row["Mulliken_pop"]) + len(row["Harmonic_Freq_cmi"]) + 200)
+            bar.n = sum(p.stat().st_size for p in files[:files.index(path) + 1])
+            bar.refresh()
+    rows.sort(key=lambda r: r[0])
+    index = np.array([r[0] for r in rows], dtype=np.int64)
+    if len(np.unique(index)) != len(index):
+        raise ValueError(f"QM9 files in {root} contain duplicate molecules")
+    counts = np.array([len(r[1]) for r in rows], dtype=np.int64)
+    ds = MoleculeDataset(np.concatenate([r[1] for r in rows]), np.concatenate([r[2] for r in rows]),
+                         np.concatenate([[0], np.cumsum(counts)]),
+                         names=[f"gdb9_{i:06d}" for i in index], smiles=[r[3] for r in rows])
+    ds.save(out)
+
+
+def _cache_file(root: Path) -> Path:
+    from ..utils import cache_dir
+
+    key = "|".join(f"{p.resolve()}:{p.stat().st_size}" for p in _csv_files(root))
+    digest = hashlib.sha1(key.encode()).hexdigest()[:12]
+    return cache_dir() / "qm9" / f"qm9_v{_CACHE_VERSION}_{digest}.npz"
+
+
+def _load_all(root: Path) -> MoleculeDataset:
+    path = _cache_file(root)
+    if not path.exists():
+        log.info("building the QM9 cache %s from %s (once)", path, root)
+        build_qm9_cache(root, path)
+    return MoleculeDataset.load(path)
+
+
+def load_qm9(split: str = "train", root: str | os.PathLike | None = None) -> MoleculeDataset:
+    """QM9 molecules of EDM's ``split`` (train, valid, test) or ``all`` (sorted by GDB index).
+
+    ``root`` is a folder with ``qm9_part*.csv`` (default: the installed qm9pack data). Molecules keep
+    the order of EDM's split; names are ``gdb9_NNNNNN`` (1-based GDB index) and ``smiles`` is QM9's own
+    (GDB) SMILES string.
+    """
+    if split not in ("train", "valid", "test", "all"):
+        raise ValueError(f"unknown QM9 split {split!r}; use train, valid, test or all")
+    root = qm9_root() if root is None else Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"QM9 folder {root} does not exist")
+    data = _load_all(root)
+    if split == "all":
+        return data
+    gdb = np.array([int(n[5:]) - 1 for n in data.names], dtype=np.int64)
+    wanted = qm9_split_indices()[split]
+    pos = np.searchsorted(gdb, wanted)
+    pos = np.minimum(pos, len(gdb) - 1)
+    if not np.array_equal(gdb[pos], wanted):
+        raise ValueError(f"the QM9 files in {root} do not hold all molecules of EDM's {split} split")
+    return data.subset(pos)
