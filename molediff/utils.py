@@ -13,25 +13,31 @@ from tqdm.auto import tqdm
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Iterator:
-    """Open a temporary file beside ``path`` and move it into place only if the block succeeds.
-
-    A crash or exception mid-write leaves any previous file at ``path`` untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+    """Yield a temporary filename beside ``path`` for code that writes by name (safetensors, numpy,
+    matplotlib); the file is moved into place only if the block succeeds, so a crash or exception
+    mid-write leaves any previous file at ``path`` untouched."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, mode, **open_kwargs) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
         _default_permissions(tmp)
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Iterator:
+    """``open(path, mode)`` that replaces ``path`` atomically when the block succeeds (see atomic_path)."""
+    with atomic_path(path) as tmp, open(tmp, mode, **open_kwargs) as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _default_permissions(path: str) -> None:
@@ -39,28 +45,6 @@ def _default_permissions(path: str) -> None:
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(path, 0o666 & ~umask)
-
-
-def atomic_path(path: str | os.PathLike):
-    """Context manager yielding a temporary path beside ``path`` for libraries that write by filename
-    (safetensors, numpy); the file is moved into place when the block succeeds."""
-
-    @contextlib.contextmanager
-    def _cm():
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            yield tmp
-            _default_permissions(tmp)
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-
-    return _cm()
 
 
 def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "",

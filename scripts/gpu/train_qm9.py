@@ -81,7 +81,7 @@ def run(args) -> None:
     if device.type == "cuda":
         model = model.to(torch.float32)
     gen = torch.Generator().manual_seed(12345)
-    counts = model.sample_atom_counts(args.samples, gen)
+    counts = model.sample_atom_counts(args.samples, gen).sort().values  # similar sizes share a batch
     positions = np.zeros((args.samples, int(counts.max()), 3), np.float32)
     numbers = np.zeros((args.samples, int(counts.max())), np.int8)
     if device.type == "cuda":
