@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         run_from_args(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
+    except (ValueError, OSError, RuntimeError) as e:
         if args.verbose:
             raise
         print(f"molediff.train: error: {e}", file=sys.stderr)

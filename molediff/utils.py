@@ -55,6 +55,16 @@ def progress(iterable: Iterable | None = None, *, total: int | None = None, desc
     return tqdm(iterable, total=total, desc=desc, disable=disable, dynamic_ncols=True, **kwargs)
 
 
+def check_device(device) -> None:
+    """ValueError with a clear message when ``device`` names an accelerator this torch cannot use."""
+    import torch
+
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but this torch build has no usable CUDA device; "
+                         f"use --device cpu")
+
+
 def cache_dir() -> Path:
     """User cache directory for derived data (MOLEDIFF_CACHE overrides; defaults to ~/.cache/molediff)."""
     root = os.environ.get("MOLEDIFF_CACHE") or os.path.join(

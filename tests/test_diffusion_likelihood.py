@@ -110,10 +110,13 @@ def test_discretized_decoder_is_a_proper_distribution():
         assert (p >= 0).all()
 
 
-def test_categorical_decoder_normalises_and_prefers_the_observed_category():
-    onehot = torch.eye(5, dtype=torch.float64)
-    estimate = onehot + 0.05 * torch.randn(5, 5, dtype=torch.float64)
-    log_p = torch.stack([categorical_decoder_log_prob(torch.eye(5, dtype=torch.float64)[k].expand(5, 5),
-                                                      estimate, 0.2) for k in range(5)])
-    torch.testing.assert_close(log_p.exp().sum(0), torch.ones(5, dtype=torch.float64))
-    assert (log_p.argmax(0) == torch.arange(5)).all()
+def test_categorical_decoder_matches_integrated_gaussian_masses():
+    """p(k) ∝ P(|X_k − 1| < ½) for X_k ~ N(estimate_k, std²), normalised over the K categories."""
+    estimate = torch.tensor([[0.9, 0.2, -0.1], [0.4, 0.5, 0.3]], dtype=torch.float64)
+    std = 0.3
+    normal = torch.distributions.Normal(estimate, std)
+    mass = normal.cdf(torch.tensor(1.5, dtype=torch.float64)) - normal.cdf(torch.tensor(0.5, dtype=torch.float64))
+    expected = mass / mass.sum(-1, keepdim=True)
+    for k in range(3):
+        onehot = torch.nn.functional.one_hot(torch.full((2,), k), 3).to(torch.float64)
+        torch.testing.assert_close(categorical_decoder_log_prob(onehot, estimate, std).exp(), expected[:, k])

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -94,28 +95,67 @@ def test_atom_count_histogram_sampling_follows_the_histogram():
     assert freq[5] == pytest.approx(0.5, abs=0.03) and freq[3] == pytest.approx(0.25, abs=0.03)
 
 
-def test_conformer_mode_keeps_the_given_atom_types():
+def test_conformer_mode_samples_coordinates_for_the_given_atom_types():
     model = tiny_model(mode="conformer")
     pos, types, mask = random_batch()
     loss = model(pos, types, mask)
     assert torch.isfinite(loss).all()
-    out = model.sample(mask.sum(1), sampler="ddpm", steps=5, atom_types=types)
+    out = model.sample(mask.sum(1), sampler="ddpm", steps=5, atom_types=types, seeds=[1, 2, 3])
     assert torch.equal(out.atomic_numbers, torch.tensor([1, 6, 7, 8, 9])[types] * mask)
+    assert torch.isfinite(out.positions).all() and (out.positions[~mask] == 0).all()
+    torch.testing.assert_close(out.positions.sum(1), torch.zeros(3, 3, dtype=torch.float64), atol=1e-9, rtol=0)
+    # the coordinates are conditioned on the graph: other types, same noise, other coordinates
+    other = model.sample(mask.sum(1), sampler="ddpm", steps=5, atom_types=(types + 1) % 5 * mask, seeds=[1, 2, 3])
+    assert not torch.allclose(out.positions, other.positions)
     with pytest.raises(ValueError, match="conformer mode needs the atom types"):
         model.sample([3], steps=5)
 
 
-def test_inpainting_keeps_the_fixed_substructure():
-    model = tiny_model()
-    B, N = 2, 6
+KNOWN = torch.tensor([[0.0, 0.0, 0.0], [1.4, 0.0, 0.0], [0.0, 1.1, 0.0]], dtype=torch.float64)
+
+
+def _known(B, N):
     known = torch.zeros(B, N, 3, dtype=torch.float64)
-    known[:, :3] = torch.tensor([[0.0, 0.0, 0.0], [1.4, 0.0, 0.0], [0.0, 1.1, 0.0]], dtype=torch.float64)
+    known[:, :3] = KNOWN
     known_mask = torch.zeros(B, N, dtype=torch.bool)
     known_mask[:, :3] = True
-    out = model.sample([6, 5], sampler="ddpm", steps=10, fixed_positions=known, fixed_mask=known_mask)
+    return known, known_mask
+
+
+def test_inpainting_guide_replaces_known_atoms_and_keeps_zero_com():
+    model = tiny_model()
+    B, N = 2, 6
+    known, known_mask = _known(B, N)
+    mask = torch.arange(N)[None] < torch.tensor([[6], [5]])
+    guide = model._inpainting_guide(known, known_mask, mask, None)
+    z = model.space.randn((B, N, 9), mask, torch.Generator().manual_seed(0), torch.float64)
+    for t in [0.7, 0.0]:
+        out = guide(z, torch.full((B,), t, dtype=torch.float64))
+        free = mask & ~known_mask
+        assert torch.equal(out[free], z[free])                       # free atoms untouched
+        assert torch.equal(out[..., 3:], z[..., 3:])                 # features untouched
+        torch.testing.assert_close(out[..., :3].sum(1), torch.zeros(B, 3, dtype=torch.float64))
+    # at t = 0 the known block is the given geometry, rigidly translated
+    d = out[:, :3, :3] - KNOWN
+    torch.testing.assert_close(d, d[:, :1].expand_as(d))
+
+
+def test_inpainting_keeps_the_fixed_substructure_and_conditions_the_rest():
+    model = tiny_model()
+    B, N = 2, 6
+    known, known_mask = _known(B, N)
+    out = model.sample([6, 5], sampler="ddpm", steps=10, fixed_positions=known, fixed_mask=known_mask, seeds=[4, 5])
     d_out = torch.cdist(out.positions[:, :3], out.positions[:, :3])
-    d_known = torch.cdist(known[:, :3], known[:, :3])
-    torch.testing.assert_close(d_out, d_known, atol=1e-9, rtol=0)
+    torch.testing.assert_close(d_out, torch.cdist(known[:, :3], known[:, :3]), atol=1e-9, rtol=0)
+    torch.testing.assert_close(out.positions.sum(1), torch.zeros(B, 3, dtype=torch.float64), atol=1e-9, rtol=0)
+    # the free atoms respond to the fixed ones (same seeds, a different fixed geometry)
+    other = model.sample([6, 5], sampler="ddpm", steps=10, fixed_positions=2 * known, fixed_mask=known_mask,
+                         seeds=[4, 5])
+    assert not torch.allclose(out.positions[:, 3:5], other.positions[:, 3:5])
+    with pytest.raises(ValueError, match="both fixed_positions"):
+        model.sample([6, 5], steps=2, fixed_positions=known)
+    with pytest.raises(ValueError, match="beyond a molecule's atom count"):
+        model.sample([2, 1], steps=2, fixed_positions=known[:, :2], fixed_mask=known_mask[:, :2])
 
 
 def test_context_conditioning_changes_the_prediction():
@@ -149,3 +189,15 @@ def test_bad_molecule_input_is_refused():
         MoleculeDiffusionConfig(mode="protein")
     with pytest.raises(ValueError, match="atom counts must lie in 1..64"):
         MoleculeDiffusionConfig(atom_count_histogram={0: 3})
+
+
+def test_sample_molecules_does_not_depend_on_batching():
+    model = tiny_model()
+    counts, seeds = [7, 3, 5, 3], [20, 21, 22, 23]
+    a = model.sample_molecules(counts, seeds, batch_size=1, sampler="ddim", steps=4)
+    b = model.sample_molecules(counts, seeds, batch_size=3, sampler="ddim", steps=4)
+    assert [len(m.atomic_numbers) for m in a] == counts
+    assert [m.name for m in a] == [f"sample_{s}" for s in seeds]
+    for m, n in zip(a, b):
+        np.testing.assert_allclose(m.positions, n.positions, atol=1e-5)
+        assert (m.atomic_numbers == n.atomic_numbers).all()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 
 import torch
 
@@ -38,7 +37,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..chem.io import write_sdf, write_xyz
     from ..molecules.pretrained import load_model
-    from ..utils import progress
 
     if args.num_molecules < 1:
         raise ValueError("--num-molecules must be at least 1")
@@ -51,20 +49,11 @@ def run(args: argparse.Namespace) -> int:
     if args.steps is not None and not 1 <= args.steps <= model.schedule.T:
         raise ValueError(f"--steps must be in 1..{model.schedule.T} for this model")
     g = torch.Generator().manual_seed(args.seed)
-    counts = (torch.full((args.num_molecules,), args.atoms, dtype=torch.long) if args.atoms
+    counts = (torch.full((args.num_molecules,), args.atoms, dtype=torch.long) if args.atoms is not None
               else model.sample_atom_counts(args.num_molecules, g))
-    # Batch molecules of similar size together (less padding in the dense edge tensors); molecule i keeps
-    # seed+i, so the order of batching does not change any molecule.
-    order = torch.argsort(counts, stable=True).tolist()
-    molecules = [None] * args.num_molecules
-    n_batches = math.ceil(args.num_molecules / args.batch_size)
-    for b in progress(range(n_batches), desc="sampling", unit="batch"):
-        idx = order[b * args.batch_size:(b + 1) * args.batch_size]
-        out = model.sample(counts[idx], sampler=args.sampler, steps=args.steps,
-                           seeds=[args.seed + i for i in idx])
-        for i, m in zip(idx, out.to_molecules()):
-            m.name = f"molediff_{args.seed + i}"
-            molecules[i] = m
+    molecules = model.sample_molecules(counts, seeds=range(args.seed, args.seed + args.num_molecules),
+                                       batch_size=args.batch_size, sampler=args.sampler, steps=args.steps,
+                                       show_progress=True, name_prefix="molediff")
     (write_sdf if suffix == "sdf" else write_xyz)(args.output, molecules)
     print(f"wrote {len(molecules)} molecules to {args.output}")
     if not args.no_score:

@@ -21,11 +21,19 @@ from .process import posterior_from_eps, predict_x0
 from .schedule import NoiseSchedule
 from .space import EuclideanSpace, expand_like
 
+Guide = Callable[[Tensor, Tensor], Tensor]
+"""``guide(z_t, t) → z_t``: applied to the state after every update and to the result (t = 0), e.g. to
+hold known entries at their forward-noised values (inpainting by replacement)."""
+
 __all__ = ["ddpm_sample", "ddim_sample", "heun_sample", "dpm_solver_2m_sample", "SAMPLERS", "sample"]
 
 
 def _grid(schedule: NoiseSchedule, steps: int | None, z: Tensor, spacing: str) -> list[Tensor]:
     return [t.expand(z.shape[0]).to(z.device) for t in schedule.timesteps(steps, spacing)]
+
+
+def _guided(guide: Guide | None, z: Tensor, t: Tensor) -> Tensor:
+    return z if guide is None else guide(z, t)
 
 
 def _eps(eps_fn: EpsFn, z: Tensor, t: Tensor, space: EuclideanSpace, mask: Tensor | None) -> Tensor:
@@ -34,18 +42,20 @@ def _eps(eps_fn: EpsFn, z: Tensor, t: Tensor, space: EuclideanSpace, mask: Tenso
 
 def ddpm_sample(eps_fn: EpsFn, z: Tensor, schedule: NoiseSchedule, space: EuclideanSpace,
                 steps: int | None = None, mask: Tensor | None = None, generator=None,
-                spacing: str = "uniform", show_progress: bool = False) -> Tensor:
+                spacing: str = "uniform", show_progress: bool = False,
+                guide: Guide | None = None) -> Tensor:
     """Ancestral sampling (Ho et al. 2020, Alg. 2): z_s ~ q(z_s | z_t, x = x̂(z_t)), for s < t on the grid."""
     ts = _grid(schedule, steps, z, spacing)
     for t, s in progress(list(zip(ts[:-1], ts[1:])), desc="DDPM", disable=not show_progress):
         mean, var = posterior_from_eps(z, _eps(eps_fn, z, t, space, mask), s, t, schedule)
-        z = mean + var.sqrt() * space.randn(z.shape, mask, generator, z.dtype, z.device)
-    return predict_x0(z, ts[-1], schedule, _eps(eps_fn, z, ts[-1], space, mask))
+        z = _guided(guide, mean + var.sqrt() * space.randn(z.shape, mask, generator, z.dtype, z.device), s)
+    return _guided(guide, predict_x0(z, ts[-1], schedule, _eps(eps_fn, z, ts[-1], space, mask)), ts[-1])
 
 
 def ddim_sample(eps_fn: EpsFn, z: Tensor, schedule: NoiseSchedule, space: EuclideanSpace,
                 steps: int | None = None, mask: Tensor | None = None, eta: float = 0.0, generator=None,
-                spacing: str = "uniform", show_progress: bool = False) -> Tensor:
+                spacing: str = "uniform", show_progress: bool = False,
+                guide: Guide | None = None) -> Tensor:
     """DDIM (Song et al. 2021, eq. 12): z_s = α_s x̂ + √(σ_s² − c²) ε̂ + c ε, with c = η σ_s √(1 − SNR_t/SNR_s).
 
     η = 0 is the deterministic DDIM ODE step; η = 1 equals ancestral DDPM.
@@ -62,12 +72,14 @@ def ddim_sample(eps_fn: EpsFn, z: Tensor, schedule: NoiseSchedule, space: Euclid
         z = (expand_like(schedule.alpha(s), z) * x_hat + expand_like((sigma2_s - c2).clamp(min=0).sqrt(), z) * eps)
         if eta > 0:
             z = z + expand_like(c2.sqrt(), z) * space.randn(z.shape, mask, generator, z.dtype, z.device)
-    return predict_x0(z, ts[-1], schedule, _eps(eps_fn, z, ts[-1], space, mask))
+        z = _guided(guide, z, s)
+    return _guided(guide, predict_x0(z, ts[-1], schedule, _eps(eps_fn, z, ts[-1], space, mask)), ts[-1])
 
 
 def heun_sample(eps_fn: EpsFn, z: Tensor, schedule: NoiseSchedule, space: EuclideanSpace,
                 steps: int | None = None, mask: Tensor | None = None, generator=None,
-                spacing: str = "karras", show_progress: bool = False) -> Tensor:
+                spacing: str = "karras", show_progress: bool = False,
+                guide: Guide | None = None) -> Tensor:
     """Heun's second-order ODE solver (Karras et al. 2022, Alg. 1, deterministic).
 
     In the variables x̃ = z / α and σ̃ = σ / α = exp(−λ/2), the probability-flow ODE is dx̃/dσ̃ = ε̂.
@@ -84,14 +96,15 @@ def heun_sample(eps_fn: EpsFn, z: Tensor, schedule: NoiseSchedule, space: Euclid
         if i < len(ts) - 2:  # the last step (to t = 0) stays Euler, as in Karras et al.
             d_next = _eps(eps_fn, x_next * alpha[i + 1], ts[i + 1], space, mask)
             x_next = x + (sig[i + 1] - sig[i]) * 0.5 * (d + d_next)
-        x = x_next
+        x = x_next if guide is None else guide(x_next * alpha[i + 1], ts[i + 1]) / alpha[i + 1]
     z = x * alpha[-1]
-    return predict_x0(z, ts[-1], schedule, _eps(eps_fn, z, ts[-1], space, mask))
+    return _guided(guide, predict_x0(z, ts[-1], schedule, _eps(eps_fn, z, ts[-1], space, mask)), ts[-1])
 
 
 def dpm_solver_2m_sample(eps_fn: EpsFn, z: Tensor, schedule: NoiseSchedule, space: EuclideanSpace,
                          steps: int | None = None, mask: Tensor | None = None, generator=None,
-                         spacing: str = "log_snr", show_progress: bool = False) -> Tensor:
+                         spacing: str = "log_snr", show_progress: bool = False,
+                guide: Guide | None = None) -> Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2): multistep second order in the data prediction x̂.
 
     With h_i = (λ_{i} − λ_{i−1}) / 2 (half log-SNR steps, i.e. log(α/σ)):
@@ -111,8 +124,9 @@ def dpm_solver_2m_sample(eps_fn: EpsFn, z: Tensor, schedule: NoiseSchedule, spac
             d = (1 + 0.5 / r) * x_hat - (0.5 / r) * x_prev
         ratio = expand_like(schedule.sigma(ts[i + 1]) / schedule.sigma(ts[i]), z)
         z = space.project(ratio * z - expand_like(schedule.alpha(ts[i + 1]) * torch.expm1(-h), z) * d, mask)
+        z = _guided(guide, z, ts[i + 1])
         x_prev, h_prev = x_hat, h
-    return predict_x0(z, ts[-1], schedule, _eps(eps_fn, z, ts[-1], space, mask))
+    return _guided(guide, predict_x0(z, ts[-1], schedule, _eps(eps_fn, z, ts[-1], space, mask)), ts[-1])
 
 
 SAMPLERS: dict[str, Callable[..., Tensor]] = {
@@ -125,10 +139,10 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
 
 def sample(name: str, eps_fn: EpsFn, z: Tensor, schedule: NoiseSchedule, space: EuclideanSpace,
            steps: int | None = None, mask: Tensor | None = None, generator=None, show_progress: bool = False,
-           **options) -> Tensor:
+           guide: Guide | None = None, **options) -> Tensor:
     """Run the sampler called ``name`` (``ddpm``, ``ddim``, ``heun``, ``dpm2m``); extra options (DDIM's
     ``eta``) pass through."""
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}")
     return SAMPLERS[name](eps_fn, z, schedule, space, steps=steps, mask=mask, generator=generator,
-                          show_progress=show_progress, **options)
+                          show_progress=show_progress, guide=guide, **options)

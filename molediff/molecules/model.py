@@ -7,9 +7,9 @@ space, the features are ordinary masked channels; one schedule and one ε-object
 Conditioning hooks:
 * ``context`` — a property vector ``[B, C]`` handed to the denoiser (conditional generation);
 * ``mode="conformer"`` — atom types are given and only coordinates diffuse (graph-conditioned conformers);
-* ``fixed`` — inpainting: coordinates of chosen atoms are held to given values while the rest is sampled
-  (the known part is replaced by its forward-noised value at every step, Lugmayr et al. 2022 without
-  resampling).
+* ``fixed_positions`` / ``fixed_mask`` — inpainting: coordinates of chosen atoms are held to given values
+  while the rest is sampled (the known part is replaced by its forward-noised value after every sampler
+  step, Lugmayr et al. 2022 without resampling).
 """
 
 from __future__ import annotations
@@ -197,6 +197,8 @@ class MoleculeDiffusion(nn.Module):
             raise ValueError(f"got {len(seeds)} seeds for {B} molecules")
         gens = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
         if self.config.mode == "conformer":
+            if fixed_positions is not None or fixed_mask is not None:
+                raise ValueError("inpainting (fixed atoms) is not available in conformer mode")
             if atom_types is None:
                 raise ValueError("conformer mode needs the atom types of each molecule")
             feats = self.encode(torch.zeros(B, N, 3, device=device, dtype=dtype), atom_types.to(device), mask)[..., 3:]
@@ -206,35 +208,76 @@ class MoleculeDiffusion(nn.Module):
                          **sampler_options)
             return self.decode(torch.cat([pos, feats], -1), mask)
         eps = self.eps_fn(mask, context)
-        if fixed_positions is not None:
-            eps = self._inpainting_eps(eps, fixed_positions.to(device, dtype), fixed_mask.to(device), mask, gens)
+        guide = None
+        if fixed_positions is not None or fixed_mask is not None:
+            if fixed_positions is None or fixed_mask is None:
+                raise ValueError("inpainting needs both fixed_positions [B, N, 3] and fixed_mask [B, N]")
+            if tuple(fixed_positions.shape) != (B, N, 3) or tuple(fixed_mask.shape) != (B, N):
+                raise ValueError(f"fixed_positions must be [B, N, 3] = [{B}, {N}, 3] and fixed_mask [{B}, {N}]")
+            fixed_mask = fixed_mask.to(device)
+            if bool((fixed_mask & ~mask).any()):
+                raise ValueError("fixed_mask marks atoms beyond a molecule's atom count")
+            guide = self._inpainting_guide(fixed_positions.to(device, dtype), fixed_mask, mask, gens)
         z = self.space.randn((B, N, 3 + self.config.feature_dim), mask, gens, dtype, device)
-        x = sample(sampler, eps, z, self.schedule, self.space, steps, mask, gens, show_progress,
+        x = sample(sampler, eps, z, self.schedule, self.space, steps, mask, gens, show_progress, guide=guide,
                    **sampler_options)
-        if fixed_positions is not None:
-            x = self._replace_known(x, fixed_positions.to(device, dtype), fixed_mask.to(device), mask)
         return self.decode(x, mask)
 
-    # -- inpainting -----------------------------------------------------------------------------------
-    def _replace_known(self, z: Tensor, known: Tensor, known_mask: Tensor, mask: Tensor) -> Tensor:
-        pos = torch.where(known_mask.unsqueeze(-1), known, z[..., :3])
-        return self.space.project(torch.cat([pos, z[..., 3:]], -1), mask)
+    def sample_molecules(self, atom_counts: Sequence[int] | Tensor, seeds: Sequence[int], batch_size: int = 100,
+                         show_progress: bool = False, name_prefix: str = "sample", **sample_options) -> list:
+        """Sample many molecules in batches of similar size; returns ``Molecule`` objects in input order.
 
-    def _inpainting_eps(self, eps, known: Tensor, known_mask: Tensor, mask: Tensor, gens):
-        """Wrap ε so the model always sees the known atoms at their forward-noised positions.
+        Molecule i uses ``seeds[i]`` alone, so neither the batch size nor the batching order changes it.
+        Sorting by atom count cuts the padding in the dense [B, N, N] edge tensors.
+        """
+        from ..utils import progress
 
-        The known coordinates are centred on the known atoms' own centre; the sampled atoms then place
-        themselves around them, and the final result is re-centred by the space.
+        counts = torch.as_tensor(atom_counts, dtype=torch.long).flatten()
+        seeds = list(seeds)
+        if len(seeds) != counts.numel():
+            raise ValueError(f"got {len(seeds)} seeds for {counts.numel()} molecules")
+        if batch_size < 1:
+            raise ValueError("batch size must be at least 1")
+        order = torch.argsort(counts, stable=True).tolist()
+        chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        molecules = [None] * len(order)
+        # Denormal floats from the near-zero coordinate heads slow CPU kernels by about a quarter; torch has
+        # no getter for this flag, so it is restored to torch's default (off) afterwards.
+        torch.set_flush_denormal(True)
+        try:
+            for idx in progress(chunks, desc="sampling", unit="batch", disable=None if show_progress else True):
+                out = self.sample(counts[idx], seeds=[seeds[i] for i in idx], **sample_options)
+                for i, m in zip(idx, out.to_molecules()):
+                    m.name = f"{name_prefix}_{seeds[i]}"
+                    molecules[i] = m
+        finally:
+            torch.set_flush_denormal(False)
+        return molecules
+
+    def _inpainting_guide(self, known: Tensor, known_mask: Tensor, mask: Tensor, gens):
+        """Replacement guide for inpainting (Lugmayr et al. 2022, without resampling): after every sampler
+        update the known atoms are set to their forward-noised coordinates α_t x + σ_t ε.
+
+        Translation is free in the zero-CoM space, so the known block is shifted as a whole to keep the
+        state's centre of mass at zero with the free atoms left where the sampler put them; at t = 0 the
+        known coordinates go in exactly.  Atom types of the known atoms are sampled, not fixed.
         """
         km = known_mask.unsqueeze(-1).to(known.dtype)
-        known = (known - (known * km).sum(1, keepdim=True) / km.sum(1, keepdim=True).clamp(min=1)) * km
+        free = mask.unsqueeze(-1).to(known.dtype) * (1 - km)
+        n_known = km.sum(1, keepdim=True).clamp(min=1)
 
-        def wrapped(z: Tensor, t: Tensor) -> Tensor:
-            noise = self.space.randn(known.shape, mask, gens, z.dtype, z.device)
-            noisy_known = q_sample(known, t.to(torch.float64), self.schedule, noise)
-            return eps(self._replace_known(z, noisy_known, known_mask, mask), t)
+        def guide(z: Tensor, t: Tensor) -> Tensor:
+            if bool((t == 0).all()):
+                noisy = known
+            else:
+                noisy = q_sample(known, t, self.schedule, self.space.randn(known.shape, mask, gens, z.dtype,
+                                                                            z.device))
+            pos = z[..., :3]
+            shift = -((pos * free).sum(1, keepdim=True) + (noisy * km).sum(1, keepdim=True)) / n_known
+            pos = torch.where(known_mask.unsqueeze(-1), noisy + shift, pos)
+            return torch.cat([pos, z[..., 3:]], -1)
 
-        return wrapped
+        return guide
 
 
 def build_model(config: MoleculeDiffusionConfig | dict) -> MoleculeDiffusion:

@@ -25,7 +25,9 @@ def pretrained_path(name: str = DEFAULT_QM9) -> Path:
 def _model_config_from(path: Path) -> dict:
     """The molecule-model config stored with the weights (safetensors metadata or a checkpoint's state)."""
     if path.is_dir():
-        state = json.loads((path / "state.json").read_text())
+        from ..training.checkpoint import find_checkpoint, read_state
+
+        state = read_state(find_checkpoint(path))
         cfg = state.get("model_config") or state.get("config", {}).get("model")
         if cfg is None:
             raise ValueError(f"checkpoint {path} does not record a molecule-model config")
@@ -44,7 +46,9 @@ def load_model(checkpoint: str | Path | None = None, device: str | torch.device 
     """Build a ``MoleculeDiffusion`` from shipped weights (default), an exported ``.safetensors`` file or a
     training checkpoint directory (its EMA weights)."""
     from ..training.checkpoint import load_weights
+    from ..utils import check_device
 
+    check_device(device)
     path = pretrained_path() if checkpoint is None else Path(checkpoint)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist")

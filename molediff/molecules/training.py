@@ -15,37 +15,35 @@ from .model import MoleculeDiffusion, MoleculeDiffusionConfig
 log = logging.getLogger(__name__)
 
 
-def load_dataset(data: dict):
+def load_dataset(data: dict, atom_types=None):
     """The training molecules named by a config's ``data`` section.
 
-    ``{"dataset": "qm9", "split": "train", "root": None, "subset": None}`` or
-    ``{"dataset": "files", "path": "my_molecules/"}`` (a folder or file of SDF/XYZ molecules), or
+    ``{"dataset": "qm9", "split": "train", "root": None, "subset": None}``,
+    ``{"dataset": "files", "path": "my_molecules/"}`` (a folder or file of SDF/XYZ molecules; molecules
+    with elements outside ``atom_types`` or more than 64 atoms are reported and skipped), or
     ``{"dataset": "npz", "path": "qm9_train.npz"}`` (a saved ``MoleculeDataset``; no RDKit needed).
     ``subset: k`` keeps the first k molecules (for smoke tests and overfitting checks).
     """
+    from .model import MAX_ATOMS
+
     kind = data.get("dataset", "qm9")
+    if kind in ("files", "npz") and not data.get("path"):
+        raise ValueError(f"data section: dataset '{kind}' needs a 'path'")
     if kind == "qm9":
         from ..data.qm9 import load_qm9
 
         dataset = load_qm9(data.get("split", "train"), root=data.get("root"))
-    elif kind == "npz":
-        from ..data.molecule import MoleculeDataset
+    elif kind in ("files", "npz"):
+        from ..data.files import load_molecule_files
 
-        dataset = MoleculeDataset.load(data["path"])
-    elif kind == "files":
-        from ..chem.io import read_molecules
-
-        molecules, errors = read_molecules(data["path"])
+        dataset, errors = load_molecule_files(data["path"], atom_types=atom_types, max_atoms=MAX_ATOMS)
         for record, reason in errors:
             log.warning("skipped %s: %s", record, reason)
-        if not molecules:
-            raise ValueError(f"no readable molecules in {data['path']}")
-        dataset = molecules
     else:
         raise ValueError(f"unknown dataset {kind!r}; use 'qm9', 'npz' or 'files'")
     subset = data.get("subset")
     if subset:
-        dataset = [dataset[i] for i in range(min(int(subset), len(dataset)))]
+        dataset = dataset.subset(range(min(int(subset), len(dataset))))
     return dataset
 
 
@@ -109,6 +107,8 @@ class MoleculeTask:
         """Sample ``eval_samples`` molecules and score stability and validity."""
         if not self.eval_samples:
             return {}
+        if self.model.config.mode == "conformer":
+            return {}  # de novo stability needs sampled atom types; conformer metrics need references
         from ..chem.metrics import evaluate_molecules
 
         model = getattr(model, "module", model)
@@ -127,8 +127,12 @@ def build_task(config) -> MoleculeTask:
     """``molediff train`` entry: the config's ``model`` section is a ``MoleculeDiffusionConfig``; its
     atom-count histogram is filled from the training data when absent."""
     data = dict(config.data)
-    dataset = load_dataset(data)
     model_cfg = dict(config.model)
+    if model_cfg.get("context_features"):
+        raise ValueError("training with context (property conditioning) is not wired to the data loaders yet; "
+                         "set model.context_features to 0")
+    atom_types = tuple(model_cfg.get("atom_types", MoleculeDiffusionConfig.atom_types))
+    dataset = load_dataset(data, atom_types)
     if not model_cfg.get("atom_count_histogram"):
         model_cfg["atom_count_histogram"] = atom_count_histogram(dataset)
     model = MoleculeDiffusion(MoleculeDiffusionConfig.from_dict(model_cfg))

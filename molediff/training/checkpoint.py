@@ -135,7 +135,7 @@ def _cast_like(tensors: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor
             else v for k, v in tensors.items()}
 
 
-def _read_state(ckpt: Path) -> dict:
+def read_state(ckpt: Path) -> dict:
     try:
         state = json.loads((ckpt / "state.json").read_text())
     except (OSError, json.JSONDecodeError) as e:
@@ -266,7 +266,7 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module, ema: EMA | None =
     Raises a one-line ValueError when the checkpoint was trained for a different model.
     """
     ckpt = find_checkpoint(path)
-    state = _read_state(ckpt)
+    state = read_state(ckpt)
     label = f"checkpoint {ckpt}"
     _check_model_config(label, state.get("model_class"), state.get("model_config"), model, strict)
     tensors = _load_safetensors(ckpt / "model.safetensors")
@@ -305,7 +305,7 @@ def load_weights(path: str | os.PathLike, model: nn.Module, use_ema: bool = True
     path = Path(path)
     if path.is_dir():
         ckpt = find_checkpoint(path)
-        state = _read_state(ckpt)
+        state = read_state(ckpt)
         file = ckpt / "ema.safetensors"
         if not (use_ema and file.is_file()):
             file = ckpt / "model.safetensors"
@@ -334,7 +334,7 @@ def export_weights(path: str | os.PathLike, out_path: str | os.PathLike,
     """Write a checkpoint's EMA weights (raw weights without an EMA) as one compact safetensors file, floating
     tensors cast to ``dtype`` (None keeps them), with the model class and config in its metadata."""
     ckpt = find_checkpoint(path)
-    state = _read_state(ckpt)
+    state = read_state(ckpt)
     file = ckpt / "ema.safetensors"
     if not (use_ema and file.is_file()):
         file = ckpt / "model.safetensors"

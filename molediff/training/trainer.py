@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..utils import atomic_write, progress
+from ..utils import atomic_write, check_device, progress
 from . import distributed
 from .checkpoint import find_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from .config import OptimConfig, TrainConfig, config_to_dict
@@ -176,6 +176,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 def _resolve_device(device) -> torch.device:
     if device is not None:
+        check_device(device)
         return torch.device(device)
     if torch.cuda.is_available():
         return torch.device("cuda", distributed.local_rank() % torch.cuda.device_count())

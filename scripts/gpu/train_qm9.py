@@ -73,30 +73,27 @@ def run(args) -> None:
     metrics = train(task, config, resume=resuming, device=device)
     train_s = time.perf_counter() - t0
 
-    ckpt = run_dir / "checkpoints" / "last"
-    export_weights(ckpt, out / "qm9_egnn.safetensors", dtype=torch.bfloat16)
+    export_weights(run_dir, out / "qm9_egnn.safetensors", dtype=torch.bfloat16)
     shutil.copy(run_dir / "metrics.jsonl", out / "metrics.jsonl")
 
     model = load_model(out / "qm9_egnn.safetensors", device=device)
     if device.type == "cuda":
         model = model.to(torch.float32)
-    gen = torch.Generator().manual_seed(12345)
-    counts = model.sample_atom_counts(args.samples, gen).sort().values  # similar sizes share a batch
-    positions = np.zeros((args.samples, int(counts.max()), 3), np.float32)
-    numbers = np.zeros((args.samples, int(counts.max())), np.int8)
+    counts = model.sample_atom_counts(args.samples, torch.Generator().manual_seed(12345))
     if device.type == "cuda":
         torch.cuda.synchronize()
     t1 = time.perf_counter()
-    for lo in range(0, args.samples, args.sample_batch):
-        hi = min(lo + args.sample_batch, args.samples)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and args.bf16_sampling):
-            s = model.sample(counts[lo:hi], sampler=args.sampler, steps=args.steps, seeds=range(lo, hi))
-        n = s.positions.shape[1]
-        positions[lo:hi, :n] = s.positions.float().cpu().numpy()
-        numbers[lo:hi, :n] = s.atomic_numbers.cpu().numpy()
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and args.bf16_sampling):
+        molecules = model.sample_molecules(counts, seeds=range(args.samples), batch_size=args.sample_batch,
+                                           sampler=args.sampler, steps=args.steps)
     if device.type == "cuda":
         torch.cuda.synchronize()
     sample_s = time.perf_counter() - t1
+    positions = np.zeros((args.samples, int(counts.max()), 3), np.float32)
+    numbers = np.zeros((args.samples, int(counts.max())), np.int8)
+    for i, m in enumerate(molecules):
+        positions[i, :len(m.atomic_numbers)] = m.positions
+        numbers[i, :len(m.atomic_numbers)] = m.atomic_numbers
     np.savez_compressed(out / "samples.npz", positions=positions, atomic_numbers=numbers, counts=counts.numpy())
     last = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
     report = {
