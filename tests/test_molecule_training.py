@@ -3,6 +3,7 @@
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -103,3 +104,22 @@ def test_generate_command_writes_sdf_from_a_checkpoint(tmp_path, capsys):
                  "--checkpoint", str(tmp_path / "w.safetensors")]) == 1
     assert main(["generate", "-n", "2", "-o", str(out), "--checkpoint", str(tmp_path / "w.safetensors"),
                  "--steps", "51"]) == 1
+    assert main(["generate", "-n", "2", "-o", str(tmp_path), "--checkpoint", str(tmp_path / "w.safetensors"),
+                 "--steps", "2"]) == 1                                   # output is a directory
+    if not torch.cuda.is_available():
+        assert main(["generate", "-n", "2", "-o", str(out), "--device", "cuda"]) == 1
+    assert "error" in capsys.readouterr().err
+
+
+def test_user_files_dataset_filters_unsupported_elements(tmp_path):
+    from molediff.chem.io import write_xyz
+    from molediff.data.molecule import Molecule
+    from molediff.molecules.training import load_dataset
+
+    good = MoleculeDataset.load(DATA)
+    sulfur = Molecule(atomic_numbers=np.array([16, 1, 1]), positions=np.eye(3, dtype=np.float32), name="H2S")
+    write_xyz(tmp_path / "mine.xyz", [good[0], sulfur, good[1]])
+    dataset = load_dataset({"dataset": "files", "path": str(tmp_path / "mine.xyz")}, atom_types=(1, 6, 7, 8, 9))
+    assert len(dataset) == 2
+    with pytest.raises(ValueError, match="needs a 'path'"):
+        load_dataset({"dataset": "files"})

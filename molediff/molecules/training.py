@@ -36,9 +36,7 @@ def load_dataset(data: dict, atom_types=None):
     elif kind in ("files", "npz"):
         from ..data.files import load_molecule_files
 
-        dataset, errors = load_molecule_files(data["path"], atom_types=atom_types, max_atoms=MAX_ATOMS)
-        for record, reason in errors:
-            log.warning("skipped %s: %s", record, reason)
+        dataset, _ = load_molecule_files(data["path"], atom_types=atom_types, max_atoms=MAX_ATOMS)  # logs skips
     else:
         raise ValueError(f"unknown dataset {kind!r}; use 'qm9', 'npz' or 'files'")
     subset = data.get("subset")
