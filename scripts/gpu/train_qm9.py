@@ -64,6 +64,9 @@ def run(args) -> None:
     resuming = (run_dir / "checkpoints").exists()
     if args.init and not resuming:
         init = load_model(args.init)
+        if init.config.denoiser != task.model.config.denoiser:
+            raise ValueError(f"--init {args.init} holds a {init.config.denoiser} denoiser but the config asks for "
+                             f"{task.model.config.denoiser}; drop --init or use a matching config")
         task.model.load_state_dict(init.state_dict())
         log.info("initialised from %s", args.init)
     if device.type == "cuda":
