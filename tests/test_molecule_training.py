@@ -123,3 +123,12 @@ def test_user_files_dataset_filters_unsupported_elements(tmp_path):
     assert len(dataset) == 2
     with pytest.raises(ValueError, match="needs a 'path'"):
         load_dataset({"dataset": "files"})
+
+
+def test_periodic_evaluation_samples_and_scores():
+    task = four_molecule_task(hidden=8, layers=2, T=50)
+    task.eval_samples, task.eval_steps = 4, 3
+    scores = task.evaluate(task.model, step=1)
+    assert set(scores) >= {"atom_stability", "mol_stability", "validity"}
+    assert all(0.0 <= v <= 1.0 for v in scores.values())
+    assert task.model.training  # the trainer's mode is left as it was

@@ -5,9 +5,7 @@ from .model import (
     GeneratedMolecules,
     MoleculeDiffusion,
     MoleculeDiffusionConfig,
-    build_model,
     count_parameters,
 )
 
-__all__ = ["MAX_ATOMS", "GeneratedMolecules", "MoleculeDiffusion", "MoleculeDiffusionConfig", "build_model",
-           "count_parameters"]
+__all__ = ["MAX_ATOMS", "GeneratedMolecules", "MoleculeDiffusion", "MoleculeDiffusionConfig", "count_parameters"]

@@ -280,12 +280,6 @@ class MoleculeDiffusion(nn.Module):
         return guide
 
 
-def build_model(config: MoleculeDiffusionConfig | dict) -> MoleculeDiffusion:
-    if isinstance(config, dict):
-        config = MoleculeDiffusionConfig.from_dict(config)
-    return MoleculeDiffusion(config)
-
-
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -113,10 +113,10 @@ class MoleculeTask:
         was_training = model.training
         model.eval()
         counts = model.sample_atom_counts(self.eval_samples, torch.Generator().manual_seed(step))
-        generated = model.sample(counts, sampler=self.eval_sampler, steps=self.eval_steps,
-                                 seeds=range(self.eval_samples))
+        molecules = model.sample_molecules(counts, seeds=range(self.eval_samples), batch_size=self.eval_samples,
+                                           sampler=self.eval_sampler, steps=self.eval_steps)
         model.train(was_training)
-        scores = evaluate_molecules(generated.to_molecules())
+        scores = evaluate_molecules(molecules)
         return {k: float(v) for k, v in scores.items()
                 if k in ("atom_stability", "mol_stability", "validity", "uniqueness") and v is not None}
 
