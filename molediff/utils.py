@@ -1,15 +1,108 @@
-"""Small shared helpers: atomic file output and progress bars. Use these rather than re-writing them."""
+"""Small shared helpers: typed configs from plain data, atomic file output, progress bars, devices and the
+cache directory. Use these rather than re-writing them."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import math
 import os
 import sys
 import tempfile
+import types
+import typing
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from tqdm.auto import tqdm
+
+
+# ------------------------------------------------------------------------------------------ typed configs
+def build_config(cls, data, section: str = ""):
+    """A frozen dataclass ``cls`` from plain data (YAML/JSON), with every value checked against its annotation.
+
+    One builder for every config section (training, optimiser, model, denoiser, data), so that a typo such as
+    ``datset: files`` fails at once instead of silently falling back to a default. ``section`` prefixes key
+    names in messages (``"data."``). Nested dataclass fields are built recursively.
+
+    Raises ValueError naming the section, the offending key and the allowed keys, for unknown or missing keys
+    and for values of the wrong type; the dataclass's own ``__post_init__`` checks run as usual.
+    """
+    where = section.rstrip(".") or "top level"
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ValueError(f"config section {where!r} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown config key{'s' if len(unknown) > 1 else ''} "
+                         f"{', '.join(repr(section + k) for k in unknown)} in section {where!r}; "
+                         f"allowed: {', '.join(sorted(fields))}")
+    missing = [k for k, f in fields.items() if k not in data and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ValueError(f"config section {where!r} is missing required keys {[section + k for k in missing]}")
+    kwargs = {}
+    for key, value in data.items():
+        kwargs[key] = _typed_value(value, hints[key], section + key)
+    return cls(**kwargs)
+
+
+def _typed_value(value, tp, where: str):
+    """``value`` converted to the annotation ``tp``, or a ValueError naming the key ``where``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for inner in (a for a in args if a is not type(None)):
+            try:
+                return _typed_value(value, inner, where)
+            except ValueError as e:
+                errors.append(e)
+        raise errors[0]
+    if dataclasses.is_dataclass(tp):
+        return build_config(tp, value, where + ".")
+    if tp is typing.Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, str):  # PyYAML reads "1e-4" (no dot) as a string
+            with contextlib.suppress(ValueError):
+                value = float(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif tp is dict or origin is dict:
+        if value is None:
+            return {}
+        if isinstance(value, dict):
+            if origin is None:
+                return dict(value)
+            key_type, value_type = typing.get_args(tp)
+            # JSON turns integer keys into strings: accept "17" for an int key.
+            return {_typed_value(int(k) if key_type is int and isinstance(k, str) and k.lstrip("-").isdigit()
+                                 else k, key_type, f"{where}[{k!r}]"): _typed_value(v, value_type, f"{where}[{k!r}]")
+                    for k, v in value.items()}
+    elif origin is tuple:
+        args = typing.get_args(tp)
+        if isinstance(value, (list, tuple)):
+            if len(args) == 2 and args[1] is Ellipsis:
+                return tuple(_typed_value(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+            if len(value) == len(args):
+                return tuple(_typed_value(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    name = getattr(tp, "__name__", str(tp))
+    raise ValueError(f"config key {where!r} must be {name}, got {value!r}")
 
 
 @contextlib.contextmanager

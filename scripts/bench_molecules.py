@@ -40,7 +40,7 @@ def bench_training(model, dataset, batch_size, steps, device) -> float:
             sync(device)
             start, n = time.perf_counter(), 0
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            loss = model(batch.positions, batch.atom_types, batch.mask).mean()
+            loss = model(batch.positions, batch.type_index, batch.mask).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -52,7 +52,7 @@ def main() -> None:
         ds = load_qm9("train").subset(np.arange(args.n))
         molecules = [ds[i] for i in range(len(ds))]
     else:
-        from molediff.data.molecule import MoleculeDataset
+        from molediff.chem.molecule import MoleculeDataset
 
         ds = MoleculeDataset.load(Path(__file__).resolve().parents[1] / "tests" / "data" / "qm9_test_500.npz")
         molecules = [ds[i % len(ds)] for i in range(args.n)]

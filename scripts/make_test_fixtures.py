@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from molediff.chem.io import molblock, write_sdf, write_xyz
-from molediff.data.molecule import MoleculeDataset
+from molediff.chem.molecule import MoleculeDataset
 from molediff.data.qm9 import load_qm9
 from molediff.utils import atomic_write
 

@@ -14,7 +14,7 @@ from molediff.chem.bonds import (
     stable_atoms,
     to_rdkit,
 )
-from molediff.data.molecule import MoleculeDataset
+from molediff.chem.molecule import MoleculeDataset
 
 DATA = Path(__file__).parent / "data"
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from molediff.chem.conformers import best_rmsd, conformer_metrics, coverage, distance_mae
+from molediff.chem.molecule import Molecule, MoleculeDataset
 from molediff.chem.physics import physical_checks
-from molediff.data.molecule import Molecule, MoleculeDataset
 
 DATA = Path(__file__).parent / "data"
 

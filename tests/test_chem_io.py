@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from molediff.chem.io import read_molecules, write_sdf, write_xyz
-from molediff.data.molecule import Molecule, MoleculeDataset
+from molediff.chem.molecule import Molecule, MoleculeDataset
 
 DATA = Path(__file__).parent / "data"
 

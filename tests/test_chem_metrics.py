@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from molediff.chem.metrics import atom_stability, evaluate_molecules, molecule_smiles, reference_smiles
-from molediff.data.molecule import Molecule, MoleculeDataset
+from molediff.chem.molecule import Molecule, MoleculeDataset
 
 DATA = Path(__file__).parent / "data"
 HAS_QM9 = importlib.util.find_spec("qm9pack") is not None

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from molediff.chem.molecule import Molecule, MoleculeDataset
 from molediff.data.batching import collate_dense, from_pyg_batch
-from molediff.data.molecule import Molecule, MoleculeDataset
 
 DATA = Path(__file__).parent / "data"
 
@@ -77,14 +77,14 @@ def test_collate_dense_pads_and_maps_types():
         assert batch.mask[b].sum() == k
         assert torch.equal(batch.atomic_numbers[b, :k], torch.from_numpy(m.atomic_numbers))
         types = np.array([(1, 6, 7, 8, 9).index(z) for z in m.atomic_numbers])
-        assert torch.equal(batch.atom_types[b, :k], torch.from_numpy(types))
+        assert torch.equal(batch.type_index[b, :k], torch.from_numpy(types))
         assert float(batch.positions[b, k:].abs().sum()) == 0.0
     assert batch.to("cpu").positions.shape == batch.positions.shape
 
 
 def test_collate_dense_errors_name_the_molecule():
     with pytest.raises(ValueError, match="'water'.*atomic number 8"):
-        collate_dense([_water()], atom_types=(1, 6))
+        collate_dense([_water()], vocabulary=(1, 6))
     with pytest.raises(ValueError, match="'water' has 3 atoms"):
         collate_dense([_water()], max_atoms=2)
 
@@ -96,5 +96,22 @@ def test_from_pyg_batch_matches_collate_dense():
     mols = [ds[i] for i in range(5)]
     dense = collate_dense(mols)
     other = from_pyg_batch(Batch.from_data_list([m.to_pyg() for m in mols]))
-    for field in ("positions", "atom_types", "atomic_numbers", "mask"):
+    for field in ("positions", "type_index", "atomic_numbers", "mask"):
         assert torch.equal(getattr(dense, field), getattr(other, field))
+
+
+def test_load_molecule_files_filters_by_vocabulary_and_size(tmp_path, monkeypatch):
+    from molediff.chem.io import write_xyz
+    from molediff.data.files import load_molecule_files
+
+    monkeypatch.setenv("MOLEDIFF_CACHE", str(tmp_path / "cache"))
+    ds = MoleculeDataset.load(DATA / "qm9_test_500.npz")
+    sulfur = Molecule([16, 1, 1], np.eye(3), name="H2S")
+    write_xyz(tmp_path / "mine.xyz", [ds[0], sulfur, ds[1]])
+    kept, skipped = load_molecule_files(tmp_path / "mine.xyz", vocabulary=(1, 6, 7, 8, 9))
+    assert len(kept) == 2
+    assert [reason for _, reason in skipped] == ["element(s) [16] outside the vocabulary (1, 6, 7, 8, 9)"]
+    kept, skipped = load_molecule_files(tmp_path / "mine.xyz", max_atoms=3)   # from the cache this time
+    assert [m.num_atoms for m in kept] == [3] and len(skipped) == 2
+    with pytest.raises(ValueError, match="no usable molecules"):
+        load_molecule_files(tmp_path / "mine.xyz", vocabulary=(6,))

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from molediff.data.molecule import MoleculeDataset
+from molediff.chem.molecule import MoleculeDataset
 from molediff.data.qm9 import QM9_NUM_GDB, build_qm9_cache, load_qm9, qm9_split_indices
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,3 +64,19 @@ def test_training_split_atom_count_histogram():
     assert len(train) == 100_000
     assert (counts[17], counts[18], counts[19]) == (13_025, 13_364, 13_832)
     assert set(np.unique(train.atomic_numbers).tolist()) == {1, 6, 7, 8, 9}
+
+
+def test_qm9_train_smiles_computed_once_then_cached(tmp_path, monkeypatch):
+    import molediff.data.qm9 as qm9
+    from molediff.chem.metrics import reference_smiles
+
+    monkeypatch.setenv("MOLEDIFF_CACHE", str(tmp_path / "cache"))
+    _write_csv(tmp_path / "qm9_part1.csv", [(1, "C", "['C','H']", "[[0.,0.,0.],[1.,0.,0.]]")])
+    train = MoleculeDataset.load(Path(__file__).parent / "data" / "qm9_train_first4.npz")
+    calls = []
+    monkeypatch.setattr(qm9, "load_qm9", lambda split, root=None: calls.append((split, root)) or train)
+    smiles = qm9.qm9_train_smiles(root=tmp_path)
+    assert calls == [("train", tmp_path)]
+    assert smiles == reference_smiles(train, show_progress=False) and smiles
+    assert qm9.qm9_train_smiles(root=tmp_path) == smiles and len(calls) == 1   # second call reads the cache
+    assert list((tmp_path / "cache" / "qm9").glob("*_train_smiles_v1.txt"))

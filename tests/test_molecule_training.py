@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from molediff.data.molecule import MoleculeDataset
+from molediff.chem.molecule import MoleculeDataset
 from molediff.molecules import MoleculeDiffusion, MoleculeDiffusionConfig
 from molediff.molecules.pretrained import load_model
 from molediff.molecules.training import MoleculeTask, atom_count_histogram
@@ -28,7 +28,7 @@ def fixed_draw_loss(model, batch, draws=16) -> float:
     """Mean loss over a fixed set of (t, noise) draws: the same numbers before and after training."""
     model.eval()
     with torch.no_grad():
-        losses = [model(batch.positions, batch.atom_types, batch.mask,
+        losses = [model(batch.positions, batch.type_index, batch.mask,
                         generator=torch.Generator().manual_seed(1000 + k)).mean() for k in range(draws)]
     return float(torch.stack(losses).mean())
 
@@ -113,16 +113,17 @@ def test_generate_command_writes_sdf_from_a_checkpoint(tmp_path, capsys):
 
 def test_user_files_dataset_filters_unsupported_elements(tmp_path):
     from molediff.chem.io import write_xyz
-    from molediff.data.molecule import Molecule
-    from molediff.molecules.training import load_dataset
+    from molediff.chem.molecule import Molecule
+    from molediff.data.sources import MoleculeDataConfig, load_molecule_dataset
 
     good = MoleculeDataset.load(DATA)
     sulfur = Molecule(atomic_numbers=np.array([16, 1, 1]), positions=np.eye(3, dtype=np.float32), name="H2S")
     write_xyz(tmp_path / "mine.xyz", [good[0], sulfur, good[1]])
-    dataset = load_dataset({"dataset": "files", "path": str(tmp_path / "mine.xyz")}, atom_types=(1, 6, 7, 8, 9))
+    dataset = load_molecule_dataset(MoleculeDataConfig(dataset="files", path=str(tmp_path / "mine.xyz")),
+                                    vocabulary=(1, 6, 7, 8, 9))
     assert len(dataset) == 2
     with pytest.raises(ValueError, match="needs a 'path'"):
-        load_dataset({"dataset": "files"})
+        MoleculeDataConfig(dataset="files")
 
 
 def test_periodic_evaluation_samples_and_scores():
@@ -132,3 +133,35 @@ def test_periodic_evaluation_samples_and_scores():
     assert set(scores) >= {"atom_stability", "mol_stability", "validity"}
     assert all(0.0 <= v <= 1.0 for v in scores.values())
     assert task.model.training  # the trainer's mode is left as it was
+
+
+@pytest.mark.parametrize("section, typo", [
+    ("top", "stesp: 3"),
+    ("optim", "optim:\n  lr: 1.0e-3\n  warmup: 5"),
+    ("model", "model:\n  denoiser: {name: egnn, hidden: 8, layers: 1}\n  shedule: cosine"),
+    ("model.denoiser", "model:\n  denoiser: {name: egnn, hiden: 8}"),
+    ("data", "data:\n  datset: files\n  path: x.sdf"),
+])
+def test_a_config_key_typo_fails_before_training_starts(tmp_path, section, typo):
+    from molediff.training import run_training
+
+    key = {"top": "stesp", "optim": "optim.warmup", "model": "model.shedule", "model.denoiser":
+           "model.denoiser.hiden", "data": "data.datset"}[section]
+    config = tmp_path / "typo.yaml"
+    config.write_text(f"task: molecules\nsteps: 3\nbatch_size: 2\n{typo}\n")
+    with pytest.raises(ValueError, match=f"'{key}'"):
+        run_training(config, out_dir=str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_old_task_name_qm9_still_trains(tmp_path):
+    from molediff.training import run_training
+
+    config = tmp_path / "old.yaml"
+    config.write_text(f"task: qm9\nsteps: 2\nbatch_size: 2\nlog_every: 1\ncheckpoint_every: 2\n"
+                      f"model:\n  T: 50\n  denoiser: {{name: egnn, hidden: 8, layers: 1}}\n"
+                      f"data:\n  dataset: npz\n  path: {DATA}\n")
+    metrics = run_training(config, out_dir=str(tmp_path / "run"))
+    assert metrics["step"] == 2
+    model = load_model(tmp_path / "run")
+    assert model.config.atom_count_histogram == atom_count_histogram(MoleculeDataset.load(DATA))

@@ -1,12 +1,14 @@
 """The molecule diffusion model on the core: encoding, equivariance, conditioning hooks, bad input."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from molediff.molecules import MoleculeDiffusion, MoleculeDiffusionConfig
+from molediff.testing import random_molecule_batch
 
 TINY = {"name": "egnn", "hidden": 16, "layers": 2}
 
@@ -19,12 +21,7 @@ def tiny_model(**overrides) -> MoleculeDiffusion:
 
 
 def random_batch(B=3, N=6, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    counts = torch.tensor([6, 4, 5][:B])
-    mask = torch.arange(N)[None] < counts[:, None]
-    pos = torch.randn(B, N, 3, generator=g, dtype=torch.float64) * 1.5 * mask.unsqueeze(-1)
-    types = torch.randint(0, 5, (B, N), generator=g) * mask
-    return pos, types, mask
+    return random_molecule_batch((6, 4, 5)[:B], N, seed=seed)
 
 
 def random_rotation(seed, reflect=False):
@@ -95,22 +92,6 @@ def test_atom_count_histogram_sampling_follows_the_histogram():
     assert freq[5] == pytest.approx(0.5, abs=0.03) and freq[3] == pytest.approx(0.25, abs=0.03)
 
 
-def test_conformer_mode_samples_coordinates_for_the_given_atom_types():
-    model = tiny_model(mode="conformer")
-    pos, types, mask = random_batch()
-    loss = model(pos, types, mask)
-    assert torch.isfinite(loss).all()
-    out = model.sample(mask.sum(1), sampler="ddpm", steps=5, atom_types=types, seeds=[1, 2, 3])
-    assert torch.equal(out.atomic_numbers, torch.tensor([1, 6, 7, 8, 9])[types] * mask)
-    assert torch.isfinite(out.positions).all() and (out.positions[~mask] == 0).all()
-    torch.testing.assert_close(out.positions.sum(1), torch.zeros(3, 3, dtype=torch.float64), atol=1e-9, rtol=0)
-    # the coordinates are conditioned on the graph: other types, same noise, other coordinates
-    other = model.sample(mask.sum(1), sampler="ddpm", steps=5, atom_types=(types + 1) % 5 * mask, seeds=[1, 2, 3])
-    assert not torch.allclose(out.positions, other.positions)
-    with pytest.raises(ValueError, match="conformer mode needs the atom types"):
-        model.sample([3], steps=5)
-
-
 KNOWN = torch.tensor([[0.0, 0.0, 0.0], [1.4, 0.0, 0.0], [0.0, 1.1, 0.0]], dtype=torch.float64)
 
 
@@ -127,7 +108,7 @@ def test_inpainting_guide_replaces_known_atoms_and_keeps_zero_com():
     B, N = 2, 6
     known, known_mask = _known(B, N)
     mask = torch.arange(N)[None] < torch.tensor([[6], [5]])
-    guide = model._inpainting_guide(known, known_mask, mask, None)
+    guide = model.inpainting_guide(known, known_mask, mask, None)
     z = model.space.randn((B, N, 9), mask, torch.Generator().manual_seed(0), torch.float64)
     for t in [0.7, 0.0]:
         out = guide(z, torch.full((B,), t, dtype=torch.float64))
@@ -185,10 +166,49 @@ def test_bad_molecule_input_is_refused():
         model(pos, types, mask)
     with pytest.raises(ValueError, match="must agree"):
         model(pos[:, :4], types, mask)
-    with pytest.raises(ValueError, match="mode must be"):
-        MoleculeDiffusionConfig(mode="protein")
+    with pytest.raises(ValueError, match="ConformerDiffusion"):
+        MoleculeDiffusionConfig.from_dict({"mode": "conformer"})
     with pytest.raises(ValueError, match="atom counts must lie in 1..64"):
         MoleculeDiffusionConfig(atom_count_histogram={0: 3})
+    with pytest.raises(ValueError, match="atom counts must lie in 1..20"):
+        MoleculeDiffusionConfig(atom_count_histogram={21: 3}, max_atoms=20)
+    with pytest.raises(ValueError, match=r"'model.hiden'.*allowed:"):
+        MoleculeDiffusionConfig.from_dict({"hiden": 3})
+    with pytest.raises(ValueError, match=r"'model\.denoiser\.hiden'"):
+        MoleculeDiffusionConfig.from_dict({"denoiser": {"name": "egnn", "hiden": 3}})
+    with pytest.raises(ValueError, match="unknown noise schedule"):
+        MoleculeDiffusionConfig.from_dict({"schedule": "sigmoid"})
+
+
+def test_config_round_trip_and_configs_stored_before_the_layering_change():
+    cfg = MoleculeDiffusionConfig(atom_count_histogram={3: 1, 5: 2}, max_atoms=30)
+    assert MoleculeDiffusionConfig.from_dict(cfg.to_dict()) == cfg
+    old = {"atom_types": [1, 6, 7, 8, 9], "mode": "joint", "atom_count_histogram": {"3": 1, "5": 2},
+           "denoiser": {"name": "egnn", "hidden": 96, "layers": 4}}
+    loaded = MoleculeDiffusionConfig.from_dict(old)
+    assert loaded.vocabulary == (1, 6, 7, 8, 9) and loaded.atom_count_histogram == {3: 1, 5: 2}
+    assert loaded.max_atoms == 64
+
+
+def test_max_atoms_is_a_config_field():
+    model = tiny_model(max_atoms=7)
+    assert model.sample([7], sampler="ddim", steps=2).mask.shape == (1, 7)
+    with pytest.raises(ValueError, match="1..7"):
+        model.sample([8], steps=2)
+
+
+def test_shipped_weights_reproduce_samples_pinned_before_the_layering_change():
+    """tests/data/qm9_egnn_pinned_samples.npz was written by the code before the point-cloud layer existed
+    (float64, per-molecule seeds); the shipped model must still produce exactly those molecules."""
+    from molediff.molecules.pretrained import load_model
+
+    pins = np.load(Path(__file__).parent / "data" / "qm9_egnn_pinned_samples.npz")
+    model = load_model().double()
+    counts, seeds = pins["counts"].tolist(), pins["seeds"].tolist()
+    for sampler, steps in (("dpm2m", 20), ("ddpm", 30)):
+        out = model.sample(counts, sampler=sampler, steps=steps, seeds=seeds)
+        np.testing.assert_allclose(out.positions.numpy(), pins[f"{sampler}_{steps}_positions"], atol=1e-5, rtol=0)
+        np.testing.assert_array_equal(out.atomic_numbers.numpy(), pins[f"{sampler}_{steps}_atomic_numbers"])
 
 
 def test_sample_molecules_does_not_depend_on_batching():

@@ -72,7 +72,7 @@ def test_config_roundtrip_and_errors(tmp_path):
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("task: toy\nsteps: 10\nbatch_size: 4\nlearning_rate: 0.1\n")
-    with pytest.raises(ValueError, match=r"bad.yaml.*unknown config keys \['learning_rate'\]"):
+    with pytest.raises(ValueError, match=r"bad.yaml.*unknown config key 'learning_rate'"):
         load_config(bad)
     bad.write_text("steps: 10\nbatch_size: 4\noptim:\n  lr: 1e-3\n  warmup: 5\n")
     with pytest.raises(ValueError, match=r"optim.warmup"):
@@ -297,7 +297,7 @@ def test_cli_train_and_resume(tmp_path, capsys):
     capsys.readouterr()
     assert module_main([str(bad), "--out", str(tmp_path / "x")]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith("molediff.train: error: unknown task 'nope'") and "\n" not in err
+    assert err.startswith("molediff train: error: unknown task 'nope'") and "\n" not in err
 
     with pytest.raises(SystemExit):
         main(["train", "--help"])

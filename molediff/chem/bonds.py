@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..data.elements import SYMBOLS, atomic_number
+from .elements import SYMBOLS, atomic_number
 
 # Typical bond lengths in pm (single, double, triple), as tabulated by EDM.
 _SINGLE = {

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.elements import SYMBOLS, atomic_number
-from ..data.molecule import Molecule
+from .elements import SYMBOLS, atomic_number
+from .molecule import Molecule
 
 log = logging.getLogger(__name__)
 

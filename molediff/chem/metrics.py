@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
@@ -224,19 +223,3 @@ def reference_smiles(molecules: Sequence, show_progress: bool = True) -> set[str
     result = evaluate_molecules(molecules, properties=False, show_progress=show_progress)
     return {r["smiles"] for r in result["per_molecule"] if r["valid"]}
 
-
-def qm9_train_smiles(root=None) -> set[str]:
-    """SMILES of EDM's QM9 training split recomputed with molediff's bond perception; cached as text in
-    ``cache_dir()/qm9`` after the first call (about a minute)."""
-    from ..data.qm9 import _cache_file, load_qm9, qm9_root
-    from ..utils import atomic_write
-
-    root_path = qm9_root() if root is None else Path(root)
-    path = _cache_file(root_path).with_name(_cache_file(root_path).stem + "_train_smiles_v1.txt")
-    if path.exists():
-        return {line for line in path.read_text().splitlines() if line}
-    log.info("computing QM9 training SMILES with molediff's bond perception (once)")
-    smiles = reference_smiles(load_qm9("train", root=root_path))
-    with atomic_write(path) as f:
-        f.write("\n".join(sorted(smiles)) + "\n")
-    return smiles

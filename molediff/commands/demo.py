@@ -8,6 +8,8 @@ import logging
 
 import torch
 
+from ..diffusion import SAMPLERS, SCHEDULES
+
 HELP = "sample a 2-D toy distribution with an analytic denoiser and save a PNG (core check)"
 log = logging.getLogger(__name__)
 
@@ -15,11 +17,11 @@ log = logging.getLogger(__name__)
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", default="demo.png", help="PNG file to write")
     parser.add_argument("-n", "--num-samples", type=int, default=4000, help="number of samples to draw")
-    parser.add_argument("--sampler", default="dpm2m", choices=["ddpm", "ddim", "heun", "dpm2m"],
-                        help="sampler: DDPM ancestral, DDIM, Heun (Karras) or DPM-Solver++(2M)")
+    parser.add_argument("--sampler", default="dpm2m", choices=sorted(SAMPLERS),
+                        help="sampler: ddpm (ancestral), ddim, heun (Karras et al.) or dpm2m (DPM-Solver++(2M))")
     parser.add_argument("--steps", type=int, default=20, help="number of sampling steps (<= --T)")
-    parser.add_argument("--schedule", default="polynomial", choices=["linear", "cosine", "polynomial"],
-                        help="noise schedule")
+    parser.add_argument("--schedule", default="polynomial", choices=sorted(SCHEDULES),
+                        help="noise schedule: linear (DDPM), cosine (Nichol & Dhariwal) or polynomial (EDM)")
     parser.add_argument("--T", type=int, default=1000, help="number of discrete diffusion steps")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
 

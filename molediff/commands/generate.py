@@ -8,6 +8,8 @@ import logging
 
 import torch
 
+from ..diffusion import SAMPLERS
+
 HELP = "generate 3D molecules with a trained model and write SDF/XYZ"
 log = logging.getLogger(__name__)
 
@@ -19,8 +21,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default=None,
                         help="exported .safetensors weights or a training checkpoint directory "
                              "(default: the QM9 model shipped in the package)")
-    parser.add_argument("--sampler", default="ddpm", choices=["ddpm", "ddim", "heun", "dpm2m"],
-                        help="sampler: DDPM ancestral, DDIM, Heun (Karras) or DPM-Solver++(2M)")
+    parser.add_argument("--sampler", default="ddpm", choices=sorted(SAMPLERS),
+                        help="sampler: ddpm (ancestral), ddim, heun (Karras et al.) or dpm2m (DPM-Solver++(2M))")
     parser.add_argument("--steps", type=int, default=None,
                         help="number of sampling steps (default: all T steps of the model's schedule)")
     parser.add_argument("--atoms", type=int, default=None,

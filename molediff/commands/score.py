@@ -51,7 +51,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def load_molecules(path: str):
     """(molecules, errors) from an SDF/XYZ file or folder, or a saved .npz dataset."""
     from ..chem.io import read_molecules
-    from ..data.molecule import MoleculeDataset
+    from ..chem.molecule import MoleculeDataset
 
     if path.lower().endswith(".npz"):
         ds = MoleculeDataset.load(path)
@@ -61,7 +61,8 @@ def load_molecules(path: str):
 
 def train_smiles_set(spec: str) -> set[str]:
     """Training SMILES in molediff's form (largest fragment, explicit hydrogens) from 'qm9' or a file."""
-    from ..chem.metrics import qm9_train_smiles, reference_smiles
+    from ..chem.metrics import reference_smiles
+    from ..data.qm9 import qm9_train_smiles
 
     if spec.lower() == "qm9":
         return qm9_train_smiles()

@@ -1,24 +1,45 @@
 """Train a diffusion model (or the toy regression task) from a YAML config.
 
 Writes step-numbered checkpoints (safetensors weights, EMA weights, JSON state, optimiser state) and a
-JSON-lines metrics log under the output directory; --resume continues a stopped run exactly. Launch with
-'torchrun --nproc_per_node K -m molediff.train CONFIG' for multi-GPU (DDP) training."""
+JSON-lines metrics log under the output directory; --resume continues a stopped run exactly. Tasks: 'molecules'
+(de novo molecules; 'qm9' is an older name for it), 'conformers' (coordinates given the molecular graph) and
+'toy'. Launch with 'torchrun --nproc_per_node K -m molediff.train CONFIG' for DDP over K processes."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 
 HELP = "train a model from a YAML config (checkpoints, exact resume, DDP under torchrun)"
+log = logging.getLogger(__name__)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from ..train import add_arguments
-
-    add_arguments(parser)
+    parser.add_argument("config", metavar="CONFIG", help="YAML training config (see configs/)")
+    parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="DIR",
+                        help="continue exactly where a run stopped: without DIR from the newest checkpoint in "
+                             "the output directory (starting fresh if there is none), with DIR from that "
+                             "checkpoint or run directory")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="output directory for checkpoints and metrics.jsonl (overrides out_dir)")
+    parser.add_argument("--steps", type=int, default=None, metavar="N",
+                        help="total number of optimiser steps (overrides steps; raise it to extend a run)")
+    parser.add_argument("--device", default=None,
+                        help="torch device, e.g. cpu or cuda (default: this process's GPU if any, else cpu)")
+    parser.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                        help="stop after this much wall time, writing a checkpoint first (overrides "
+                             "time_limit_s); resume later with --resume")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train import run_from_args
+    from ..training import distributed
+    from ..training.tasks import run_training
 
-    run_from_args(args)
+    if distributed.env_rank() != 0:
+        logging.getLogger("molediff").setLevel(logging.WARNING)
+    metrics = run_training(args.config, resume=args.resume, out_dir=args.out, steps=args.steps,
+                           device=args.device, time_limit_s=args.time_limit)
+    shown = {k: v for k, v in metrics.items() if isinstance(v, float)}
+    if shown:
+        log.info("final: %s", ", ".join(f"{k}={v:.4g}" for k, v in shown.items()))
     return 0

@@ -1,12 +1,17 @@
-"""Molecule data: the in-memory form, QM9 (EDM split), the Chemical Component Dictionary, user SDF/XYZ files,
-and dense padded batches for the models."""
+"""Molecule data: QM9 (EDM split), the Chemical Component Dictionary, user SDF/XYZ files, dense padded
+batches for the models and the size-bucketed training order.
 
-from .batching import DenseMoleculeBatch, collate_dense, from_pyg_batch
-from .molecule import Molecule, MoleculeDataset
-from .qm9 import QM9_ATOM_TYPES, load_qm9, qm9_split_indices
+The in-memory form (``Molecule``, ``MoleculeDataset``) lives in ``molediff.chem.molecule`` and is
+re-exported here. Dependencies point one way: ``molediff.data`` uses ``molediff.chem``, never the reverse.
+"""
 
-__all__ = ["Molecule", "MoleculeDataset", "QM9_ATOM_TYPES", "load_qm9", "qm9_split_indices", "DenseMoleculeBatch",
-           "collate_dense", "from_pyg_batch", "load_molecule_files", "load_ccd"]
+from ..chem.molecule import Molecule, MoleculeDataset
+from .batching import DenseMoleculeBatch, collate_dense, from_pyg_batch, size_bucketed_batches
+from .qm9 import QM9_VOCABULARY, load_qm9, qm9_split_indices, qm9_train_smiles
+
+__all__ = ["Molecule", "MoleculeDataset", "QM9_VOCABULARY", "load_qm9", "qm9_split_indices", "qm9_train_smiles",
+           "DenseMoleculeBatch", "collate_dense", "from_pyg_batch", "size_bucketed_batches", "load_molecule_files",
+           "load_ccd"]
 
 
 def __getattr__(name):

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .elements import ORGANIC_ELEMENTS, atomic_number
-from .molecule import MoleculeDataset
+from ..chem.bonds import to_rdkit
+from ..chem.elements import ORGANIC_ELEMENTS, atomic_number
+from ..chem.molecule import Molecule, MoleculeDataset
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +94,6 @@ def build_ccd(coordinates: str = "ideal", min_atoms: int = 2, max_atoms: int = 6
     counts = {"components": 0, "not_organic": 0, "size": 0, "missing_coordinates": 0, "bad_bonds": 0,
               "rdkit_failed": 0, "kept": 0}
     mols = []
-    from ..chem.bonds import to_rdkit
-    from .molecule import Molecule
     with rdBase.BlockLogs():
         for name, lo, hi in zip(names, starts, stops):
             if wanted is not None and name.upper() not in wanted:

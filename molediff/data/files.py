@@ -2,26 +2,28 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
-from .molecule import MoleculeDataset
+from ..chem.io import read_molecules
+from ..chem.molecule import MoleculeDataset
 
 log = logging.getLogger(__name__)
 
 
-def load_molecule_files(path: str | os.PathLike, atom_types=None, max_atoms: int | None = None,
+def load_molecule_files(path: str | os.PathLike, vocabulary: Sequence[int] | None = None,
+                        max_atoms: int | None = None,
                         cache: bool = True) -> tuple[MoleculeDataset, list[tuple[str, str]]]:
     """Read every molecule under ``path`` (bad records are skipped and returned as (record, reason)).
 
-    ``atom_types`` (atomic numbers) and ``max_atoms`` filter molecules, reporting why each was dropped.
+    ``vocabulary`` (the atomic numbers allowed, e.g. ``QM9_VOCABULARY``) and ``max_atoms`` filter molecules,
+    reporting why each was dropped.
     With ``cache`` the parsed molecules of a single file are kept as ``.npz`` in ``cache_dir()/files``
     keyed by the file's path, size and modification time. ValueError when nothing usable remains.
     """
-    import hashlib
-
-    from ..chem.io import read_molecules
     from ..utils import cache_dir
 
     p = Path(path)
@@ -41,11 +43,13 @@ def load_molecule_files(path: str | os.PathLike, atom_types=None, max_atoms: int
             molecules, errors = read_molecules(p)
             if cached is not None and molecules:
                 MoleculeDataset.from_molecules(molecules).save(cached)
+    vocab = None if vocabulary is None else tuple(int(z) for z in vocabulary)
+    allowed = set(vocab or ())
     kept = []
     for m in molecules:
-        if atom_types is not None and not set(m.atomic_numbers.tolist()) <= set(atom_types):
-            extra = sorted(set(m.atomic_numbers.tolist()) - set(atom_types))
-            errors.append((m.name, f"element(s) {extra} outside the atom types {tuple(atom_types)}"))
+        if vocab is not None and not set(m.atomic_numbers.tolist()) <= allowed:
+            extra = sorted(set(m.atomic_numbers.tolist()) - allowed)
+            errors.append((m.name, f"element(s) {extra} outside the vocabulary {vocab}"))
         elif max_atoms is not None and m.num_atoms > max_atoms:
             errors.append((m.name, f"{m.num_atoms} atoms, more than {max_atoms}"))
         else:

@@ -24,13 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .elements import atomic_number
-from .molecule import MoleculeDataset
+from ..chem.elements import atomic_number
+from ..chem.metrics import reference_smiles
+from ..chem.molecule import MoleculeDataset
 
 log = logging.getLogger(__name__)
 
-QM9_ATOM_TYPES = (1, 6, 7, 8, 9)
-"""Atomic numbers of QM9's atom types (H, C, N, O, F), in EDM's order."""
+QM9_VOCABULARY = (1, 6, 7, 8, 9)
+"""QM9's vocabulary: the atomic numbers of its elements (H, C, N, O, F) in EDM's one-hot order."""
 
 QM9_NUM_GDB = 133885
 SPLIT_SIZES = {"train": 100_000, "valid": 17_748, "test": 13_083}
@@ -145,3 +146,24 @@ def load_qm9(split: str = "train", root: str | os.PathLike | None = None) -> Mol
     if not np.array_equal(gdb[pos], wanted):
         raise ValueError(f"the QM9 files in {root} do not hold all molecules of EDM's {split} split")
     return data.subset(pos)
+
+
+def qm9_train_smiles(root: str | os.PathLike | None = None) -> set[str]:
+    """SMILES of EDM's QM9 training split recomputed with molediff's bond perception
+    (``molediff.chem.metrics.reference_smiles``), for novelty.
+
+    ``root`` as for ``load_qm9``. Cached as text next to the QM9 cache in ``cache_dir()/qm9`` after the
+    first call (about a minute).
+    """
+    from ..utils import atomic_write
+
+    root_path = qm9_root() if root is None else Path(root)
+    cache = _cache_file(root_path)
+    path = cache.with_name(cache.stem + "_train_smiles_v1.txt")
+    if path.exists():
+        return {line for line in path.read_text().splitlines() if line}
+    log.info("computing QM9 training SMILES with molediff's bond perception (once)")
+    smiles = reference_smiles(load_qm9("train", root=root_path))
+    with atomic_write(path) as f:
+        f.write("\n".join(sorted(smiles)) + "\n")
+    return smiles

@@ -19,11 +19,18 @@ from .objective import (
 )
 from .process import posterior, posterior_from_eps, predict_x0, q_sample
 from .samplers import SAMPLERS, ddim_sample, ddpm_sample, dpm_solver_2m_sample, heun_sample, sample
-from .schedule import CosineSchedule, LinearBetaSchedule, NoiseSchedule, PolynomialSchedule, make_schedule
+from .schedule import (
+    SCHEDULES,
+    CosineSchedule,
+    LinearBetaSchedule,
+    NoiseSchedule,
+    PolynomialSchedule,
+    make_schedule,
+)
 from .space import EuclideanSpace, ZeroCoMSpace, expand_like, randn
 
 __all__ = [
-    "NoiseSchedule", "LinearBetaSchedule", "CosineSchedule", "PolynomialSchedule", "make_schedule",
+    "SCHEDULES", "NoiseSchedule", "LinearBetaSchedule", "CosineSchedule", "PolynomialSchedule", "make_schedule",
     "EuclideanSpace", "ZeroCoMSpace", "expand_like", "randn",
     "q_sample", "posterior", "posterior_from_eps", "predict_x0",
     "epsilon_loss", "sample_time", "min_snr_weight", "prior_kl", "diffusion_kl", "gaussian_decoder_nll",

@@ -1,4 +1,4 @@
-"""Molecule diffusion on the shared core: EDM-style joint diffusion of coordinates and atom types."""
+"""De novo molecules on the point-cloud layer: EDM-style joint diffusion of coordinates and atom types."""
 
 from .model import (
     MAX_ATOMS,

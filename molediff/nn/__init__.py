@@ -20,6 +20,7 @@ from torch import nn
 from molediff.nn.common import DenoiserBase
 from molediff.nn.e3nn_net import E3nnConfig, E3nnDenoiser
 from molediff.nn.egnn import EGNNConfig, EGNNDenoiser
+from molediff.utils import build_config
 
 __all__ = [
     "DenoiserBase",
@@ -29,6 +30,8 @@ __all__ = [
     "EGNNConfig",
     "EGNNDenoiser",
     "build_denoiser",
+    "check_denoiser_config",
+    "denoiser_config",
     "denoiser_config_dict",
 ]
 
@@ -40,20 +43,36 @@ _REGISTRY: dict[str, tuple[type, type[nn.Module]]] = {
 }
 
 
+def denoiser_config(config: Mapping[str, Any], section: str = "denoiser.") -> DenoiserConfig:
+    """The frozen config of a denoiser from a mapping ``{"name": "egnn" | "e3nn", **config fields}``.
+
+    ValueError naming the key (prefixed by ``section``) for an unknown name, unknown fields or wrong types.
+    """
+    fields = dict(config)
+    name = fields.pop("name", None)
+    if name not in _REGISTRY:
+        raise ValueError(f"config key {section + 'name'!r} must be one of {sorted(_REGISTRY)}, got {name!r}")
+    return build_config(_REGISTRY[name][0], fields, section)
+
+
+def check_denoiser_config(config: Mapping[str, Any], fixed: tuple[str, ...] = (),
+                          section: str = "model.denoiser.") -> None:
+    """Validate a denoiser mapping whose ``fixed`` fields (e.g. ``in_node_features``) a model fills in itself.
+
+    Lets a model config fail on a misspelt denoiser key when it is read, before any data is loaded.
+    ValueError naming the key; also when the mapping sets one of the ``fixed`` fields.
+    """
+    set_here = sorted(set(config) & set(fixed))
+    if set_here:
+        raise ValueError(f"config key {section + set_here[0]!r} is set by the model from its data; remove it")
+    placeholders = {"in_node_features": 1} if "in_node_features" in fixed else {}
+    denoiser_config({**config, **placeholders}, section)
+
+
 def build_denoiser(config: Mapping[str, Any] | DenoiserConfig) -> nn.Module:
     """Build a denoiser from its frozen config, or from a mapping ``{"name": ..., **config fields}``."""
     if isinstance(config, Mapping):
-        fields = dict(config)
-        name = fields.pop("name", None)
-        if name not in _REGISTRY:
-            raise ValueError(f"denoiser config needs 'name' in {sorted(_REGISTRY)}, got {name!r}")
-        config_type, _ = _REGISTRY[name]
-        known = {field.name for field in dataclasses.fields(config_type)}
-        unknown = sorted(set(fields) - known)
-        if unknown:
-            raise ValueError(f"unknown fields for the {name!r} denoiser config: {unknown}; "
-                             f"expected a subset of {sorted(known)}")
-        config = config_type(**fields)
+        config = denoiser_config(config)
     for config_type, model_type in _REGISTRY.values():
         if type(config) is config_type:
             return model_type(config)

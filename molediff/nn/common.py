@@ -3,10 +3,14 @@
 Every denoiser subclasses :class:`DenoiserBase` and implements only ``_forward_dense`` on clean, masked,
 validated dense tensors. The base class owns everything that must behave identically across backbones:
 
-* the public ``forward(pos, h, t, mask, context)`` contract and its ``ValueError`` messages;
-* padding hygiene (padded rows are replaced by zeros with ``torch.where``, so even NaN padding cannot leak);
+* the public ``forward(pos, h, t, mask, context=None, edge_attr=None)`` contract and its ``ValueError`` messages;
+* padding hygiene (padded rows, and edge features of pairs touching padding or of self-edges, are replaced by
+  zeros with ``torch.where``, so even NaN padding cannot leak);
 * the final projection of ``eps_pos`` to zero centre of mass over the real nodes;
-* the ``torch_geometric`` entry point ``forward_pyg(batch, t, context)``.
+* the ``torch_geometric`` entry point ``forward_pyg(batch, t, context)``, which densifies ``batch.edge_attr``.
+
+Edge features are dense and invariant: ``edge_attr[b, i, j]`` (``E`` scalars, e.g. one-hot bond orders)
+belongs to the edge j → i, the same convention as :func:`pairwise_mask` and the backbones' edge tensors.
 """
 
 from __future__ import annotations
@@ -45,17 +49,18 @@ def _is_pyg_data(obj: Any) -> bool:
 class DenoiserBase(nn.Module):
     """Common contract of the molediff denoisers (ε-prediction for coordinates and atom features).
 
-    Subclasses set ``self.config`` (a frozen dataclass with ``in_node_features`` and ``context_features``)
-    and implement :meth:`_forward_dense`.
+    Subclasses set ``self.config`` (a frozen dataclass with ``in_node_features``, ``context_features`` and
+    optionally ``edge_features``, read as 0 when absent) and implement :meth:`_forward_dense`.
     """
 
     config: Any
 
     def forward(self, pos: Any, h: Tensor | None = None, t: Tensor | float | None = None,
-                mask: Tensor | None = None, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                mask: Tensor | None = None, context: Tensor | None = None, edge_attr: Tensor | None = None
+                ) -> tuple[Tensor, Tensor]:
         """Predict the noise ε on coordinates and on atom features.
 
-        Either dense tensors ``forward(pos, h, t, mask, context=None)`` or a PyG batch
+        Either dense tensors ``forward(pos, h, t, mask, context=None, edge_attr=None)`` or a PyG batch
         ``forward(batch, t=t, context=None)`` (same as :meth:`forward_pyg`).
 
         Args:
@@ -64,26 +69,33 @@ class DenoiserBase(nn.Module):
             t: diffusion time in [0, 1], one per molecule (a Python float or 0-d tensor is broadcast).
             mask: True for real atoms, False for padding.
             context: per-molecule conditioning, appended to every atom's features.
+            edge_attr: invariant edge features; entry ``[b, i, j]`` belongs to the edge j → i (it need not be
+                symmetric). Required when ``config.edge_features > 0``, must be None otherwise. Entries of
+                pairs touching padding and of self-edges are ignored (may hold anything, even NaN); pairs that
+                are not bonded, say, should carry zeros (or a "no bond" channel).
 
         Returns:
             ``(eps_pos, eps_h)``: ``eps_pos`` has zero centre of mass over the real atoms; both are zero
             at padding and have the dtype of ``pos``.
 
         Shapes:
-            pos: [B, N, 3], h: [B, N, F], t: [B], mask: [B, N] bool, context: [B, C] or None
-            → eps_pos: [B, N, 3], eps_h: [B, N, F]
+            pos: [B, N, 3], h: [B, N, F], t: [B], mask: [B, N] bool, context: [B, C] or None,
+            edge_attr: [B, N, N, E] or None → eps_pos: [B, N, 3], eps_h: [B, N, F]
         """
         if _is_pyg_data(pos):
-            if h is not None or mask is not None:
+            if h is not None or mask is not None or edge_attr is not None:
                 raise ValueError("with a torch_geometric batch, call forward(batch, t=t, context=context); "
-                                 "h and mask are taken from the batch")
+                                 "h, mask and edge_attr are taken from the batch")
             return self.forward_pyg(pos, t, context)
-        pos, h, t, mask, context = self._check_dense(pos, h, t, mask, context)
+        pos, h, t, mask, context, edge_attr = self._check_dense(pos, h, t, mask, context, edge_attr)
         # torch.where rather than a multiply: NaN or inf in padded rows must not leak (NaN * 0 = NaN).
         node = mask.unsqueeze(-1)
         pos = torch.where(node, pos, torch.zeros((), dtype=pos.dtype, device=pos.device))
         h = torch.where(node, h, torch.zeros((), dtype=h.dtype, device=h.device))
-        eps_pos, eps_h = self._forward_dense(pos, h, t, mask, context)
+        if edge_attr is not None:
+            pairs = pairwise_mask(mask).unsqueeze(-1)
+            edge_attr = torch.where(pairs, edge_attr, torch.zeros((), dtype=edge_attr.dtype, device=edge_attr.device))
+        eps_pos, eps_h = self._forward_dense(pos, h, t, mask, context, edge_attr)
         eps_pos = _ZERO_COM.project(eps_pos.to(pos.dtype), mask)
         eps_h = eps_h.to(h.dtype) * node.to(h.dtype)
         return eps_pos, eps_h
@@ -95,11 +107,17 @@ class DenoiserBase(nn.Module):
         Atom features are read from ``batch.h`` if present, else ``batch.x``. The batch is padded to dense
         tensors, run through :meth:`forward` and unpadded again, so results equal the dense path exactly.
 
+        When ``config.edge_features > 0``, ``batch.edge_attr`` holds the features of the edges
+        ``batch.edge_index`` (PyG convention: row 0 is the source j, row 1 the target i); they are densified
+        to ``edge_attr[b, i, j]``, pairs without an edge get zeros and duplicated edges are summed. With
+        ``edge_features == 0`` any ``batch.edge_attr`` (e.g. integer bond orders) is ignored.
+
         Shapes:
             batch.pos: [n, 3], batch.h or batch.x: [n, F], batch.batch: [n] (optional for one graph),
+            batch.edge_index: [2, n_edges] and batch.edge_attr: [n_edges, E] (only if E > 0),
             t: [G], context: [G, C] or None → eps_pos: [n, 3], eps_h: [n, F]
         """
-        from torch_geometric.utils import to_dense_batch
+        from torch_geometric.utils import to_dense_adj, to_dense_batch
 
         pos = getattr(batch, "pos", None)
         if pos is None:
@@ -120,21 +138,47 @@ class DenoiserBase(nn.Module):
         num_graphs = int(getattr(batch, "num_graphs", int(index.max()) + 1 if index.numel() else 1))
         dense_pos, mask = to_dense_batch(pos, index, batch_size=num_graphs)
         dense_h, _ = to_dense_batch(h, index, batch_size=num_graphs)
-        eps_pos, eps_h = self.forward(dense_pos, dense_h, t, mask, context)
+        dense_edge_attr = None
+        edge_features = getattr(self.config, "edge_features", 0)
+        if edge_features:
+            edge_index = getattr(batch, "edge_index", None)
+            edge_attr = getattr(batch, "edge_attr", None)
+            if not isinstance(edge_index, Tensor) or not isinstance(edge_attr, Tensor):
+                raise ValueError(f"the config has edge_features={edge_features}: the torch_geometric batch "
+                                 f"needs `edge_index` [2, n_edges] and `edge_attr` [n_edges, {edge_features}]")
+            if not torch.is_floating_point(edge_attr):
+                edge_attr = edge_attr.to(pos.dtype)
+            if edge_attr.dim() != 2 or edge_index.dim() != 2 or edge_index.shape[0] != 2 \
+                    or edge_attr.shape[0] != edge_index.shape[1]:
+                raise ValueError(f"batch.edge_index must be [2, n_edges] and batch.edge_attr "
+                                 f"[n_edges, {edge_features}], got {tuple(edge_index.shape)} and "
+                                 f"{tuple(edge_attr.shape)}")
+            dense_edge_attr = to_dense_adj(edge_index, index, edge_attr, max_num_nodes=dense_pos.shape[1],
+                                           batch_size=num_graphs)
+            # to_dense_adj puts the edge (source j → target i) at [b, j, i]; the dense contract wants [b, i, j].
+            dense_edge_attr = dense_edge_attr.transpose(1, 2)
+        eps_pos, eps_h = self.forward(dense_pos, dense_h, t, mask, context, dense_edge_attr)
         return eps_pos[mask], eps_h[mask]
 
-    def _forward_dense(self, pos: Tensor, h: Tensor, t: Tensor, mask: Tensor, context: Tensor | None
-                       ) -> tuple[Tensor, Tensor]:
+    def _forward_dense(self, pos: Tensor, h: Tensor, t: Tensor, mask: Tensor, context: Tensor | None,
+                       edge_attr: Tensor | None) -> tuple[Tensor, Tensor]:
         """Backbone body on validated inputs with zeroed padding; returns raw (eps_pos, eps_h).
 
-        The base class then projects ``eps_pos`` to zero centre of mass and zeroes padding.
+        ``edge_attr`` is None exactly when ``config.edge_features == 0``; otherwise it is zero on every pair
+        outside :func:`pairwise_mask`. The base class then projects ``eps_pos`` to zero centre of mass and
+        zeroes padding.
+
+        Shapes:
+            pos: [B, N, 3], h: [B, N, F], t: [B], mask: [B, N], context: [B, C] or None,
+            edge_attr: [B, N, N, E] or None → ([B, N, 3], [B, N, F])
         """
         raise NotImplementedError
 
-    def _check_dense(self, pos: Any, h: Any, t: Any, mask: Any, context: Any
-                     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
+    def _check_dense(self, pos: Any, h: Any, t: Any, mask: Any, context: Any, edge_attr: Any = None
+                     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
         features = self.config.in_node_features
         context_features = self.config.context_features
+        edge_features = getattr(self.config, "edge_features", 0)
         if not isinstance(pos, Tensor) or pos.dim() != 3 or pos.shape[-1] != 3:
             raise ValueError(f"pos must be a [B, N, 3] tensor, got "
                              f"{tuple(pos.shape) if isinstance(pos, Tensor) else type(pos).__name__}")
@@ -167,12 +211,24 @@ class DenoiserBase(nn.Module):
             context = context.to(pos.dtype)
         elif context is not None:
             raise ValueError("context was given but the config has context_features=0")
-        # One host sync for all checks; only real atoms count (padding may hold anything).
+        if edge_features:
+            shape = (batch_size, num_nodes, num_nodes, edge_features)
+            if not isinstance(edge_attr, Tensor) or tuple(edge_attr.shape) != shape:
+                raise ValueError(f"edge_attr must be a [B, N, N, E] = {shape} tensor, got "
+                                 f"{tuple(edge_attr.shape) if isinstance(edge_attr, Tensor) else edge_attr}")
+            if edge_attr.dtype != pos.dtype:
+                raise ValueError(f"edge_attr and pos must share a dtype, got {edge_attr.dtype} and {pos.dtype}")
+        elif edge_attr is not None:
+            raise ValueError("edge_attr was given but the config has edge_features=0")
+        # One host sync for all checks; only real atoms and real pairs count (padding may hold anything).
         node = mask.unsqueeze(-1)
         finite = (torch.isfinite(pos).logical_or(~node).all() & torch.isfinite(h).logical_or(~node).all()
                   & torch.isfinite(t).all())
         if context is not None:
             finite = finite & torch.isfinite(context).all()
+        if edge_attr is not None:
+            finite = finite & torch.isfinite(edge_attr).logical_or(~pairwise_mask(mask).unsqueeze(-1)).all()
         if not bool(finite):
-            raise ValueError("pos, h, t and context must be finite at real atoms (found NaN or inf)")
-        return pos, h, t, mask, context
+            raise ValueError("pos, h, t, context and edge_attr must be finite at real atoms and between real "
+                             "atoms (found NaN or inf)")
+        return pos, h, t, mask, context, edge_attr

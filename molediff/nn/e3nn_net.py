@@ -11,12 +11,15 @@ rotations *and* reflections act on them exactly: vectors are ``1o`` (they flip u
 where the tensor product uses per-edge weights ``w`` from a radial MLP on a Gaussian basis of the
 distance (``TensorProduct(shared_weights=False)``, one weight per channel and path: "uvu"), ``W`` are
 equivariant linear maps and the gate multiplies each l > 0 irrep by a sigmoid of a learned scalar.
-Time and context enter as ``0e`` scalars in the node embedding.
+Time and context enter as ``0e`` scalars in the node embedding. Optional invariant edge features
+``edge_attr[b, i, j]`` (``edge_features = E > 0``, e.g. bond orders) are appended to the Gaussian basis of
+the edge j → i, so the radial MLP sees ``[basis(‖r_ij‖), e_ij]`` (``radial_basis + E`` inputs).
 
 The graph is fully connected within each molecule (``cutoff=None``) or limited to pairs closer than
-``cutoff`` (smooth cosine envelope). Edges are gathered from the dense ``[B, N, N]`` pair mask, so
-padding costs nothing. The tensor products run in the input dtype: an enclosing autocast is switched
-off inside the network because bf16 Clebsch-Gordan contractions lose the equivariance we pay for.
+``cutoff`` (smooth cosine envelope; edge features of pairs beyond the cutoff are then unused). Edges are
+gathered from the dense ``[B, N, N]`` pair mask, so padding costs nothing. The tensor products run in the
+input dtype: an enclosing autocast is switched off inside the network because bf16 Clebsch-Gordan
+contractions lose the equivariance we pay for.
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ class E3nnConfig:
     Attributes:
         in_node_features: F, atom feature channels.
         context_features: C, per-molecule conditioning channels (``0e`` scalars on every node).
+        edge_features: E, invariant scalar features per directed edge, ``edge_attr[b, i, j]`` for j → i, fed
+            to the radial MLPs next to the distance basis (0: none; then ``forward`` must not get ``edge_attr``).
         hidden_irreps: node feature irreps; must contain ``1o`` (the output vector is read from it) and
             only even scalars ``0e``, with every ``l ≤ lmax``.
         layers: number of interaction layers.
@@ -55,6 +60,7 @@ class E3nnConfig:
 
     in_node_features: int
     context_features: int = 0
+    edge_features: int = 0
     hidden_irreps: str = "64x0e+16x1o+8x2e"
     layers: int = 4
     lmax: int = 2
@@ -69,6 +75,8 @@ class E3nnConfig:
             raise ValueError(f"in_node_features must be >= 1, got {self.in_node_features}")
         if self.context_features < 0:
             raise ValueError(f"context_features must be >= 0, got {self.context_features}")
+        if self.edge_features < 0:
+            raise ValueError(f"edge_features must be >= 0, got {self.edge_features}")
         if self.layers < 1 or self.lmax < 1 or self.radial_basis < 1 or self.radial_hidden < 1:
             raise ValueError("layers, lmax, radial_basis and radial_hidden must be >= 1")
         if self.cutoff is not None and self.cutoff <= 0:
@@ -96,9 +104,9 @@ def _gaussian_basis(distance: Tensor, stop: float, number: int) -> Tensor:
 class _Interaction(nn.Module):
     """One point convolution + gate with a residual connection.
 
-    Shapes:
-        h: [V, dim(hidden)], edge_sh: [E, dim(sh)], edge_basis: [E, K], edge_envelope: [E] or None,
-        src, dst: [E] node indices into V → [V, dim(hidden)]
+    Shapes (here E counts edges):
+        h: [V, dim(hidden)], edge_sh: [E, dim(sh)], edge_basis: [E, radial_basis + edge_features],
+        edge_envelope: [E] or None, src, dst: [E] node indices into V → [V, dim(hidden)]
     """
 
     def __init__(self, irreps_hidden: o3.Irreps, irreps_sh: o3.Irreps, config: E3nnConfig) -> None:
@@ -119,7 +127,8 @@ class _Interaction(nn.Module):
                         for i_in, i_sh, i_out, mode, train in instructions]
         self.tensor_product = o3.TensorProduct(irreps_hidden, irreps_sh, irreps_mid, instructions,
                                                shared_weights=False, internal_weights=False)
-        self.radial = nn.Sequential(nn.Linear(config.radial_basis, config.radial_hidden), nn.SiLU(),
+        radial_in = config.radial_basis + config.edge_features  # distance basis, then the edge features
+        self.radial = nn.Sequential(nn.Linear(radial_in, config.radial_hidden), nn.SiLU(),
                                     nn.Linear(config.radial_hidden, self.tensor_product.weight_numel))
 
         scalars = o3.Irreps([(mul, ir) for mul, ir in irreps_hidden if ir.l == 0])
@@ -144,12 +153,13 @@ class _Interaction(nn.Module):
 class E3nnDenoiser(DenoiserBase):
     """Tensor-product (e3nn) ε-predictor; slower than :class:`~molediff.nn.egnn.EGNNDenoiser`, richer features.
 
-    ``forward(pos, h, t, mask, context=None)`` on dense tensors, or ``forward(batch, t=t)`` /
+    ``forward(pos, h, t, mask, context=None, edge_attr=None)`` on dense tensors, or ``forward(batch, t=t)`` /
     ``forward_pyg(batch, t)`` on a ``torch_geometric`` batch (see :class:`DenoiserBase`).
 
     Shapes:
-        pos: [B, N, 3], h: [B, N, F], t: [B], mask: [B, N] bool, context: [B, C] or None
-        → eps_pos: [B, N, 3] (zero centre of mass over real atoms), eps_h: [B, N, F]
+        pos: [B, N, 3], h: [B, N, F], t: [B], mask: [B, N] bool, context: [B, C] or None,
+        edge_attr: [B, N, N, E] or None → eps_pos: [B, N, 3] (zero centre of mass over real atoms),
+        eps_h: [B, N, F]
     """
 
     def __init__(self, config: E3nnConfig) -> None:
@@ -164,13 +174,13 @@ class E3nnDenoiser(DenoiserBase):
         self.irreps_out = o3.Irreps(f"{config.in_node_features}x0e+1x1o")
         self.readout = o3.Linear(self.irreps_hidden, self.irreps_out)
 
-    def _forward_dense(self, pos: Tensor, h: Tensor, t: Tensor, mask: Tensor, context: Tensor | None
-                       ) -> tuple[Tensor, Tensor]:
+    def _forward_dense(self, pos: Tensor, h: Tensor, t: Tensor, mask: Tensor, context: Tensor | None,
+                       edge_attr: Tensor | None) -> tuple[Tensor, Tensor]:
         with torch.autocast(pos.device.type, enabled=False):
-            return self._body(pos, h, t, mask, context)
+            return self._body(pos, h, t, mask, context, edge_attr)
 
-    def _body(self, pos: Tensor, h: Tensor, t: Tensor, mask: Tensor, context: Tensor | None
-              ) -> tuple[Tensor, Tensor]:
+    def _body(self, pos: Tensor, h: Tensor, t: Tensor, mask: Tensor, context: Tensor | None,
+              edge_attr: Tensor | None) -> tuple[Tensor, Tensor]:
         config = self.config
         batch_size, num_nodes = mask.shape
         node_inputs = [h, t.view(batch_size, 1, 1).expand(batch_size, num_nodes, 1)]
@@ -194,6 +204,9 @@ class E3nnDenoiser(DenoiserBase):
         edge_sh = o3.spherical_harmonics(self.irreps_sh, directions, normalize=False, normalization="component")
         stop = config.max_radius if config.cutoff is None else config.cutoff
         edge_basis = _gaussian_basis(distance, stop, config.radial_basis)
+        if edge_attr is not None:
+            # The same (b, i, j) list as the geometry: edge_attr[b, i, j] is the edge j → i = src → dst.
+            edge_basis = torch.cat([edge_basis, edge_attr[b, i, j]], dim=-1)
         edge_envelope = None
         if config.cutoff is not None:
             edge_envelope = 0.5 * (torch.cos(math.pi * distance / config.cutoff) + 1.0)

@@ -8,19 +8,24 @@ Per block (``sublayers`` message-passing layers, then one coordinate update), wi
 ``d_ij = ‖x_i − x_j‖²`` and ``d⁰_ij`` the squared distance of the *input* coordinates (EDM feeds it to
 every block as an extra edge attribute)::
 
-    m_ij  = φ_e(h_i, h_j, d_ij, d⁰_ij)                      two-layer SiLU MLP
+    m_ij  = φ_e(h_i, h_j, d_ij, d⁰_ij[, e_ij])               two-layer SiLU MLP
     a_ij  = σ(w_a · m_ij + b_a)                              attention gate (if ``attention``)
     h_i  ← h_i + φ_h(h_i, Σ_j a_ij m_ij / Z)                 Z = ``aggregation_normalisation``
     x_i  ← x_i + Σ_j (x_i − x_j) / (√d_ij + c) · r·tanh(w_x · φ_x(h_i, h_j, d_ij, d⁰_ij)) / Z
 
-with ``c = norm_constant`` and ``r = coords_range / layers``. The network input is ``[h, t, context]``;
-``eps_pos = x_out − x_in`` projected to zero centre of mass, ``eps_h`` the first F output channels.
+with ``c = norm_constant`` and ``r = coords_range / layers``; φ_x has the same inputs as φ_e. The network input
+is ``[h, t, context]``; ``eps_pos = x_out − x_in`` projected to zero centre of mass, ``eps_h`` the first F
+output channels. Optional invariant edge features ``e_ij = edge_attr[b, i, j]`` (``edge_features = E > 0``,
+e.g. bond orders) join the first layer of every φ_e and φ_x; with ``E = 0`` the network is exactly EDM's.
 
 Speed notes (why the code looks the way it does):
 
 * The first edge-MLP layer ``Linear([h_i, h_j, d_ij, d⁰_ij])`` is factored into two per-node projections
   added pairwise plus rank-1 distance terms, so no ``[B, N, N, 2H + 2]`` concat is built. The weights are
-  still stored as one ``nn.Linear(2H + 2, H)`` so that parameter layout and initialisation match EDM.
+  still stored as one ``nn.Linear(2H + 2, H)`` so that parameter layout and initialisation match EDM. Edge
+  features add one ``[B, N, N, E] × [E, H]`` product, from a separate ``Linear(E, H, bias=False)`` that is
+  created after all other parameters: EDM checkpoints still load, and the other parameters draw the same
+  initial values whatever ``E`` is.
 * Products with a width-1 side (attention gate, coordinate weight, distance features) are written as
   elementwise multiply + sum; as matmuls they would run at a fraction of peak.
 * Edge tensors stay in the compute dtype (bf16 under autocast) end to end; masks are cast to that dtype
@@ -32,6 +37,7 @@ Speed notes (why the code looks the way it does):
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 
 import torch
@@ -50,6 +56,8 @@ class EGNNConfig:
     Attributes:
         in_node_features: F, atom feature channels (e.g. 5 one-hot types + 1 charge for QM9 = 6).
         context_features: C, per-molecule conditioning channels appended to every node (0: none).
+        edge_features: E, invariant scalar features per directed edge, ``edge_attr[b, i, j]`` for j → i
+            (0: none; then ``forward`` must not receive ``edge_attr``).
         hidden: width of node and edge features.
         layers: number of equivariant blocks.
         sublayers: message-passing layers per block before its coordinate update (EDM ``inv_sublayers``).
@@ -65,6 +73,7 @@ class EGNNConfig:
 
     in_node_features: int
     context_features: int = 0
+    edge_features: int = 0
     hidden: int = 256
     layers: int = 9
     sublayers: int = 1
@@ -80,6 +89,8 @@ class EGNNConfig:
             raise ValueError(f"in_node_features must be >= 1, got {self.in_node_features}")
         if self.context_features < 0:
             raise ValueError(f"context_features must be >= 0, got {self.context_features}")
+        if self.edge_features < 0:
+            raise ValueError(f"edge_features must be >= 0, got {self.edge_features}")
         if self.hidden < 1 or self.layers < 1 or self.sublayers < 1:
             raise ValueError(f"hidden, layers and sublayers must be >= 1, got {self.hidden}, {self.layers}, "
                              f"{self.sublayers}")
@@ -92,27 +103,39 @@ _EDGE_ATTRIBUTES = 2
 
 
 class _FactoredEdgeInput(nn.Module):
-    """First edge-MLP layer ``Linear([h_i, h_j, e_ij])`` without materialising the per-edge concat.
+    """First edge-MLP layer ``Linear([h_i, h_j, e_ij, a_ij])`` without materialising the per-edge concat.
 
-    ``W [h_i, h_j, e] + b = (W_i h_i + b) + W_j h_j + Σ_k e_k w_k``: two ``[B, N, H]`` projections broadcast
-    to ``[B, N, N, H]`` plus one rank-1 ``addcmul`` per scalar edge attribute.
+    ``W [h_i, h_j, e, a] + b = (W_i h_i + b) + W_j h_j + Σ_k e_k w_k + W_a a``: two ``[B, N, H]`` projections
+    broadcast to ``[B, N, N, H]``, one rank-1 ``addcmul`` per scalar edge attribute ``e_k`` (distances) and, only
+    after :meth:`add_edge_features`, one projection ``W_a`` of the edge features ``a = edge_attr``.
 
     Shapes:
-        h: [B, N, H], edge_attributes: list of [B, N, N] (compute dtype) → [B, N, N, H]
+        h: [B, N, H], edge_attributes: list of [B, N, N] (compute dtype),
+        edge_attr: [B, N, N, E] (compute dtype) or None → [B, N, N, H]
     """
 
     def __init__(self, hidden: int, edge_attributes: int) -> None:
         super().__init__()
         self.hidden = hidden
         self.linear = nn.Linear(2 * hidden + edge_attributes, hidden)
+        self.edge_attr_projection: nn.Linear | None = None
 
-    def forward(self, h: Tensor, edge_attributes: list[Tensor]) -> Tensor:
+    def add_edge_features(self, edge_features: int) -> None:
+        """Create ``W_a`` as a separate module, so the EDM layout of ``self.linear`` is untouched."""
+        self.edge_attr_projection = nn.Linear(edge_features, self.hidden, bias=False)
+        # Same scale as if W_a were E more input columns of self.linear (nn.Linear: U(±1/√fan_in)).
+        bound = 1.0 / math.sqrt(self.linear.in_features + edge_features)
+        nn.init.uniform_(self.edge_attr_projection.weight, -bound, bound)
+
+    def forward(self, h: Tensor, edge_attributes: list[Tensor], edge_attr: Tensor | None = None) -> Tensor:
         weight, hidden = self.linear.weight, self.hidden
         receiver = F.linear(h, weight[:, :hidden], self.linear.bias)
         sender = F.linear(h, weight[:, hidden:2 * hidden])
         out = receiver.unsqueeze(2) + sender.unsqueeze(1)
         for k, attribute in enumerate(edge_attributes):
             out.addcmul_(attribute.unsqueeze(-1), weight[:, 2 * hidden + k].to(out.dtype))
+        if self.edge_attr_projection is not None:
+            out.add_(self.edge_attr_projection(edge_attr).to(out.dtype))
         return out
 
 
@@ -120,8 +143,8 @@ class _MessageLayer(nn.Module):
     """EDM's invariant graph convolution (GCL): gated messages, sum aggregation, residual node MLP.
 
     Shapes:
-        h: [B, N, H], edge_attributes: list of [B, N, N], edge_weight: [B, N, N], node_weight: [B, N, 1]
-        → [B, N, H]
+        h: [B, N, H], edge_attributes: list of [B, N, N], edge_weight: [B, N, N], node_weight: [B, N, 1],
+        edge_attr: [B, N, N, E] or None → [B, N, H]
     """
 
     def __init__(self, hidden: int, attention: bool, aggregation_normalisation: float) -> None:
@@ -133,9 +156,9 @@ class _MessageLayer(nn.Module):
         self.attention = nn.Linear(hidden, 1) if attention else None
         self.aggregation_normalisation = aggregation_normalisation
 
-    def forward(self, h: Tensor, edge_attributes: list[Tensor], edge_weight: Tensor, node_weight: Tensor
-                ) -> Tensor:
-        messages = F.silu(self.edge_out(F.silu(self.edge_in(h, edge_attributes))))
+    def forward(self, h: Tensor, edge_attributes: list[Tensor], edge_weight: Tensor, node_weight: Tensor,
+                edge_attr: Tensor | None = None) -> Tensor:
+        messages = F.silu(self.edge_out(F.silu(self.edge_in(h, edge_attributes, edge_attr))))
         gate = edge_weight
         if self.attention is not None:
             logits = (messages * self.attention.weight[0].to(messages.dtype)).sum(-1)
@@ -150,7 +173,7 @@ class _CoordinateUpdate(nn.Module):
 
     Shapes:
         h: [B, N, H], x: [B, N, 3], unit_diff: [B, N, N, 3], edge_attributes: list of [B, N, N],
-        edge_weight: [B, N, N] (dtype of x) → [B, N, 3]
+        edge_weight: [B, N, N] (dtype of x), edge_attr: [B, N, N, E] or None → [B, N, 3]
     """
 
     def __init__(self, hidden: int, tanh: bool, coords_range: float, aggregation_normalisation: float) -> None:
@@ -165,8 +188,8 @@ class _CoordinateUpdate(nn.Module):
         self.aggregation_normalisation = aggregation_normalisation
 
     def forward(self, h: Tensor, x: Tensor, unit_diff: Tensor, edge_attributes: list[Tensor],
-                edge_weight: Tensor) -> Tensor:
-        features = F.silu(self.edge_hidden(F.silu(self.edge_in(h, edge_attributes))))
+                edge_weight: Tensor, edge_attr: Tensor | None = None) -> Tensor:
+        features = F.silu(self.edge_hidden(F.silu(self.edge_in(h, edge_attributes, edge_attr))))
         weight = (features * self.edge_out.weight[0].to(features.dtype)).sum(-1).to(x.dtype)
         if self.tanh:
             weight = torch.tanh(weight) * self.coords_range
@@ -179,7 +202,8 @@ class _EquivariantBlock(nn.Module):
 
     Shapes:
         h: [B, N, H], x: [B, N, 3], initial_sq_dist: [B, N, N], edge_weight: [B, N, N] (compute dtype),
-        node_weight: [B, N, 1] (compute dtype) → (h [B, N, H], x [B, N, 3])
+        node_weight: [B, N, 1] (compute dtype), edge_attr: [B, N, N, E] (compute dtype) or None
+        → (h [B, N, H], x [B, N, 3])
     """
 
     def __init__(self, config: EGNNConfig) -> None:
@@ -193,15 +217,15 @@ class _EquivariantBlock(nn.Module):
                                                    config.aggregation_normalisation)
 
     def forward(self, h: Tensor, x: Tensor, initial_sq_dist: Tensor, edge_weight: Tensor,
-                node_weight: Tensor) -> tuple[Tensor, Tensor]:
+                node_weight: Tensor, edge_attr: Tensor | None = None) -> tuple[Tensor, Tensor]:
         diff = x.unsqueeze(2) - x.unsqueeze(1)
         sq_dist = diff.square().sum(-1)
         # The 1e-8 keeps the gradient of sqrt finite on self-edges and padding (diff = 0).
         unit_diff = diff / (torch.sqrt(sq_dist + 1e-8) + self.norm_constant).unsqueeze(-1)
         edge_attributes = [sq_dist.to(edge_weight.dtype), initial_sq_dist]
         for layer in self.message_layers:
-            h = layer(h, edge_attributes, edge_weight, node_weight)
-        x = self.coordinate_update(h, x, unit_diff, edge_attributes, edge_weight.to(x.dtype))
+            h = layer(h, edge_attributes, edge_weight, node_weight, edge_attr)
+        x = self.coordinate_update(h, x, unit_diff, edge_attributes, edge_weight.to(x.dtype), edge_attr)
         x = x * node_weight.to(x.dtype)
         return h, x
 
@@ -209,15 +233,18 @@ class _EquivariantBlock(nn.Module):
 class EGNNDenoiser(DenoiserBase):
     """EDM's EGNN dynamics as a dense, masked, batched ε-predictor.
 
-    ``forward(pos, h, t, mask, context=None)`` on dense tensors, or ``forward(batch, t=t)`` /
+    ``forward(pos, h, t, mask, context=None, edge_attr=None)`` on dense tensors, or ``forward(batch, t=t)`` /
     ``forward_pyg(batch, t)`` on a ``torch_geometric`` batch (see :class:`DenoiserBase`).
 
     The output layer is ``Linear(hidden, F + 1 + C)`` of which the first F channels are ``eps_h``; the extra
-    time and context channels are unused but kept so parameter shapes match EDM's QM9 checkpoints.
+    time and context channels are unused but kept so parameter shapes match EDM's QM9 checkpoints. With
+    ``edge_features = E > 0`` every first edge-MLP layer gains a parameter ``edge_attr_projection.weight``
+    [H, E]; with ``E = 0`` parameters and outputs are exactly those of the network without edge features.
 
     Shapes:
-        pos: [B, N, 3], h: [B, N, F], t: [B], mask: [B, N] bool, context: [B, C] or None
-        → eps_pos: [B, N, 3] (zero centre of mass over real atoms), eps_h: [B, N, F]
+        pos: [B, N, 3], h: [B, N, F], t: [B], mask: [B, N] bool, context: [B, C] or None,
+        edge_attr: [B, N, N, E] or None → eps_pos: [B, N, 3] (zero centre of mass over real atoms),
+        eps_h: [B, N, F]
     """
 
     def __init__(self, config: EGNNConfig) -> None:
@@ -227,17 +254,21 @@ class EGNNDenoiser(DenoiserBase):
         self.embedding = nn.Linear(width_in, config.hidden)
         self.blocks = nn.ModuleList(_EquivariantBlock(config) for _ in range(config.layers))
         self.embedding_out = nn.Linear(config.hidden, width_in)
+        if config.edge_features:
+            # Created last, so every other parameter draws the same initial values as with edge_features=0.
+            for module in [m for m in self.modules() if isinstance(m, _FactoredEdgeInput)]:
+                module.add_edge_features(config.edge_features)
 
-    def _forward_dense(self, pos: Tensor, h: Tensor, t: Tensor, mask: Tensor, context: Tensor | None
-                       ) -> tuple[Tensor, Tensor]:
+    def _forward_dense(self, pos: Tensor, h: Tensor, t: Tensor, mask: Tensor, context: Tensor | None,
+                       edge_attr: Tensor | None) -> tuple[Tensor, Tensor]:
         use_autocast = self.config.autocast_bf16 and pos.is_cuda and pos.dtype == torch.float32
         autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if use_autocast
                     else contextlib.nullcontext())
         with autocast:
-            return self._body(pos, h, t, mask, context)
+            return self._body(pos, h, t, mask, context, edge_attr)
 
-    def _body(self, pos: Tensor, h: Tensor, t: Tensor, mask: Tensor, context: Tensor | None
-              ) -> tuple[Tensor, Tensor]:
+    def _body(self, pos: Tensor, h: Tensor, t: Tensor, mask: Tensor, context: Tensor | None,
+              edge_attr: Tensor | None) -> tuple[Tensor, Tensor]:
         batch_size, num_nodes = mask.shape
         node_inputs = [h, t.view(batch_size, 1, 1).expand(batch_size, num_nodes, 1)]
         if context is not None:
@@ -247,9 +278,12 @@ class EGNNDenoiser(DenoiserBase):
         edge_weight = pairwise_mask(mask).to(compute_dtype)
         node_weight = mask.unsqueeze(-1).to(compute_dtype)
         initial_sq_dist = (pos.unsqueeze(2) - pos.unsqueeze(1)).square().sum(-1).to(compute_dtype)
+        if edge_attr is not None:
+            # Cast once: a float32 edge_attr would promote every edge tensor it is added to under autocast.
+            edge_attr = edge_attr.to(compute_dtype)
 
         x = pos
         for block in self.blocks:
-            features, x = block(features, x, initial_sq_dist, edge_weight, node_weight)
+            features, x = block(features, x, initial_sq_dist, edge_weight, node_weight, edge_attr)
         out = self.embedding_out(features)
         return x - pos, out[..., : self.config.in_node_features]

@@ -1,6 +1,8 @@
-"""Domain-agnostic training: config, EMA, checkpoints, the training loop and DDP helpers.
+"""Domain-agnostic training: config, EMA, checkpoints, the training loop, DDP helpers, the task registry and
+"weights file or checkpoint → model" for every domain.
 
-Domains plug in a ``TrainingTask`` (model, loss, data order, optional evaluation); see ``trainer.train``.
+Domains plug in a ``TrainingTask`` (model, loss, data order, optional evaluation; see ``trainer.train``) and
+register its builder in ``tasks.TASKS``; a model class with a ``config_class`` loads with ``weights.load_model``.
 """
 
 from .checkpoint import (
@@ -13,14 +15,19 @@ from .checkpoint import (
 )
 from .config import OptimConfig, TrainConfig, config_from_dict, config_to_dict, load_config
 from .ema import EMA
+from .tasks import TASKS, build_task, register_task, run_training
 from .trainer import TrainingDiverged, TrainingTask, lr_factor, seed_everything, train
+from .weights import PRETRAINED_DIR, load_model, pretrained_path, read_model_config
 
 __all__ = [
     "EMA",
+    "PRETRAINED_DIR",
+    "TASKS",
     "OptimConfig",
     "TrainConfig",
     "TrainingDiverged",
     "TrainingTask",
+    "build_task",
     "config_from_dict",
     "config_to_dict",
     "export_weights",
@@ -28,8 +35,13 @@ __all__ = [
     "list_checkpoints",
     "load_checkpoint",
     "load_config",
+    "load_model",
     "load_weights",
     "lr_factor",
+    "pretrained_path",
+    "read_model_config",
+    "register_task",
+    "run_training",
     "save_checkpoint",
     "seed_everything",
     "train",

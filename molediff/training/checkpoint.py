@@ -299,9 +299,13 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module, ema: EMA | None =
     return state
 
 
-def load_weights(path: str | os.PathLike, model: nn.Module, use_ema: bool = True, strict: bool = True) -> dict:
+def load_weights(path: str | os.PathLike, model: nn.Module, use_ema: bool = True, strict: bool = True,
+                 check_config: bool = True) -> dict:
     """Inference loading from an exported ``.safetensors`` file or a checkpoint (its EMA weights unless
-    ``use_ema=False``). fp16/bf16 files are cast to the model's dtype. Returns the stored metadata."""
+    ``use_ema=False``). fp16/bf16 files are cast to the model's dtype. Returns the stored metadata.
+
+    ``check_config=False`` skips the comparison of the stored model config with ``model.config`` (for a model
+    that was built from that stored config; see ``molediff.training.weights.load_model``)."""
     path = Path(path)
     if path.is_dir():
         ckpt = find_checkpoint(path)
@@ -322,7 +326,8 @@ def load_weights(path: str | os.PathLike, model: nn.Module, use_ema: bool = True
         stored_class = meta.get("model_class")
         stored_cfg = json.loads(meta["model_config"]) if meta.get("model_config") else None
         file, label = path, f"weights {path}"
-    _check_model_config(label, stored_class, stored_cfg, model, strict)
+    if check_config:
+        _check_model_config(label, stored_class, stored_cfg, model, strict)
     tensors = _load_safetensors(file)
     _check_tensors(label, tensors, model, strict)
     model.load_state_dict(_cast_like(tensors, model), strict=strict)

@@ -7,13 +7,12 @@ by ``task`` (see ``molediff.train.TASKS``).
 from __future__ import annotations
 
 import dataclasses
-import math
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from ..utils import build_config
 
 
 @dataclass(frozen=True)
@@ -77,69 +76,9 @@ class TrainConfig:
             raise ValueError(f"time_limit_s must be >= 0, got {self.time_limit_s}")
 
 
-def _check_value(value, tp, where: str):
-    """``value`` converted to the annotated type ``tp``, or a ValueError naming ``where``."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _check_value(value, inner, where)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is float:
-        if isinstance(value, str):  # PyYAML reads "1e-4" (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            return float(value)
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-    elif tp is dict:
-        if value is None:
-            return {}
-        if isinstance(value, dict):
-            return dict(value)
-    elif origin is tuple:
-        args = typing.get_args(tp)
-        if isinstance(value, (list, tuple)) and len(value) == len(args):
-            return tuple(_check_value(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-    name = getattr(tp, "__name__", str(tp))
-    raise ValueError(f"config key {where!r} must be {name}, got {value!r}")
-
-
-def _build(cls, d, prefix: str):
-    if not isinstance(d, dict):
-        raise ValueError(f"config section {prefix.rstrip('.') or 'top level'!r} must be a mapping, got {d!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - set(fields))
-    if unknown:
-        raise ValueError(f"unknown config keys {[prefix + k for k in unknown]}; allowed: {sorted(fields)}")
-    missing = [k for k, f in fields.items() if k not in d and f.default is dataclasses.MISSING
-               and f.default_factory is dataclasses.MISSING]
-    if missing:
-        raise ValueError(f"config is missing required keys {[prefix + k for k in missing]}")
-    kwargs = {}
-    for key, value in d.items():
-        if dataclasses.is_dataclass(hints[key]):
-            kwargs[key] = _build(hints[key], value or {}, f"{prefix}{key}.")
-        else:
-            kwargs[key] = _check_value(value, hints[key], prefix + key)
-    return cls(**kwargs)
-
-
 def config_from_dict(d: dict) -> TrainConfig:
     """A ``TrainConfig`` from plain data (YAML/JSON); ValueError naming unknown keys or wrong types."""
-    return _build(TrainConfig, d, "")
+    return build_config(TrainConfig, d)
 
 
 def load_config(path: str | Path) -> TrainConfig:

@@ -50,8 +50,7 @@ def prepare(args) -> None:
 
 def run(args) -> None:
     from molediff.molecules.pretrained import load_model
-    from molediff.train import build_task
-    from molediff.training import export_weights, load_config, train
+    from molediff.training import build_task, export_weights, load_config, train
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -112,8 +111,9 @@ def run(args) -> None:
 
 def score(args) -> None:
     from molediff.chem.io import write_sdf
-    from molediff.chem.metrics import evaluate_molecules, qm9_train_smiles
-    from molediff.data.molecule import Molecule
+    from molediff.chem.metrics import evaluate_molecules
+    from molediff.chem.molecule import Molecule
+    from molediff.data.qm9 import qm9_train_smiles
 
     data = np.load(args.samples)
     molecules = [Molecule(atomic_numbers=data["atomic_numbers"][i, :n].astype(np.int64),

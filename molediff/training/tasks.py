@@ -1,0 +1,67 @@
+"""The task registry and the library entry of ``molediff train``.
+
+A config's ``task:`` names a builder ``build_task(config) -> TrainingTask`` by ``"module:function"``; the
+module is imported only when that task is trained, so the engine never imports a domain.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+
+from .config import TrainConfig, load_config
+from .trainer import seed_everything, train
+
+TASKS: dict[str, str] = {
+    "toy": "molediff.training.toy:build_task",
+    "molecules": "molediff.molecules.training:build_task",
+    "conformers": "molediff.conformers.training:build_task",
+}
+"""Task name → ``"module:function"`` building a ``TrainingTask`` from a ``TrainConfig``."""
+
+TASK_ALIASES: dict[str, str] = {"qm9": "molecules"}
+"""Older task names that still work."""
+
+
+def register_task(name: str, target: str) -> None:
+    """Make ``task: NAME`` in a config build its task with ``target`` (``"package.module:function"``)."""
+    module, sep, function = target.partition(":")
+    if not (module and sep and function):
+        raise ValueError(f"task target must look like 'package.module:function', got {target!r}")
+    TASKS[name] = target
+
+
+def build_task(config: TrainConfig):
+    """The task named by ``config.task``, with its model's initial weights drawn from ``config.seed``.
+
+    ValueError for an unknown task name, and (from the task's builder) for unknown or invalid keys in the
+    config's ``model`` and ``data`` sections — before any training starts.
+    """
+    name = TASK_ALIASES.get(config.task, config.task)
+    if name not in TASKS:
+        known = sorted(TASKS) + sorted(TASK_ALIASES)
+        raise ValueError(f"unknown task {config.task!r} in the config; choose one of {known}")
+    module_name, _, function = TASKS[name].partition(":")
+    builder = getattr(importlib.import_module(module_name), function)
+    seed_everything(config.seed)  # identical initial weights on every process and every run
+    return builder(config)
+
+
+def run_training(config_path: str | os.PathLike, resume: bool | str = False, out_dir: str | None = None,
+                 steps: int | None = None, device: str | None = None, time_limit_s: float | None = None) -> dict:
+    """Load the YAML config, apply the overrides, build the task and train; returns the final metrics."""
+    config = load_config(config_path)
+    changes = {}
+    if out_dir is not None:
+        changes["out_dir"] = str(out_dir)
+    if steps is not None:
+        if steps < 1:
+            raise ValueError("--steps must be at least 1")
+        changes["steps"] = int(steps)
+    if time_limit_s is not None:
+        changes["time_limit_s"] = float(time_limit_s)
+    if changes:
+        config = dataclasses.replace(config, **changes)
+    task = build_task(config)
+    return train(task, config, resume=resume, device=device)

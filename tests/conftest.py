@@ -1,0 +1,36 @@
+"""Shared fixtures: random group elements (from :mod:`molediff.testing`) and a small QM9 test split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from molediff.testing import random_orthogonal
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture
+def rotation() -> torch.Tensor:
+    """A fixed random rotation (det +1), float64 [3, 3]; apply as ``pos @ rotation.T``."""
+    return random_orthogonal(1, seed=2)
+
+
+@pytest.fixture
+def reflection() -> torch.Tensor:
+    """A fixed random improper rotation (det −1), float64 [3, 3]."""
+    return random_orthogonal(-1, seed=2)
+
+
+@pytest.fixture(scope="session")
+def qm9_fixture() -> dict[str, np.ndarray]:
+    """The first 500 QM9 test molecules as raw arrays (read with numpy, independent of molediff.data).
+
+    Keys: atomic_numbers [n_atoms] uint8, positions [n_atoms, 3] float32 (Å), offsets [501] int64 (molecule m
+    is rows ``offsets[m]:offsets[m + 1]``), names [500] str.
+    """
+    with np.load(DATA / "qm9_test_500.npz", allow_pickle=False) as archive:
+        return {key: archive[key] for key in archive.files}
