@@ -133,6 +133,25 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Ite
         os.fsync(f.fileno())
 
 
+def check_output_path(path: str | os.PathLike, what: str = "output") -> Path:
+    """Check, before any work is done, that a file can be written at ``path``; returns it as a Path.
+
+    ValueError with a plain message when ``path`` is a directory, when a parent is an existing file, or
+    when the nearest existing parent directory is not writable (missing parents are created on writing).
+    """
+    target = Path(path)
+    if target.is_dir():
+        raise ValueError(f"{what} {str(path)!r} is a directory; give a file name")
+    parent = target.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{what} {str(path)!r} cannot be written: {str(parent)!r} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{what} {str(path)!r} cannot be written: no permission to write in {str(parent)!r}")
+    return target
+
+
 def _default_permissions(path: str) -> None:
     """mkstemp creates files readable by the owner only; give outputs the usual 0666 & ~umask."""
     umask = os.umask(0)

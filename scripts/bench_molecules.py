@@ -30,15 +30,18 @@ def sync(device):
 
 
 def bench_training(model, dataset, batch_size, steps, device) -> float:
+    """A bare loop (forward, backward, AdamW) over batches ``steps + 1 .. 2 * steps`` of the trainer's own
+    batch order (seed 0, epoch 0) after ``steps`` warm-up steps, so it sees exactly the batches that the
+    trainer's second logging window sees."""
     task = MoleculeTask(model=model, dataset=dataset)
     batches = task.batches(seed=0, epoch=0, rank=0, world_size=1, batch_size=batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     n = 0
-    for i in range(steps + 2):
-        batch = next(batches).to(device)
-        if i == 2:  # two warm-up steps
+    for i in range(2 * steps):
+        if i == steps:
             sync(device)
             start, n = time.perf_counter(), 0
+        batch = next(batches).to(device)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             loss = model(batch.positions, batch.type_index, batch.mask).mean()
         opt.zero_grad(set_to_none=True)
@@ -47,6 +50,24 @@ def bench_training(model, dataset, batch_size, steps, device) -> float:
         n += batch.mask.shape[0]
     sync(device)
     return n / (time.perf_counter() - start)
+
+
+def bench_trainer(model, dataset, batch_size, steps, device) -> float:
+    """The real trainer (EMA, clipping, LR schedule, logging, checkpoint at the end) on the same batches:
+    molecules/s as the trainer itself logs it for steps ``steps + 1 .. 2 * steps``."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from molediff.training import OptimConfig, TrainConfig, train
+
+    task = MoleculeTask(model=model, dataset=dataset)
+    with tempfile.TemporaryDirectory() as out:
+        config = TrainConfig(steps=2 * steps, batch_size=batch_size, log_every=steps, checkpoint_every=10 ** 9,
+                             out_dir=out, optim=OptimConfig(lr=1e-4, warmup_steps=10))
+        train(task, config, device=device)
+        records = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in records if r.get("kind") == "train"][-1]["items_per_s"]
 
 
 @torch.no_grad()
@@ -65,7 +86,9 @@ def main() -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES), help="model sizes to time")
     p.add_argument("--batch", type=int, nargs="+", default=[64], help="training batch sizes")
-    p.add_argument("--train-steps", type=int, default=3, help="timed optimiser steps per setting")
+    p.add_argument("--train-steps", type=int, default=100,
+                   help="timed optimiser steps per setting (after as many warm-up steps on the same batch order)")
+    p.add_argument("--no-trainer", action="store_true", help="skip the row for the real trainer")
     p.add_argument("--sample-batch", type=int, nargs="+", default=[100], help="sampling batch sizes")
     p.add_argument("--sample-steps", type=int, default=10, help="sampler steps timed (molecules/s scales ~1/steps)")
     args = p.parse_args()
@@ -84,6 +107,12 @@ def main() -> None:
         for b in args.batch:
             rate = bench_training(model, dataset, b, args.train_steps, device)
             print(f"{size:<10} {params:>9,} {'train':<9} {b:>5} {'':>5} {rate:>12.1f}", flush=True)
+            if not args.no_trainer:
+                torch.manual_seed(0)
+                fresh = MoleculeDiffusion(model.config).to(device)
+                rate_trainer = bench_trainer(fresh, dataset, b, args.train_steps, device)
+                print(f"{size:<10} {params:>9,} {'trainer':<9} {b:>5} {'':>5} {rate_trainer:>12.1f}"
+                      f"   ({rate_trainer / rate:.2f} of the bare loop)", flush=True)
         model.eval()
         for b in args.sample_batch:
             rate = bench_sampling(model, b, args.sample_steps, device)

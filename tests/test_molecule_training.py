@@ -165,3 +165,40 @@ def test_the_old_task_name_qm9_still_trains(tmp_path):
     assert metrics["step"] == 2
     model = load_model(tmp_path / "run")
     assert model.config.atom_count_histogram == atom_count_histogram(MoleculeDataset.load(DATA))
+
+
+def test_generate_draws_a_png_and_checks_every_output_before_sampling(tmp_path, capsys, monkeypatch, caplog):
+    from PIL import Image
+
+    from molediff.cli import main
+    from molediff.molecules import MoleculeDiffusion
+
+    task = four_molecule_task(hidden=8, layers=2, T=50)
+    train(task, _small_config(tmp_path / "run", 3))
+    weights = str(tmp_path / "w.safetensors")
+    export_weights(tmp_path / "run" / "checkpoints", weights)
+    png = tmp_path / "grid.png"
+    assert main(["generate", "-n", "4", "-o", str(tmp_path / "g.sdf"), "--checkpoint", weights, "--steps", "3",
+                 "--png", str(png), "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "connectivity" in out and f"drew 4 molecules to {png}" in out
+    with Image.open(png) as image:
+        assert image.format == "PNG" and image.size[0] >= 4 * 200
+
+    def must_not_sample(*args, **kwargs):
+        raise AssertionError("sampled before checking the outputs")
+
+    monkeypatch.setattr(MoleculeDiffusion, "sample_molecules", must_not_sample)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    for argv, message in ((["-o", str(blocker / "out.sdf")], "is a file, not a directory"),
+                          (["-o", str(tmp_path / "ok.sdf"), "--png", str(blocker / "g.png")], "is a file"),
+                          (["-o", str(tmp_path / "ok.sdf"), "--png", str(tmp_path / "g.jpg")], "must name a .png")):
+        assert main(["generate", "-n", "2", "--checkpoint", weights, *argv]) == 1
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
+    monkeypatch.undo()
+    with caplog.at_level("WARNING"):
+        assert main(["generate", "-n", "1", "--atoms", "40", "-o", str(tmp_path / "big.sdf"), "--checkpoint",
+                     weights, "--steps", "2", "--no-score"]) == 0
+    assert "outside the molecule sizes this model was trained on (12..17 atoms)" in caplog.text

@@ -302,5 +302,5 @@ def test_cli_train_and_resume(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     text = capsys.readouterr().out
-    for option in ("CONFIG", "--resume", "--out", "--steps", "--device"):
+    for option in ("CONFIG", "--resume", "--out", "--steps", "--device", "--threads", "--time-limit"):
         assert option in text

@@ -32,6 +32,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="random seed; molecule i uses seed+i, so results do not depend on --batch-size")
     parser.add_argument("--batch-size", type=int, default=100, help="molecules sampled together")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch (default: torch's choice, usually all cores)")
+    parser.add_argument("--png", default=None, metavar="FILE",
+                        help="also draw the molecules (up to 100) as a PNG grid of 2-D depictions labelled with "
+                             "their stability")
     parser.add_argument("--no-score", action="store_true",
                         help="skip the stability/validity summary printed after writing")
 
@@ -39,6 +44,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..chem.io import write_sdf, write_xyz
     from ..molecules.pretrained import load_model
+    from ..utils import check_output_path
 
     if args.num_molecules < 1:
         raise ValueError("--num-molecules must be at least 1")
@@ -47,9 +53,24 @@ def run(args: argparse.Namespace) -> int:
     suffix = args.output.lower().rsplit(".", 1)[-1]
     if suffix not in ("sdf", "xyz"):
         raise ValueError(f"output must end in .sdf or .xyz, got {args.output!r}")
+    # Every output is checked before sampling, which can take long: a bad path must not lose that work.
+    check_output_path(args.output)
+    if args.png is not None:
+        if not args.png.lower().endswith(".png"):
+            raise ValueError(f"--png must name a .png file, got {args.png!r}")
+        check_output_path(args.png, "--png")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError("--threads must be at least 1")
+        torch.set_num_threads(args.threads)
     model = load_model(args.checkpoint, device=args.device)
     if args.steps is not None and not 1 <= args.steps <= model.schedule.T:
         raise ValueError(f"--steps must be in 1..{model.schedule.T} for this model")
+    if args.atoms is not None:
+        trained = sorted(model.config.atom_count_histogram)
+        if trained and not trained[0] <= args.atoms <= trained[-1]:
+            log.warning("--atoms %d lies outside the molecule sizes this model was trained on (%d..%d atoms): "
+                        "expect disconnected or unphysical molecules", args.atoms, trained[0], trained[-1])
     g = torch.Generator().manual_seed(args.seed)
     counts = (torch.full((args.num_molecules,), args.atoms, dtype=torch.long) if args.atoms is not None
               else model.sample_atom_counts(args.num_molecules, g))
@@ -58,10 +79,22 @@ def run(args: argparse.Namespace) -> int:
                                        show_progress=True, name_prefix="molediff")
     (write_sdf if suffix == "sdf" else write_xyz)(args.output, molecules)
     print(f"wrote {len(molecules)} molecules to {args.output}")
-    if not args.no_score:
+    scores = None
+    if not args.no_score or args.png is not None:
         from ..chem.metrics import evaluate_molecules
 
-        s = evaluate_molecules(molecules)
+        scores = evaluate_molecules(molecules, properties=False)
+    if args.png is not None:
+        from ..chem.draw import draw_grid
+
+        legends = [f"{row['name']}: {'stable' if row['stable'] else 'unstable'} "
+                   f"({row['stable_atoms']}/{row['n_atoms']})" + ("" if row["valid"] else ", invalid")
+                   for row in scores["per_molecule"]]
+        drawn = draw_grid(molecules, args.png, legends)
+        print(f"drew {drawn} molecules to {args.png}")
+    if not args.no_score:
+        s = scores
         print(f"atom stability {100 * s['atom_stability']:.1f}%  molecule stability {100 * s['mol_stability']:.1f}%"
-              f"  validity {100 * s['validity']:.1f}%  uniqueness {100 * (s['uniqueness'] or 0):.1f}%")
+              f"  validity {100 * s['validity']:.1f}%  connectivity {100 * s['connectivity']:.1f}%"
+              f"  uniqueness {100 * (s['uniqueness'] or 0):.1f}%")
     return 0

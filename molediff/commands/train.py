@@ -26,6 +26,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="total number of optimiser steps (overrides steps; raise it to extend a run)")
     parser.add_argument("--device", default=None,
                         help="torch device, e.g. cpu or cuda (default: this process's GPU if any, else cpu)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads for torch in each process (default: torch's choice); on a shared "
+                             "machine leave cores for other work")
     parser.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                         help="stop after this much wall time, writing a checkpoint first (overrides "
                              "time_limit_s); resume later with --resume")
@@ -35,6 +38,12 @@ def run(args: argparse.Namespace) -> int:
     from ..training import distributed
     from ..training.tasks import run_training
 
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError("--threads must be at least 1")
+        import torch
+
+        torch.set_num_threads(args.threads)
     if distributed.env_rank() != 0:
         logging.getLogger("molediff").setLevel(logging.WARNING)
     metrics = run_training(args.config, resume=args.resume, out_dir=args.out, steps=args.steps,
