@@ -1,60 +1,106 @@
 """The ``molediff`` command line: one subcommand per module in ``molediff.commands``.
 
-Each command module defines ``HELP`` (one line), ``configure(parser)`` and ``run(args) -> int``; modules
-are imported only when their command runs so ``molediff --help`` stays fast.
+Each command module defines ``configure(parser)`` and ``run(args) -> int`` (its docstring is the command's
+description; the one-line summary lives in ``COMMANDS``); a module is imported only when its command runs, so
+``molediff --help`` stays fast. Errors a user can fix print one line
+(tracebacks only with ``-v``); Ctrl-C stops with one line and no partial output (outputs are written
+atomically).
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import logging
 import sys
 
+from . import __version__
+
+# name → (module, one-line description shown by `molediff --help`, kept here so the help needs no imports)
 COMMANDS = {
-    "demo": "molediff.commands.demo",
-    "generate": "molediff.commands.generate",
-    "score": "molediff.commands.score",
-    "train": "molediff.commands.train",
+    "demo": ("molediff.commands.demo", "sample a 2-D toy distribution with its exact denoiser (a core check, PNG)"),
+    "generate": ("molediff.commands.generate", "generate 3D molecules with a trained model; write SDF/XYZ (+ PNG)"),
+    "score": ("molediff.commands.score", "score 3D molecules: stability, validity, novelty, conformers, physics"),
+    "train": ("molediff.commands.train", "train a model from a YAML config (checkpoints, resume, DDP)"),
 }
+DESCRIPTION = "Generative diffusion for 3D chemistry."
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Shows an option's default once: only when its help does not already speak of one, and not for
+    None/False defaults (which mean "not given")."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _verbose_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="log debug messages and show tracebacks")
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="molediff", description=DESCRIPTION, formatter_class=HelpFormatter,
+                                     epilog="'molediff COMMAND --help' explains a command's options.")
+    parser.add_argument("--version", action="version", version=f"molediff {__version__}")
+    _verbose_flag(parser)
+    return parser
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="molediff", description="Generative diffusion for 3D chemistry.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    """The full parser; with ``only``, just that command's module is imported and configured."""
+    parser = _top_parser()
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, module_name in COMMANDS.items():
+    for name, (module_name, summary) in COMMANDS.items():
         if only is not None and name != only:
-            sub.add_parser(name, help=f"(see 'molediff {name} --help')")
+            sub.add_parser(name, help=summary)
             continue
         module = importlib.import_module(module_name)
-        p = sub.add_parser(name, help=module.HELP, description=module.__doc__,
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p = sub.add_parser(name, help=summary, description=module.__doc__, formatter_class=HelpFormatter)
+        _verbose_flag(p)  # -v works after the command too
         module.configure(p)
         p.set_defaults(_module=module)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    command = next((a for a in argv if a in COMMANDS), None)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
     if command is None:
-        parser = argparse.ArgumentParser(prog="molediff", description="Generative diffusion for 3D chemistry.")
-        sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-        for name in COMMANDS:
-            sub.add_parser(name, help=f"'molediff {name} --help' for its options")
-        parser.print_help()
-        return 0 if argv in ([], ["-h"], ["--help"]) else 2
+        parser = build_parser(only="")
+        if any(a in ("-h", "--help", "--version") for a in argv) or not argv:
+            try:
+                parser.parse_args(argv or ["--help"])  # prints the help or the version
+            except SystemExit as e:
+                return int(e.code or 0)
+        parser.print_usage(sys.stderr)
+        print("molediff: error: no command given; see 'molediff --help'", file=sys.stderr)
+        return 2
+    if command not in COMMANDS:
+        close = difflib.get_close_matches(command, COMMANDS, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else f"; commands: {', '.join(COMMANDS)}"
+        print(f"molediff: error: unknown command '{command}'{hint}", file=sys.stderr)
+        return 2
     args = build_parser(only=command).parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    verbose = getattr(args, "verbose", False)
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args._module.run(args) or 0)
+    except KeyboardInterrupt:
+        if verbose:
+            raise
+        print(f"molediff {command}: interrupted; no partial output was written", file=sys.stderr)
+        return 130
     except (ValueError, OSError, RuntimeError) as e:
         # User-facing errors are one line; tracebacks only with -v.
-        if args.verbose:
+        if verbose:
             raise
-        print(f"molediff {command}: error: {e}", file=sys.stderr)
+        print(f"molediff {command}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 1
 
 

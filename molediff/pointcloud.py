@@ -237,7 +237,8 @@ def sample_in_size_batches(counts: Sequence[int] | Tensor, batch_size: int,
     """Run ``sample_batch(indices) → one result per index`` over batches of similar size; results in input order.
 
     Sorting by point count cuts the padding in the dense [B, N, N] edge tensors. With per-sample seeds
-    (``PointCloudDiffusion.sample_state``) neither the batch size nor the order changes any sample.
+    (``PointCloudDiffusion.sample_state``) neither the batch size nor the order changes any sample. With
+    ``show_progress`` a bar counts finished samples (``sample_batch`` may show the sampler's steps below it).
     """
     counts = torch.as_tensor(counts, dtype=torch.long).flatten()
     if batch_size < 1:
@@ -245,16 +246,19 @@ def sample_in_size_batches(counts: Sequence[int] | Tensor, batch_size: int,
     order = torch.argsort(counts, stable=True).tolist()
     chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     results: list = [None] * len(order)
+    bar = progress(total=len(order), desc=desc, unit="mol", disable=None if show_progress else True)
     # Denormal floats from the near-zero coordinate heads slow CPU kernels by about a quarter; torch has no
     # getter for this flag, so it is restored to torch's default (off) afterwards.
     torch.set_flush_denormal(True)
     try:
-        for idx in progress(chunks, desc=desc, unit="batch", disable=None if show_progress else True):
+        for idx in chunks:
             out = list(sample_batch(idx))
             if len(out) != len(idx):
                 raise ValueError(f"sample_batch returned {len(out)} results for {len(idx)} samples")
             for i, result in zip(idx, out):
                 results[i] = result
+            bar.update(len(idx))
     finally:
         torch.set_flush_denormal(False)
+        bar.close()
     return results

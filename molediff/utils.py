@@ -159,12 +159,37 @@ def _default_permissions(path: str) -> None:
     os.chmod(path, 0o666 & ~umask)
 
 
+class _LogLines:
+    """A file-like sink for tqdm that turns each refreshed status line into one log record."""
+
+    def __init__(self, logger_name: str = "molediff.progress"):
+        import logging
+
+        self.log = logging.getLogger(logger_name)
+
+    def write(self, text: str) -> None:
+        line = text.strip("\r\n ")
+        if line:
+            self.log.info("%s", line)
+
+    def flush(self) -> None:
+        pass
+
+
 def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "",
              disable: bool | None = None, **kwargs):
-    """tqdm progress bar on stderr; hidden when stderr is not a terminal unless forced with disable=False."""
-    if disable is None:
-        disable = not sys.stderr.isatty()
-    return tqdm(iterable, total=total, desc=desc, disable=disable, dynamic_ncols=True, **kwargs)
+    """A progress bar for long work.
+
+    On a terminal: a tqdm bar on stderr. Elsewhere (logs, pipes, CI): one log line per minute, and none for work
+    that ends within its first minute. ``disable=True`` hides it; ``disable=False`` forces the bar on stderr.
+    """
+    if disable is True:
+        return tqdm(iterable, total=total, desc=desc, disable=True, **kwargs)
+    if disable is False or sys.stderr.isatty():
+        return tqdm(iterable, total=total, desc=desc, dynamic_ncols=True, **kwargs)
+    kwargs.pop("leave", None)
+    return tqdm(iterable, total=total, desc=desc, file=_LogLines(), mininterval=60, delay=60, ascii=True, ncols=100,
+                **kwargs)
 
 
 def check_device(device) -> None:

@@ -115,3 +115,21 @@ def test_load_molecule_files_filters_by_vocabulary_and_size(tmp_path, monkeypatc
     assert [m.num_atoms for m in kept] == [3] and len(skipped) == 2
     with pytest.raises(ValueError, match="no usable molecules"):
         load_molecule_files(tmp_path / "mine.xyz", vocabulary=(6,))
+
+
+def test_every_run_reports_what_it_kept_even_from_the_cache(tmp_path, monkeypatch, caplog):
+    from molediff.data.files import load_molecule_files
+
+    monkeypatch.setenv("MOLEDIFF_CACHE", str(tmp_path / "cache"))
+    ds = MoleculeDataset.load(DATA / "qm9_test_500.npz")
+    text = "".join(f"{m.num_atoms}\n{m.name}\n" + "".join(
+        f"{'HCNOF'[[1, 6, 7, 8, 9].index(int(z))]} {x:.4f} {y:.4f} {w:.4f}\n" for z, (x, y, w) in
+        zip(m.atomic_numbers, m.positions)) for m in (ds[0], ds[1]))
+    (tmp_path / "mine.xyz").write_text(text + "2\nbroken\nC 0 0\n" + "3\nS\nS 0 0 0\nH 1 0 0\nH 0 1 0\n")
+    for run in ("parsed", "cached"):
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            kept, skipped = load_molecule_files(tmp_path / "mine.xyz", vocabulary=(1, 6, 7, 8, 9))
+        assert len(kept) == 2 and len(skipped) == 2, run
+        assert "kept 2 of 4 molecules; skipped 2" in caplog.text, run
+    assert list((tmp_path / "cache" / "files").glob("*.errors.json"))

@@ -10,12 +10,12 @@ import torch
 
 from ..diffusion import SAMPLERS, SCHEDULES
 
-HELP = "sample a 2-D toy distribution with an analytic denoiser and save a PNG (core check)"
 log = logging.getLogger(__name__)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-o", "--output", default="demo.png", help="PNG file to write")
+    parser.add_argument("-o", "--output", default="demo.png",
+                        help="picture to write; the format follows the extension: .png, .jpg/.jpeg, .svg or .pdf")
     parser.add_argument("-n", "--num-samples", type=int, default=4000, help="number of samples to draw")
     parser.add_argument("--sampler", default="dpm2m", choices=sorted(SAMPLERS),
                         help="sampler: ddpm (ancestral), ddim, heun (Karras et al.) or dpm2m (DPM-Solver++(2M))")
@@ -34,10 +34,15 @@ def run(args: argparse.Namespace) -> int:
 
     from ..diffusion import EuclideanSpace, make_schedule, sample
     from ..toy import GaussianMixture
-    from ..utils import atomic_path
+    from ..utils import atomic_path, check_output_path
 
     if args.num_samples < 1:
         raise ValueError("--num-samples must be at least 1")
+    formats = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".svg": "svg", ".pdf": "pdf"}
+    suffix = "." + args.output.lower().rsplit(".", 1)[-1] if "." in args.output else ""
+    if suffix not in formats:
+        raise ValueError(f"--output must end in one of {', '.join(formats)}, got {args.output!r}")
+    check_output_path(args.output)
     schedule = make_schedule(args.schedule, T=args.T)
     mixture = GaussianMixture.default_2d()
     g = torch.Generator().manual_seed(args.seed)
@@ -55,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     fig.suptitle("molediff core check: 2-D Gaussian mixture, analytic denoiser")
     fig.tight_layout()
     with atomic_path(args.output) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+        fig.savefig(tmp, format=formats[suffix], dpi=110)
     plt.close(fig)
     print(f"wrote {args.output}: {args.num_samples} samples, sample mean {x.mean(0).tolist()}, "
           f"data mean {reference.mean(0).tolist()}")

@@ -10,7 +10,6 @@ import torch
 
 from ..diffusion import SAMPLERS
 
-HELP = "generate 3D molecules with a trained model and write SDF/XYZ"
 log = logging.getLogger(__name__)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import logging
 
-HELP = "train a model from a YAML config (checkpoints, exact resume, DDP under torchrun)"
 log = logging.getLogger(__name__)
 
 

@@ -3,30 +3,37 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
+import re
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 from ..chem.io import read_molecules
 from ..chem.molecule import MoleculeDataset
+from ..utils import atomic_write
 
 log = logging.getLogger(__name__)
 
 
-def load_molecule_files(path: str | os.PathLike, vocabulary: Sequence[int] | None = None,
-                        max_atoms: int | None = None,
+def load_molecule_files(path: str | os.PathLike, vocabulary: Sequence[int] | None = None, max_atoms: int | None = None,
                         cache: bool = True) -> tuple[MoleculeDataset, list[tuple[str, str]]]:
-    """Read every molecule under ``path`` (bad records are skipped and returned as (record, reason)).
+    """Read every molecule under ``path`` (a folder, an SDF/XYZ file, or a saved ``.npz`` dataset).
 
-    ``vocabulary`` (the atomic numbers allowed, e.g. ``QM9_VOCABULARY``) and ``max_atoms`` filter molecules,
-    reporting why each was dropped.
-    With ``cache`` the parsed molecules of a single file are kept as ``.npz`` in ``cache_dir()/files``
-    keyed by the file's path, size and modification time. ValueError when nothing usable remains.
+    Unreadable records are skipped; ``vocabulary`` (the atomic numbers allowed, e.g. ``QM9_VOCABULARY``) and
+    ``max_atoms`` drop molecules outside them. Returns the kept molecules and ``(record, reason)`` for every
+    record left out, and logs on every run (cached or not) "kept N of M" with the reasons counted, plus the
+    first few records by name. With ``cache`` the parsed records of a single file (and its read errors) are
+    kept in ``cache_dir()/files``, keyed by the file's path, size and modification time.
+    ValueError when nothing usable remains.
     """
     from ..utils import cache_dir
 
     p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"no molecule file or folder at {p}")
     if p.suffix == ".npz":
         ds, errors = MoleculeDataset.load(p), []
         molecules = [ds[i] for i in range(len(ds))]
@@ -36,13 +43,18 @@ def load_molecule_files(path: str | os.PathLike, vocabulary: Sequence[int] | Non
             st = p.stat()
             key = hashlib.sha1(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
             cached = cache_dir() / "files" / f"{p.stem}_{key}.npz"
-        if cached is not None and cached.exists():
+        if cached is not None and cached.exists() and cached.with_suffix(".errors.json").exists():
             ds = MoleculeDataset.load(cached)
-            molecules, errors = [ds[i] for i in range(len(ds))], []
+            molecules = [ds[i] for i in range(len(ds))]
+            errors = [tuple(e) for e in json.loads(cached.with_suffix(".errors.json").read_text())]
         else:
             molecules, errors = read_molecules(p)
+            errors = list(errors)
             if cached is not None and molecules:
                 MoleculeDataset.from_molecules(molecules).save(cached)
+                with atomic_write(cached.with_suffix(".errors.json")) as f:
+                    json.dump([list(e) for e in errors], f)
+    total = len(molecules) + len(errors)
     vocab = None if vocabulary is None else tuple(int(z) for z in vocabulary)
     allowed = set(vocab or ())
     kept = []
@@ -54,8 +66,22 @@ def load_molecule_files(path: str | os.PathLike, vocabulary: Sequence[int] | Non
             errors.append((m.name, f"{m.num_atoms} atoms, more than {max_atoms}"))
         else:
             kept.append(m)
-    for record, reason in errors:
-        log.warning("skipped %s: %s", record, reason)
+    _log_summary(p, len(kept), total, errors)
     if not kept:
-        raise ValueError(f"no usable molecules in {p}")
+        raise ValueError(f"no usable molecules in {p} (0 of {total} kept)")
     return MoleculeDataset.from_molecules(kept), errors
+
+
+def _log_summary(path: Path, kept: int, total: int, errors: list[tuple[str, str]], shown: int = 5) -> None:
+    """One line "kept N of M" with the reasons counted, then the first ``shown`` skipped records by name."""
+    if not errors:
+        log.info("%s: kept all %d molecules", path, kept)
+        return
+    # Group by the reason's kind (its text up to the first digit or colon), so counts stay readable.
+    kinds = Counter(re.split(r"[:\d]", reason, maxsplit=1)[0].strip() or reason for _, reason in errors)
+    summary = "; ".join(f"{n} × {kind}" for kind, n in kinds.most_common())
+    log.warning("%s: kept %d of %d molecules; skipped %d (%s)", path, kept, total, len(errors), summary)
+    for record, reason in errors[:shown]:
+        log.warning("  skipped %s: %s", record, reason)
+    if len(errors) > shown:
+        log.warning("  ... and %d more skipped records", len(errors) - shown)

@@ -46,7 +46,7 @@ def ddpm_sample(eps_fn: EpsFn, z: Tensor, schedule: NoiseSchedule, space: Euclid
                 guide: Guide | None = None) -> Tensor:
     """Ancestral sampling (Ho et al. 2020, Alg. 2): z_s ~ q(z_s | z_t, x = x̂(z_t)), for s < t on the grid."""
     ts = _grid(schedule, steps, z, spacing)
-    for t, s in progress(list(zip(ts[:-1], ts[1:])), desc="DDPM", disable=not show_progress):
+    for t, s in progress(list(zip(ts[:-1], ts[1:])), desc="DDPM", disable=None if show_progress else True, leave=False):
         mean, var = posterior_from_eps(z, _eps(eps_fn, z, t, space, mask), s, t, schedule)
         z = _guided(guide, mean + var.sqrt() * space.randn(z.shape, mask, generator, z.dtype, z.device), s)
     return _guided(guide, predict_x0(z, ts[-1], schedule, _eps(eps_fn, z, ts[-1], space, mask)), ts[-1])
@@ -63,7 +63,7 @@ def ddim_sample(eps_fn: EpsFn, z: Tensor, schedule: NoiseSchedule, space: Euclid
     if eta < 0:
         raise ValueError(f"DDIM eta must be >= 0, got {eta}")
     ts = _grid(schedule, steps, z, spacing)
-    for t, s in progress(list(zip(ts[:-1], ts[1:])), desc="DDIM", disable=not show_progress):
+    for t, s in progress(list(zip(ts[:-1], ts[1:])), desc="DDIM", disable=None if show_progress else True, leave=False):
         eps = _eps(eps_fn, z, t, space, mask)
         x_hat = predict_x0(z, t, schedule, eps)
         lam_s, lam_t = schedule.log_snr(s), schedule.log_snr(t)
@@ -90,7 +90,7 @@ def heun_sample(eps_fn: EpsFn, z: Tensor, schedule: NoiseSchedule, space: Euclid
     sig = [expand_like((-0.5 * schedule.log_snr(t)).exp(), z) for t in ts]
     alpha = [expand_like(schedule.alpha(t), z) for t in ts]
     x = z / alpha[0]
-    for i in progress(range(len(ts) - 1), desc="Heun", disable=not show_progress):
+    for i in progress(range(len(ts) - 1), desc="Heun", disable=None if show_progress else True, leave=False):
         d = _eps(eps_fn, x * alpha[i], ts[i], space, mask)
         x_next = x + (sig[i + 1] - sig[i]) * d
         if i < len(ts) - 2:  # the last step (to t = 0) stays Euler, as in Karras et al.
@@ -114,7 +114,7 @@ def dpm_solver_2m_sample(eps_fn: EpsFn, z: Tensor, schedule: NoiseSchedule, spac
     ts = _grid(schedule, steps, z, spacing)
     half_lam = [0.5 * schedule.log_snr(t) for t in ts]
     x_prev, h_prev = None, None
-    for i in progress(range(len(ts) - 1), desc="DPM-Solver++", disable=not show_progress):
+    for i in progress(range(len(ts) - 1), desc="DPM-Solver++", disable=None if show_progress else True, leave=False):
         x_hat = predict_x0(z, ts[i], schedule, _eps(eps_fn, z, ts[i], space, mask))
         h = half_lam[i + 1] - half_lam[i]
         if x_prev is None:

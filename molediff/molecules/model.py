@@ -84,9 +84,9 @@ class GeneratedMolecules:
 
         out = []
         for b in range(self.positions.shape[0]):
-            m = self.mask[b].cpu().numpy().astype(bool)
-            out.append(Molecule(atomic_numbers=self.atomic_numbers[b].cpu().numpy()[m].astype(np.int64),
-                                positions=self.positions[b].float().cpu().numpy()[m].astype(np.float32),
+            m = self.mask[b].detach().cpu().numpy().astype(bool)
+            out.append(Molecule(atomic_numbers=self.atomic_numbers[b].detach().cpu().numpy()[m].astype(np.int64),
+                                positions=self.positions[b].detach().float().cpu().numpy()[m].astype(np.float32),
                                 name=f"{name_prefix}_{b}"))
         return out
 
@@ -169,7 +169,8 @@ class MoleculeDiffusion(PointCloudDiffusion):
             raise ValueError(f"got {len(seeds)} seeds for {counts.numel()} molecules")
 
         def sample_batch(idx: list[int]) -> list:
-            molecules = self.sample(counts[idx], seeds=[seeds[i] for i in idx], **sample_options).to_molecules()
+            molecules = self.sample(counts[idx], seeds=[seeds[i] for i in idx], show_progress=show_progress,
+                                    **sample_options).to_molecules()
             for i, m in zip(idx, molecules):
                 m.name = f"{name_prefix}_{seeds[i]}"
             return molecules
