@@ -1,5 +1,6 @@
-"""Domain-agnostic training: config, EMA, checkpoints, the training loop, DDP helpers, the task registry and
-"weights file or checkpoint → model" for every domain.
+"""Domain-agnostic training: config, EMA (fixed-decay, and power-function EMA with post-hoc reconstruction),
+checkpoints, the training loop, DDP helpers, the task registry and "weights file or checkpoint → model" for every
+domain.
 
 Domains plug in a ``TrainingTask`` (model, loss, data order, optional evaluation; see ``trainer.train``) and
 register its builder in ``tasks.TASKS``; a model class with a ``config_class`` loads with ``weights.load_model``.
@@ -13,8 +14,9 @@ from .checkpoint import (
     load_weights,
     save_checkpoint,
 )
-from .config import OptimConfig, TrainConfig, config_from_dict, config_to_dict, load_config
-from .ema import EMA
+from .config import OptimConfig, PosthocEMAConfig, TrainConfig, config_from_dict, config_to_dict, load_config
+from .ema import EMA, PowerEMA, gamma_to_sigma_rel, sigma_rel_to_gamma
+from .posthoc_ema import Snapshot, export_posthoc_ema, list_snapshots, reconstruct
 from .tasks import TASKS, build_task, register_task, run_training
 from .trainer import TrainingDiverged, TrainingTask, lr_factor, seed_everything, train
 from .weights import PRETRAINED_DIR, load_model, pretrained_path, read_model_config
@@ -24,15 +26,21 @@ __all__ = [
     "PRETRAINED_DIR",
     "TASKS",
     "OptimConfig",
+    "PosthocEMAConfig",
+    "PowerEMA",
+    "Snapshot",
     "TrainConfig",
     "TrainingDiverged",
     "TrainingTask",
     "build_task",
     "config_from_dict",
     "config_to_dict",
+    "export_posthoc_ema",
     "export_weights",
     "find_checkpoint",
+    "gamma_to_sigma_rel",
     "list_checkpoints",
+    "list_snapshots",
     "load_checkpoint",
     "load_config",
     "load_model",
@@ -40,9 +48,11 @@ __all__ = [
     "lr_factor",
     "pretrained_path",
     "read_model_config",
+    "reconstruct",
     "register_task",
     "run_training",
     "save_checkpoint",
     "seed_everything",
+    "sigma_rel_to_gamma",
     "train",
 ]

@@ -5,6 +5,9 @@ A checkpoint root (``<out_dir>/checkpoints``) holds step-numbered directories an
     step_00001000/
         model.safetensors   the raw weights
         ema.safetensors     the EMA weights (absent when the EMA is disabled)
+        posthoc_ema_<k>.safetensors
+                            the k-th power-function EMA of the post-hoc EMA (only with ``posthoc_ema``
+                            configured); σ_rel, γ and the update count t in its metadata and in state.json
         state.json          format version, step, training config, model class + config (+ hash), data
                             position, RNG states, last metrics
         optimizer.pt        optimiser and LR-scheduler state_dicts (tensors and numbers only; loaded with
@@ -26,6 +29,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -34,7 +38,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from ..utils import atomic_path
-from .ema import EMA
+from .ema import EMA, PowerEMA
 
 log = logging.getLogger(__name__)
 
@@ -187,11 +191,12 @@ def find_checkpoint(path: str | os.PathLike) -> Path:
 # ------------------------------------------------------------------------------------------ save / load
 def save_checkpoint(root: str | os.PathLike, model: nn.Module, ema: EMA | None, optimizer: torch.optim.Optimizer,
                     scheduler, step: int, config_dict: dict, extra: dict | None = None,
-                    keep_last: int = 3) -> Path:
+                    keep_last: int = 3, posthoc_emas: Sequence[PowerEMA] = ()) -> Path:
     """Write ``root/step_<step>`` atomically, point ``root/last`` at it and prune to the newest ``keep_last``.
 
-    ``extra`` (JSON data: data position, RNG states, metrics, ...) is merged into state.json.
-    Returns the new checkpoint directory.
+    ``extra`` (JSON data: data position, RNG states, metrics, ...) is merged into state.json. Each of
+    ``posthoc_emas`` is written to ``posthoc_ema_<k>.safetensors`` and listed (file, σ_rel, γ, update count)
+    under ``posthoc_ema`` in state.json. Returns the new checkpoint directory.
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -209,12 +214,20 @@ def save_checkpoint(root: str | os.PathLike, model: nn.Module, ema: EMA | None, 
         "config": config_dict,
         **(extra or {}),
     }
+    if posthoc_emas:
+        state["posthoc_ema"] = [{"file": f"posthoc_ema_{k}.safetensors", "sigma_rel": e.sigma_rel,
+                                 "gamma": e.gamma, "num_updates": e.num_updates}
+                                for k, e in enumerate(posthoc_emas)]
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{name}-"))
     try:
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; a checkpoint is an ordinary directory
         save_file(_cpu_tensors(model.state_dict()), str(tmp / "model.safetensors"), metadata=meta)
         if ema is not None:
             save_file(_cpu_tensors(ema.state_dict()), str(tmp / "ema.safetensors"), metadata=meta)
+        for k, e in enumerate(posthoc_emas):
+            save_file(_cpu_tensors(e.state_dict()), str(tmp / f"posthoc_ema_{k}.safetensors"),
+                      metadata={**meta, "sigma_rel": repr(e.sigma_rel), "gamma": repr(e.gamma),
+                                "num_updates": str(e.num_updates)})
         opt_state = {"optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict() if scheduler is not None else None}
         torch.save(opt_state, tmp / "optimizer.pt")
@@ -259,9 +272,16 @@ def _point_last(root: Path, name: str) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike, model: nn.Module, ema: EMA | None = None,
-                    optimizer: torch.optim.Optimizer | None = None, scheduler=None, strict: bool = True) -> dict:
+                    optimizer: torch.optim.Optimizer | None = None, scheduler=None, strict: bool = True,
+                    posthoc_emas: Sequence[PowerEMA] = ()) -> dict:
     """Load a checkpoint (directory, root or run directory: the latest) into ``model`` and, when given, the
-    EMA, optimiser and scheduler. Returns state.json's contents (step, config, data position, RNG, ...).
+    EMA, optimiser, scheduler and power-function EMAs. Returns state.json's contents (step, config, data
+    position, RNG, ...).
+
+    Each of ``posthoc_emas`` loads the stored power EMA with the same σ_rel (tensors and update count). One
+    the checkpoint lacks (a checkpoint from before ``posthoc_ema`` was configured) starts from the loaded
+    weights with t = the checkpoint's step, i.e. as if the weights had been constant until then; that
+    assumption's weight in a later snapshot at step t' is (step / t')^(γ+1), so it fades quickly.
 
     Raises a one-line ValueError when the checkpoint was trained for a different model.
     """
@@ -281,6 +301,18 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module, ema: EMA | None =
         else:
             log.warning("%s has no EMA weights; the EMA restarts from the loaded weights", label)
             ema.load_state_dict(model.state_dict())
+    if posthoc_emas:
+        stored = {float(entry["sigma_rel"]): entry for entry in state.get("posthoc_ema") or []}
+        for e in posthoc_emas:
+            entry = stored.get(e.sigma_rel)
+            if entry is None or not (ckpt / entry["file"]).is_file():
+                log.warning("%s has no power EMA with sigma_rel=%s; it starts from the loaded weights", label,
+                            e.sigma_rel)
+                e.load_state_dict(model.state_dict(), num_updates=int(state["step"]))
+                continue
+            tensors = _load_safetensors(ckpt / entry["file"])
+            _check_tensors(f"{label} (power EMA sigma_rel={e.sigma_rel})", tensors, model, True)
+            e.load_state_dict(_cast_like(tensors, model), num_updates=int(entry["num_updates"]))
     if optimizer is not None or scheduler is not None:
         try:
             opt_state = torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True)
@@ -344,18 +376,29 @@ def export_weights(path: str | os.PathLike, out_path: str | os.PathLike,
     if not (use_ema and file.is_file()):
         file = ckpt / "model.safetensors"
     tensors = _load_safetensors(file)
-    if dtype is not None:
-        tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
-    meta = {
+    meta = export_metadata(state, ema=file.name == "ema.safetensors")
+    return write_weights(tensors, out_path, meta, dtype)
+
+
+def export_metadata(state: dict, ema: bool) -> dict[str, str]:
+    """The safetensors metadata of an exported weights file, from a checkpoint's state.json contents."""
+    return {
         "format": "molediff-weights",
         "format_version": str(FORMAT_VERSION),
         "model_class": state.get("model_class") or "",
         "model_config": json.dumps(state.get("model_config")),
         "model_config_hash": state.get("model_config_hash") or "",
         "step": str(state.get("step")),
-        "ema": str(file.name == "ema.safetensors").lower(),
+        "ema": str(ema).lower(),
         "config": json.dumps(state.get("config")),
     }
+
+
+def write_weights(tensors: dict[str, Tensor], out_path: str | os.PathLike, meta: dict[str, str],
+                  dtype: torch.dtype | None = torch.bfloat16) -> Path:
+    """Write ``tensors`` (floating ones cast to ``dtype``; None keeps them) atomically as one safetensors file."""
+    if dtype is not None:
+        tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp:
         save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=meta)

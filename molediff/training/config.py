@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from ..utils import build_config
+from .ema import SIGMA_REL_MAX
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,37 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
+class PosthocEMAConfig:
+    """Post-hoc EMA (Karras et al. 2024, "Analyzing and Improving the Training Dynamics of Diffusion Models",
+    §3): one power-function EMA per ``sigma_rels`` entry is tracked through training, and every
+    ``snapshot_every`` optimiser steps (and at the last step) each is written to
+    ``<out_dir>/ema_snapshots/step_<step>_sigma<σ_rel>.safetensors``; after training,
+    ``molediff.training.posthoc_ema.reconstruct`` builds the EMA of any other σ_rel from those snapshots.
+
+    ``sigma_rels``: relative standard deviations of the averaging profiles (width of the window as a fraction of
+    training so far), each in (0, 1/√12 ≈ 0.2887), distinct to three decimals (the file names).
+    ``snapshot_every``: steps between snapshots (≥ 1); the paper's reconstructions use a few hundred snapshots
+    per run, more snapshots fit the target profile more closely.
+    """
+
+    sigma_rels: tuple[float, ...] = (0.05, 0.10)
+    snapshot_every: int = 1000
+
+    def __post_init__(self):
+        if not self.sigma_rels:
+            raise ValueError("posthoc_ema.sigma_rels must list at least one value")
+        for s in self.sigma_rels:
+            if not 0 < s < SIGMA_REL_MAX:
+                raise ValueError(f"posthoc_ema.sigma_rels values must lie in (0, {SIGMA_REL_MAX:.4f}), got {s}")
+        names = [f"{s:.3f}" for s in self.sigma_rels]
+        if len(set(names)) != len(names):
+            raise ValueError(f"posthoc_ema.sigma_rels must differ in their first three decimals, got "
+                             f"{list(self.sigma_rels)}")
+        if self.snapshot_every < 1:
+            raise ValueError(f"posthoc_ema.snapshot_every must be at least 1, got {self.snapshot_every}")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """One training run. ``batch_size`` is global: under DDP each of W processes gets batch_size / W."""
 
@@ -63,6 +95,7 @@ class TrainConfig:
     bf16: bool = True               # bf16 autocast; used only on CUDA
     time_limit_s: float = 0.0       # stop (with a checkpoint) after this much wall time; 0 = no limit
     optim: OptimConfig = field(default_factory=OptimConfig)
+    posthoc_ema: PosthocEMAConfig | None = None   # null = off
     model: dict = field(default_factory=dict)
     data: dict = field(default_factory=dict)
 
@@ -100,4 +133,6 @@ def config_to_dict(cfg: TrainConfig) -> dict:
     """Plain JSON/YAML-ready data; ``config_from_dict(config_to_dict(c)) == c``."""
     d = dataclasses.asdict(cfg)
     d["optim"]["betas"] = list(d["optim"]["betas"])
+    if d["posthoc_ema"] is not None:
+        d["posthoc_ema"]["sigma_rels"] = list(d["posthoc_ema"]["sigma_rels"])
     return d

@@ -1,7 +1,8 @@
 """The domain-agnostic training loop.
 
 A task supplies the model, the loss and the data order (``TrainingTask``); ``train`` supplies AdamW with
-warm-up, gradient clipping, the EMA, bf16 autocast on CUDA, DDP under ``torchrun``, checkpoints that resume
+warm-up, gradient clipping, the EMA (and optionally the power-function EMAs and snapshots of post-hoc EMA,
+``TrainConfig.posthoc_ema``), bf16 autocast on CUDA, DDP under ``torchrun``, checkpoints that resume
 bit-exactly, a JSON-lines metrics log and periodic evaluation.
 
 Exact resume rests on three things being stored in each checkpoint: the weights/EMA/optimiser/scheduler
@@ -30,7 +31,8 @@ from ..utils import atomic_write, check_device, progress
 from . import distributed
 from .checkpoint import find_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from .config import OptimConfig, TrainConfig, config_to_dict
-from .ema import EMA
+from .ema import EMA, PowerEMA
+from .posthoc_ema import SNAPSHOT_DIR, list_snapshots, remove_snapshots_after, write_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +219,11 @@ def _train(task: TrainingTask, config: TrainConfig, resume: bool | str, device: 
     optimizer = torch.optim.AdamW(model.parameters(), lr=oc.lr, betas=oc.betas, weight_decay=oc.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, oc, config.steps))
     ema = EMA(model, oc.ema_decay) if oc.ema_decay is not None else None
+    pc = config.posthoc_ema
+    snapshot_dir = out_dir / SNAPSHOT_DIR
+    # Only rank 0 writes checkpoints and snapshots, and DDP keeps every rank's weights identical, so the other
+    # ranks need not spend memory and time on the power EMAs.
+    posthoc = [PowerEMA(model, s) for s in pc.sigma_rels] if pc is not None and main else []
 
     # ---- fresh start or resume
     ckpt = None
@@ -232,7 +239,7 @@ def _train(task: TrainingTask, config: TrainConfig, resume: bool | str, device: 
                          f"--out directory")
     step, epoch, position, last_metrics = 0, 0, 0, {}
     if ckpt is not None:
-        state = load_checkpoint(ckpt, model, ema, optimizer, scheduler)
+        state = load_checkpoint(ckpt, model, ema, optimizer, scheduler, posthoc_emas=posthoc)
         step, epoch, position = state["step"], state.get("epoch", 0), state.get("batches_in_epoch", 0)
         last_metrics = state.get("metrics", {})
         stored = state.get("config", {})
@@ -249,8 +256,17 @@ def _train(task: TrainingTask, config: TrainConfig, resume: bool | str, device: 
             seed_everything(config.seed + 1_000_003 * rank + step)
         if main:
             _truncate_metrics(metrics_path, step)
+            if posthoc:
+                # written after the checkpoint by a run that stopped before its next one; rewritten identically
+                removed = remove_snapshots_after(snapshot_dir, step)
+                if removed:
+                    log.info("removed %d post-hoc EMA snapshots written after step %d", removed, step)
             log.info("resumed from %s at step %d", ckpt, step)
     else:
+        if pc is not None and snapshot_dir.is_dir() and list_snapshots(snapshot_dir):   # on every rank, as above
+            # snapshots of some other run would silently mix into this run's reconstructions
+            raise ValueError(f"{snapshot_dir} already holds post-hoc EMA snapshots but there is no checkpoint to "
+                             f"resume from; remove them or choose another --out directory")
         seed_everything(config.seed + rank)
     last_good = str(ckpt) if ckpt is not None else None
     if step >= config.steps:
@@ -294,6 +310,8 @@ def _train(task: TrainingTask, config: TrainConfig, resume: bool | str, device: 
             scheduler.step()
             if ema is not None:
                 ema.update(model)
+            for e in posthoc:
+                e.update(model)
             step += 1
             bar.update(1)
 
@@ -330,13 +348,18 @@ def _train(task: TrainingTask, config: TrainConfig, resume: bool | str, device: 
                 # every rank must agree to stop at the same step
                 late = float(time.perf_counter() - t_start > config.time_limit_s)
                 out_of_time = bool(distributed.all_reduce_sum(torch.tensor([late], device=device)).item() > 0)
+            if posthoc and (step % pc.snapshot_every == 0 or step == config.steps or out_of_time):
+                # before the checkpoint: a crash in between loses nothing, the resumed run rewrites them
+                for e in posthoc:
+                    write_snapshot(snapshot_dir, e, model)
             if step % config.checkpoint_every == 0 or step == config.steps or out_of_time:
                 rngs = distributed.all_gather_object(rng_state())
                 if main:
                     extra = {"epoch": epoch, "batches_in_epoch": position, "world_size": world, "rng": rngs,
                              "metrics": last_metrics}
                     last_good = str(save_checkpoint(ckpt_root, model, ema, optimizer, scheduler, step,
-                                                    config_dict, extra, keep_last=config.keep_last))
+                                                    config_dict, extra, keep_last=config.keep_last,
+                                                    posthoc_emas=posthoc))
                 distributed.barrier()
                 t_window = time.perf_counter()
             if out_of_time:
