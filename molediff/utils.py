@@ -202,6 +202,18 @@ def check_device(device) -> None:
                          f"use --device cpu")
 
 
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU computes bfloat16 in hardware (AVX-512 BF16 or AMX), where bf16 autocast speeds the
+    dense edge tensors up about 2×; elsewhere bf16 is emulated and slower than float32. Reads the Linux CPU
+    flags; False where they cannot be read."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
+
+
 def cache_dir() -> Path:
     """User cache directory for derived data (MOLEDIFF_CACHE overrides; defaults to ~/.cache/molediff)."""
     root = os.environ.get("MOLEDIFF_CACHE") or os.path.join(

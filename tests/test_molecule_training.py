@@ -202,3 +202,20 @@ def test_generate_draws_a_png_and_checks_every_output_before_sampling(tmp_path, 
         assert main(["generate", "-n", "1", "--atoms", "40", "-o", str(tmp_path / "big.sdf"), "--checkpoint",
                      weights, "--steps", "2", "--no-score"]) == 0
     assert "outside the molecule sizes this model was trained on (12..17 atoms)" in caplog.text
+
+
+def test_a_checkpoint_with_the_config_names_of_older_versions_resumes(tmp_path):
+    import json
+
+    run = tmp_path / "run"
+    train(four_molecule_task(hidden=8, layers=2, T=50), _small_config(run, 3))
+    state_file = run / "checkpoints" / "last" / "state.json"
+    state = json.loads(state_file.read_text())
+    cfg = state["model_config"]
+    cfg["atom_types"] = cfg.pop("vocabulary")
+    cfg["mode"] = "joint"
+    del cfg["max_atoms"]
+    state_file.write_text(json.dumps(state))
+    metrics = train(four_molecule_task(hidden=8, layers=2, T=50), _small_config(run, 6), resume=True)
+    assert metrics["step"] == 6
+    assert load_model(run).config.vocabulary == (1, 6, 7, 8, 9)

@@ -49,7 +49,11 @@ _STEP_DIR = re.compile(r"^step_(\d+)$")
 # ----------------------------------------------------------------------------------------------- helpers
 def model_config_of(model: nn.Module) -> dict | None:
     """The model's constructor config as JSON-ready data (``model.config``), or None if it has none."""
-    cfg = getattr(model, "config", None)
+    return config_data(getattr(model, "config", None))
+
+
+def config_data(cfg) -> dict | None:
+    """A config object (with ``to_dict``, or a dataclass, or a dict) as JSON-ready data; None if it is none."""
     if cfg is None:
         return None
     if hasattr(cfg, "to_dict"):
@@ -94,6 +98,14 @@ def _check_model_config(label: str, stored_class: str | None, stored_cfg: dict |
     current = model_config_of(model)
     if stored_cfg is None or current is None:
         return
+    config_class = getattr(model, "config_class", None)
+    if config_class is not None:
+        # Read the stored config as the model class reads it, so that renamed keys of older checkpoints
+        # (e.g. atom_types → vocabulary) compare by meaning, not by spelling.
+        try:
+            stored_cfg = config_data(config_class.from_dict(stored_cfg))
+        except ValueError:
+            pass
     a, b = _flatten(stored_cfg), _flatten(current)
     diffs = [k for k in sorted(set(a) | set(b)) if a.get(k, "<absent>") != b.get(k, "<absent>")]
     if not diffs:

@@ -92,7 +92,7 @@ class TrainConfig:
     keep_last: int = 3              # step-numbered checkpoints kept on disk
     eval_every: int = 0             # 0 = never
     out_dir: str = "runs/default"
-    bf16: bool = True               # bf16 autocast; used only on CUDA
+    bf16: bool = True               # bf16 autocast on CUDA and on CPUs with native bf16 (utils.cpu_has_native_bf16)
     time_limit_s: float = 0.0       # stop (with a checkpoint) after this much wall time; 0 = no limit
     optim: OptimConfig = field(default_factory=OptimConfig)
     posthoc_ema: PosthocEMAConfig | None = None   # null = off

