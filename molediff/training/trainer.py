@@ -2,8 +2,8 @@
 
 A task supplies the model, the loss and the data order (``TrainingTask``); ``train`` supplies AdamW with
 warm-up, gradient clipping, the EMA (and optionally the power-function EMAs and snapshots of post-hoc EMA,
-``TrainConfig.posthoc_ema``), bf16 autocast on CUDA and bf16-capable CPUs, DDP under ``torchrun``, checkpoints that resume
-bit-exactly, a JSON-lines metrics log and periodic evaluation.
+``TrainConfig.posthoc_ema``), bf16 autocast on CUDA and bf16-capable CPUs, DDP under ``torchrun``, checkpoints
+that resume bit-exactly, a JSON-lines metrics log and periodic evaluation.
 
 Exact resume rests on three things being stored in each checkpoint: the weights/EMA/optimiser/scheduler
 state, the data position (epoch, batches consumed; the order is a function of ``(seed, epoch)`` only) and
