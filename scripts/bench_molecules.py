@@ -24,6 +24,9 @@ SIZES = {"edm-9x256": {"name": "egnn", "hidden": 256, "layers": 9},
          "cpu-4x96": {"name": "egnn", "hidden": 96, "layers": 4}}
 
 
+BF16 = False  # set in main: bf16 autocast for every row (the trainer follows the same setting)
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -42,7 +45,7 @@ def bench_training(model, dataset, batch_size, steps, device) -> float:
             sync(device)
             start, n = time.perf_counter(), 0
         batch = next(batches).to(device)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=BF16):
             loss = model(batch.positions, batch.type_index, batch.mask).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -64,7 +67,7 @@ def bench_trainer(model, dataset, batch_size, steps, device) -> float:
     task = MoleculeTask(model=model, dataset=dataset)
     with tempfile.TemporaryDirectory() as out:
         config = TrainConfig(steps=2 * steps, batch_size=batch_size, log_every=steps, checkpoint_every=10 ** 9,
-                             out_dir=out, optim=OptimConfig(lr=1e-4, warmup_steps=10))
+                             out_dir=out, optim=OptimConfig(lr=1e-4, warmup_steps=10), bf16=BF16)
         train(task, config, device=device)
         records = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
     return [r for r in records if r.get("kind") == "train"][-1]["items_per_s"]
@@ -75,7 +78,7 @@ def bench_sampling(model, batch_size, steps, device) -> float:
     counts = model.sample_atom_counts(batch_size, torch.Generator().manual_seed(0))
     sync(device)
     start = time.perf_counter()
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=BF16):
         model.sample(counts, sampler="ddpm", steps=steps, seeds=range(batch_size))
     sync(device)
     return batch_size / (time.perf_counter() - start)
@@ -89,15 +92,26 @@ def main() -> None:
     p.add_argument("--train-steps", type=int, default=100,
                    help="timed optimiser steps per setting (after as many warm-up steps on the same batch order)")
     p.add_argument("--no-trainer", action="store_true", help="skip the row for the real trainer")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="bf16 autocast for every row, or fp32; auto = what the trainer uses on this device (bf16 on "
+                        "CUDA and on CPUs with native bf16)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--sample-batch", type=int, nargs="+", default=[100], help="sampling batch sizes")
     p.add_argument("--sample-steps", type=int, default=10, help="sampler steps timed (molecules/s scales ~1/steps)")
     args = p.parse_args()
+    global BF16
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from molediff.utils import cpu_has_native_bf16
+
+    BF16 = args.precision == "bf16" or (args.precision == "auto" and (device.type == "cuda" or cpu_has_native_bf16()))
     dataset = load_qm9("train")
     hist = atom_count_histogram(dataset)
     name = torch.cuda.get_device_name() if device.type == "cuda" else (platform.processor() or platform.machine())
     print(f"# device: {name}; torch {torch.__version__}; threads {torch.get_num_threads()}; "
-          f"{'bf16 autocast' if device.type == 'cuda' else 'fp32'}; {time.strftime('%Y-%m-%d')}")
+          f"{'bf16 autocast' if BF16 else 'fp32'}; batch order: QM9 train split, seed 0, epoch 0; "
+          f"{time.strftime('%Y-%m-%d %H:%M')}")
     print(f"{'model':<10} {'params':>9} {'what':<9} {'batch':>5} {'steps':>5} {'molecules/s':>12}")
     for size in args.sizes:
         torch.manual_seed(0)

@@ -42,6 +42,8 @@ def main() -> None:
                    help="sampler and number of steps of each setting")
     p.add_argument("--batch-size", type=int, default=250, help="molecules sampled together")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--precision", nargs="+", choices=["fp32", "bf16"], default=["fp32"],
+                   help="run every setting in each of these precisions (bf16: network under bf16 autocast)")
     p.add_argument("--json", default=None, help="also write the results as JSON")
     args = p.parse_args()
     if args.threads:
@@ -52,21 +54,23 @@ def main() -> None:
     print(f"# {args.checkpoint or 'shipped qm9_egnn'}; {n} molecules per setting (seeds 0..{n - 1}); "
           f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"{time.strftime('%Y-%m-%d %H:%M')}")
-    print("| sampler | steps | network calls / molecule | atom stab. | mol. stab. | valid | connected | molecules/s |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| sampler | steps | precision | network calls / molecule | atom stab. | mol. stab. | valid | connected "
+          "| molecules/s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     results = []
-    for sampler, steps in args.settings:
+    for (sampler, steps), precision in [(s, p) for s in args.settings for p in args.precision]:
         start = time.perf_counter()
-        molecules = model.sample_molecules(counts, seeds=range(n), batch_size=args.batch_size, sampler=sampler,
-                                           steps=steps)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            molecules = model.sample_molecules(counts, seeds=range(n), batch_size=args.batch_size, sampler=sampler,
+                                               steps=steps)
         seconds = time.perf_counter() - start
         s = evaluate_molecules(molecules, properties=False)
         calls = 2 * steps if sampler == "heun" else steps + 1
-        row = {"sampler": sampler, "steps": steps, "network_calls": calls, "seconds": seconds,
+        row = {"sampler": sampler, "steps": steps, "precision": precision, "network_calls": calls, "seconds": seconds,
                "molecules_per_s": n / seconds, **{k: s[k] for k in ("atom_stability", "mol_stability", "validity",
                                                                       "connectivity", "n_molecules")}}
         results.append(row)
-        print(f"| {sampler} | {steps} | {calls} | {100 * row['atom_stability']:.1f} % | "
+        print(f"| {sampler} | {steps} | {precision} | {calls} | {100 * row['atom_stability']:.1f} % | "
               f"{100 * row['mol_stability']:.1f} % | {100 * row['validity']:.1f} % | "
               f"{100 * row['connectivity']:.1f} % | {row['molecules_per_s']:.2f} |", flush=True)
     if args.json:

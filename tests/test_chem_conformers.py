@@ -100,3 +100,80 @@ def test_aromatic_ring_flatness():
     bent[0, 2] += 0.6
     warped = Molecule(z, bent, bonds=benzene.bonds)
     assert not physical_checks(warped, mmff=False)["aromatic_flat"]
+
+
+# -- failures stay with their molecule ---------------------------------------------------------------------
+def _zero_length(m):
+    """``m`` with its first hydrogen moved exactly onto the atom it is bonded to (a zero-length bond)."""
+    from molediff.chem.bonds import bond_list, perceive_bonds
+
+    rows = bond_list(perceive_bonds(m.atomic_numbers, m.positions))
+    i, j = next((i, j) for i, j, _ in rows if m.atomic_numbers[j] == 1 and m.atomic_numbers[i] != 1)
+    x = m.positions.copy()
+    x[j] = x[i]
+    return Molecule(m.atomic_numbers, x, bonds=rows, name="zero_length"), i, j
+
+
+def test_zero_length_bond_skips_mmff_with_reason(mols):
+    bad, i, j = _zero_length(mols[0])
+    out = physical_checks(bad)
+    assert out["error"] == (f"MMFF94 skipped (coincident atoms): atoms {i + 1} and {j + 1} are 0.000 Å apart "
+                            f"(under 0.1 Å), a zero-length bond")
+    assert out["bond_lengths_ok"] is False and out["n_bad_bonds"] >= 1  # the geometric checks still ran
+    assert out["mmff_energy"] is None and out["strain"] is None
+
+
+def test_mmff_invariant_violation_is_caught(mols, monkeypatch):
+    """Without the coincident-atom guard RDKit's minimiser dies with 'Invariant Violation' on this molecule;
+    physical_checks must turn that into the molecule's error, not raise."""
+    from molediff.chem import physics
+
+    bad, _, _ = _zero_length(mols[0])
+    monkeypatch.setattr(physics, "coincident_atoms", lambda x: [])
+    out = physics.physical_checks(bad)
+    assert out["error"].startswith("MMFF94 failed: ")
+    assert "\n" not in out["error"] and out["bond_lengths_ok"] is False
+    assert physics.error_category(out["error"]) == "MMFF94 failed"
+
+
+def test_physical_checks_never_raise(mols, monkeypatch):
+    from molediff.chem import physics
+
+    collapsed = Molecule([6, 1, 1, 1, 1], np.zeros((5, 3)))
+    assert physical_checks(collapsed)["error"] == "collapsed: all 5 atoms at one point (no 3D coordinates)"
+    bad_bonds = Molecule([6, 6], [[0, 0, 0], [1.5, 0, 0]], bonds=[[0, 1, 9]])
+    assert physical_checks(bad_bonds)["error"].startswith(
+        "RDKit cannot sanitise the molecule: unsupported bond order 9")
+
+    def boom(*a, **k):
+        raise RuntimeError("Invariant Violation\n\tbad direction in linearSearch\n\tViolation occurred on line 234")
+
+    monkeypatch.setattr(physics, "_mmff", boom)
+    assert physics.physical_checks(mols[0])["error"] == (
+        "MMFF94 failed: Invariant Violation: bad direction in linearSearch")
+    monkeypatch.setattr(physics, "_geometry", boom)
+    assert physics.physical_checks(mols[0])["error"].startswith("geometric checks failed: Invariant Violation")
+
+
+def test_rmsd_and_conformer_metrics_survive_bad_molecules(mols):
+    m = mols[0]
+    broken = Molecule(m.atomic_numbers, m.positions, bonds=[[0, 99, 1]], name="broken")  # atom 99 does not exist
+    assert np.isnan(best_rmsd(broken, m)) and np.isnan(best_rmsd(m, broken))
+    gen = _rotated(m)
+    gen.name = "generated"  # not a reference name, so conformers are matched by connectivity
+    out = conformer_metrics([gen, broken], [m, broken])
+    assert out["matched_by"] == "connectivity"
+    assert out["n_groups"] == 1 and out["n_matched"] == 1 and out["warning"] is None
+    assert out["cov_r"] == 1.0
+    assert out["unmatched"] == ["broken"]
+    assert [(f["name"], f["set"]) for f in out["failed"]] == [("broken", "reference"), ("broken", "generated")]
+    assert all(f["reason"].startswith("no connectivity key: ") for f in out["failed"])
+
+
+def test_conformer_metrics_say_when_nothing_matches(mols):
+    out = conformer_metrics([mols[0]], [mols[1], mols[2]])
+    assert out["n_groups"] == 0 and out["n_matched"] == 0 and out["unmatched"] == [mols[0].name]
+    assert out["matched_by"] == "connectivity" and out["per_group"] == []
+    assert out["warning"] == ("no generated molecule matches a reference molecule (1 generated, 2 reference, "
+                              "compared by heavy-atom connectivity): no conformer metrics")
+    assert np.isnan(out["cov_r"])

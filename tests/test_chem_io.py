@@ -82,7 +82,7 @@ def test_bad_xyz_records_reported_and_skipped():
         "unknown element 'Xx' on atom line 2",
         "non-finite coordinates (NaN or inf)",
         "empty molecule (no atoms)",
-        "malformed XYZ header 'two' (expected an atom count)",
+        "malformed XYZ header 'two' on line 41 (expected an atom count)",
         "malformed coordinates on atom line 1",
         "truncated record: 5 atoms declared, 2 found",
     ]

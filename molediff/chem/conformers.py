@@ -62,24 +62,29 @@ def best_rmsd(probe, reference) -> float:
     Atoms are matched through the molecular graphs (connectivity only), so atom order may differ. The
     probe's own bonds (or its perceived ones) are used; if that graph does not match the reference's and
     both list the same elements in the same order, the probe is given the reference's connectivity (a
-    distorted generated conformer can miss a bond). Returns NaN when no matching is possible.
+    distorted generated conformer can miss a bond). Returns NaN when no matching is possible or RDKit
+    fails on either molecule (never raises for a bad molecule).
     """
+    from rdkit import rdBase
     from rdkit.Chem import rdMolAlign
 
-    ref = _heavy_mol(reference)
     zp, zr = np.asarray(probe.atomic_numbers), np.asarray(reference.atomic_numbers)
     if (zp != 1).sum() != (zr != 1).sum():
         return float("nan")
-    try:
-        return float(rdMolAlign.GetBestRMS(_heavy_mol(probe), ref))
-    except RuntimeError:
-        pass
-    if not np.array_equal(zp[zp != 1], zr[zr != 1]):
-        return float("nan")
-    try:
-        return float(rdMolAlign.GetBestRMS(_heavy_mol(probe, topology=_heavy_topology(reference)[1]), ref))
-    except RuntimeError:
-        return float("nan")
+    # RDKit raises RuntimeError for no substructure match and other types (ValueError, its own) for bad
+    # molecules or degenerate alignments: any failure means "no RMSD" for this pair, never an aborted run.
+    with rdBase.BlockLogs():
+        try:
+            ref = _heavy_mol(reference)
+            return float(rdMolAlign.GetBestRMS(_heavy_mol(probe), ref))
+        except Exception:
+            pass
+        if not np.array_equal(zp[zp != 1], zr[zr != 1]):
+            return float("nan")
+        try:
+            return float(rdMolAlign.GetBestRMS(_heavy_mol(probe, topology=_heavy_topology(reference)[1]), ref))
+        except Exception:
+            return float("nan")
 
 
 def rmsd_matrix(generated: Sequence, reference: Sequence) -> np.ndarray:
@@ -116,24 +121,48 @@ def coverage(rmsd: np.ndarray, threshold: float = 0.75) -> dict[str, float]:
             "cov_p": float((best_p < threshold).mean()), "amr_p": mean(best_p)}
 
 
+NO_MATCH_WARNING = "no generated molecule matches a reference molecule"
+
+
 def conformer_metrics(generated: Sequence, reference: Sequence, threshold: float = 0.75) -> dict:
     """Ensemble metrics for generated vs reference conformers of one or more molecules.
 
     Conformers are grouped by molecule name when every generated name occurs among the reference names,
     otherwise by heavy-atom connectivity (``topology_key``). Returns the means of cov_r, amr_r, cov_p,
-    amr_p, d_mae over molecules, ``n_groups``, ``unmatched`` (generated names with no reference group)
-    and ``per_group`` rows.
+    amr_p, d_mae over molecules (NaN when no group: callers writing JSON must turn NaN into null),
+    ``threshold``, ``matched_by`` ('name' or 'connectivity'), ``n_groups``, ``n_matched`` (generated
+    conformers in a group), ``unmatched`` (names of generated molecules with no reference group),
+    ``failed`` ([{'name', 'reason', 'set'}] for molecules RDKit could not turn into a connectivity key),
+    ``warning`` (None, or a one-line message such as ``NO_MATCH_WARNING`` when nothing matched) and
+    ``per_group`` rows. Never raises for a bad molecule.
     """
+    from rdkit import rdBase
+
+    from .metrics import error_reason
+
     ref_names = {r.name for r in reference}
     by_name = bool(generated) and all(g.name in ref_names and g.name for g in generated)
-    key = (lambda m: m.name) if by_name else topology_key
+    failed = []
+
+    def key(m, which: str):
+        if by_name:
+            return m.name
+        try:
+            with rdBase.BlockLogs():
+                return topology_key(m)
+        except Exception as e:  # e.g. file bonds RDKit rejects: that molecule just matches nothing
+            failed.append({"name": m.name, "reason": f"no connectivity key: {error_reason(e)}", "set": which})
+            return None
+
     refs, gens = defaultdict(list), defaultdict(list)
     for r in reference:
-        refs[key(r)].append(r)
+        k = key(r, "reference")
+        if k is not None:
+            refs[k].append(r)
     unmatched = []
     for g in generated:
-        k = key(g)
-        if k in refs:
+        k = key(g, "generated")
+        if k is not None and k in refs:
             gens[k].append(g)
         else:
             unmatched.append(g.name)
@@ -151,6 +180,12 @@ def conformer_metrics(generated: Sequence, reference: Sequence, threshold: float
     def mean(key_):
         return (float(np.nanmean([g[key_] for g in groups])) if groups and
                 np.isfinite([g[key_] for g in groups]).any() else float("nan"))
+    warning = None
+    if not groups:
+        how = "by name" if by_name else "by heavy-atom connectivity"
+        warning = (f"{NO_MATCH_WARNING} ({len(generated)} generated, {len(reference)} reference, compared {how}): "
+                   f"no conformer metrics")
     return {"cov_r": mean("cov_r"), "amr_r": mean("amr_r"), "cov_p": mean("cov_p"), "amr_p": mean("amr_p"),
-            "d_mae": mean("d_mae"), "threshold": threshold, "n_groups": len(groups), "unmatched": unmatched,
-            "per_group": groups}
+            "d_mae": mean("d_mae"), "threshold": threshold, "matched_by": "name" if by_name else "connectivity",
+            "n_groups": len(groups), "n_matched": sum(g["n_gen"] for g in groups), "unmatched": unmatched,
+            "failed": failed, "warning": warning, "per_group": groups}

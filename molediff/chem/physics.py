@@ -9,13 +9,19 @@
 - MMFF94 energy (kcal/mol) of the given geometry, the energy after relaxing it with MMFF94, and the
   strain = energy − relaxed energy.
 
-Bonds are the molecule's own when known, else perceived from 3D. Molecules that RDKit cannot sanitise
-get only ``error``.
+Bonds are the molecule's own when known, else perceived from 3D. No molecule raises: whatever cannot be
+computed is None and ``error`` says why in one line, as ``"what: detail"`` so that reasons can be counted
+by what comes before the first colon (``error_category``, e.g. ``'MMFF94 skipped (coincident atoms)'``).
+Molecules that RDKit cannot sanitise, collapsed molecules (all atoms at one point) and ones without usable
+coordinates get only ``error``; molecules with coincident atoms (a zero-length bond, which makes MMFF94's
+line search fail with an 'Invariant Violation') get the geometric checks but no MMFF94 energies.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from .metrics import COINCIDENT_ATOMS_A, coincident_atoms, error_reason
 
 
 def _sanitized_mol(m):
@@ -28,13 +34,18 @@ def _sanitized_mol(m):
     return mol
 
 
+def error_category(error: str | None) -> str | None:
+    """The part of a ``physical_checks`` error before its first colon, to count reasons by kind."""
+    return None if error is None else error.split(":", 1)[0]
+
+
 def physical_checks(molecule, tolerance: float = 0.25, clash_scale: float = 0.7, flat_tolerance: float = 0.25,
                     mmff: bool = True, max_iters: int = 2000) -> dict:
-    """Checks of one ``Molecule``; see the module docstring. Keys: bond_lengths_ok, n_bad_bonds,
-    angles_ok, n_bad_angles, no_clash, n_clashes, aromatic_flat, max_ring_deviation, mmff_energy,
-    mmff_relaxed_energy, strain, error (None or a one-line reason)."""
-    from rdkit import Chem, rdBase
-    from rdkit.Chem import AllChem, rdDistGeom
+    """Checks of one ``Molecule`` (positions [n, 3] Å); see the module docstring. Keys: bond_lengths_ok,
+    n_bad_bonds, angles_ok, n_bad_angles, no_clash, n_clashes, aromatic_flat, max_ring_deviation (Å),
+    mmff_energy, mmff_relaxed_energy, strain (kcal/mol), error (None or a one-line reason). Never raises
+    for a bad molecule."""
+    from rdkit import rdBase
 
     out = {"bond_lengths_ok": None, "n_bad_bonds": None, "angles_ok": None, "n_bad_angles": None,
            "no_clash": None, "n_clashes": None, "aromatic_flat": None, "max_ring_deviation": None,
@@ -42,43 +53,80 @@ def physical_checks(molecule, tolerance: float = 0.25, clash_scale: float = 0.7,
     if not np.all(np.isfinite(molecule.positions)) or len(molecule.atomic_numbers) == 0:
         out["error"] = "no usable coordinates"
         return out
+    x = np.asarray(molecule.positions, dtype=np.float64)
+    if len(x) > 1 and np.ptp(x, axis=0).max() < 1e-3:
+        out["error"] = f"collapsed: all {len(x)} atoms at one point (no 3D coordinates)"
+        return out
     with rdBase.BlockLogs():
+        # RDKit raises ValueError, RuntimeError and its own exception types (an 'Invariant Violation' is a
+        # RuntimeError); each stage catches everything so that one molecule never ends a run.
         try:
             mol = _sanitized_mol(molecule)
-        except (ValueError, RuntimeError) as e:
-            out["error"] = f"RDKit cannot sanitise the molecule: {str(e).splitlines()[0]}"
+        except Exception as e:
+            out["error"] = f"RDKit cannot sanitise the molecule: {error_reason(e)}"
             return out
-        x = np.asarray(molecule.positions, dtype=np.float64)
-        d = np.linalg.norm(x[:, None] - x[None], axis=-1)
-        bounds = rdDistGeom.GetMoleculeBoundsMatrix(mol)
-        upper, lower = np.triu(bounds, 1), np.tril(bounds, -1).T
-        topo = Chem.GetDistanceMatrix(mol)
-        iu = np.triu_indices(len(x), 1)
-        dd, lo, hi, t = d[iu], lower[iu], upper[iu], topo[iu]
-        outside = (dd < lo * (1 - tolerance)) | (dd > hi * (1 + tolerance))
-        out["n_bad_bonds"] = int((outside & (t == 1)).sum())
-        out["bond_lengths_ok"] = out["n_bad_bonds"] == 0
-        out["n_bad_angles"] = int((outside & (t == 2)).sum())
-        out["angles_ok"] = out["n_bad_angles"] == 0
-        out["n_clashes"] = int(((t > 2) & (dd < clash_scale * lo)).sum())
-        out["no_clash"] = out["n_clashes"] == 0
-        deviation = 0.0
-        for ring in mol.GetRingInfo().AtomRings():
-            if all(mol.GetAtomWithIdx(i).GetIsAromatic() for i in ring):
-                p = x[list(ring)]
-                p = p - p.mean(0)
-                normal = np.linalg.svd(p)[2][-1]
-                deviation = max(deviation, float(np.abs(p @ normal).max()))
-        out["max_ring_deviation"] = deviation
-        out["aromatic_flat"] = deviation <= flat_tolerance
+        try:
+            _geometry(out, mol, x, tolerance, clash_scale, flat_tolerance)
+        except Exception as e:
+            out["error"] = f"geometric checks failed: {error_reason(e)}"
+            return out
         if mmff:
-            props = AllChem.MMFFGetMoleculeProperties(mol)
-            if props is None:
-                out["error"] = "no MMFF94 parameters for this molecule"
+            close = coincident_atoms(x)
+            if close:
+                i, j, d = close[0]
+                out["error"] = (f"MMFF94 skipped (coincident atoms): atoms {i + 1} and {j + 1} are {d:.3f} Å apart "
+                                f"(under {COINCIDENT_ATOMS_A} Å), a zero-length bond")
                 return out
-            ff = AllChem.MMFFGetMoleculeForceField(mol, props)
-            e0 = ff.CalcEnergy()
-            ff.Minimize(maxIts=max_iters)
-            e1 = ff.CalcEnergy()
-            out.update(mmff_energy=float(e0), mmff_relaxed_energy=float(e1), strain=float(e0 - e1))
+            try:
+                _mmff(out, mol, max_iters)
+            except Exception as e:
+                out["error"] = f"MMFF94 failed: {error_reason(e)}"
     return out
+
+
+def _geometry(out: dict, mol, x: np.ndarray, tolerance: float, clash_scale: float, flat_tolerance: float) -> None:
+    from rdkit import Chem
+    from rdkit.Chem import rdDistGeom
+
+    d = np.linalg.norm(x[:, None] - x[None], axis=-1)
+    bounds = rdDistGeom.GetMoleculeBoundsMatrix(mol)
+    upper, lower = np.triu(bounds, 1), np.tril(bounds, -1).T
+    topo = Chem.GetDistanceMatrix(mol)
+    iu = np.triu_indices(len(x), 1)
+    dd, lo, hi, t = d[iu], lower[iu], upper[iu], topo[iu]
+    outside = (dd < lo * (1 - tolerance)) | (dd > hi * (1 + tolerance))
+    out["n_bad_bonds"] = int((outside & (t == 1)).sum())
+    out["bond_lengths_ok"] = out["n_bad_bonds"] == 0
+    out["n_bad_angles"] = int((outside & (t == 2)).sum())
+    out["angles_ok"] = out["n_bad_angles"] == 0
+    out["n_clashes"] = int(((t > 2) & (dd < clash_scale * lo)).sum())
+    out["no_clash"] = out["n_clashes"] == 0
+    deviation = 0.0
+    for ring in mol.GetRingInfo().AtomRings():
+        if all(mol.GetAtomWithIdx(i).GetIsAromatic() for i in ring):
+            p = x[list(ring)]
+            p = p - p.mean(0)
+            normal = np.linalg.svd(p)[2][-1]
+            deviation = max(deviation, float(np.abs(p @ normal).max()))
+    out["max_ring_deviation"] = deviation
+    out["aromatic_flat"] = deviation <= flat_tolerance
+
+
+def _mmff(out: dict, mol, max_iters: int) -> None:
+    from rdkit.Chem import AllChem
+
+    props = AllChem.MMFFGetMoleculeProperties(mol)
+    if props is None:
+        out["error"] = "no MMFF94 parameters for this molecule"
+        return
+    ff = AllChem.MMFFGetMoleculeForceField(mol, props)
+    if ff is None:
+        out["error"] = "no MMFF94 force field for this molecule"
+        return
+    e0 = ff.CalcEnergy()
+    ff.Minimize(maxIts=max_iters)
+    e1 = ff.CalcEnergy()
+    if not (np.isfinite(e0) and np.isfinite(e1)):
+        out["error"] = f"MMFF94 failed: non-finite energy ({e0} before, {e1} after relaxing)"
+        return
+    out.update(mmff_energy=float(e0), mmff_relaxed_energy=float(e1), strain=float(e0 - e1))

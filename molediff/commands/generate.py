@@ -33,6 +33,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: torch's choice, usually all cores)")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                        help="bf16 runs the network under bf16 autocast (about 2x faster on CPUs with native bf16 "
+                             "and on GPUs); coordinates and sampler updates stay float32")
     parser.add_argument("--png", default=None, metavar="FILE",
                         help="also draw the molecules (up to 100) as a PNG grid of 2-D depictions labelled with "
                              "their stability")
@@ -73,9 +76,11 @@ def run(args: argparse.Namespace) -> int:
     g = torch.Generator().manual_seed(args.seed)
     counts = (torch.full((args.num_molecules,), args.atoms, dtype=torch.long) if args.atoms is not None
               else model.sample_atom_counts(args.num_molecules, g))
-    molecules = model.sample_molecules(counts, seeds=range(args.seed, args.seed + args.num_molecules),
-                                       batch_size=args.batch_size, sampler=args.sampler, steps=args.steps,
-                                       show_progress=True, name_prefix="molediff")
+    device_type = torch.device(args.device).type
+    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+        molecules = model.sample_molecules(counts, seeds=range(args.seed, args.seed + args.num_molecules),
+                                           batch_size=args.batch_size, sampler=args.sampler, steps=args.steps,
+                                           show_progress=True, name_prefix="molediff")
     (write_sdf if suffix == "sdf" else write_xyz)(args.output, molecules)
     print(f"wrote {len(molecules)} molecules to {args.output}")
     scores = None

@@ -4,8 +4,12 @@ With --reference, also conformer metrics (COV-R/P, AMR-R/P, D-MAE) against refer
 --physics, physical checks (bond lengths, angles, clashes, ring flatness, MMFF94 energy and strain).
 
 Records that cannot be read are reported with a reason and skipped; the exit status is non-zero only
-when no molecule could be read. Per-molecule rows (including unreadable records with their reason) go
-to --csv / --json."""
+when no molecule could be read. No single molecule ends a run: whatever cannot be computed for it is left
+empty and the reason goes into its row. Per-molecule rows (including unreadable records with their reason)
+go to --csv / --json; their ``notes`` say where a molecule breaks an assumption of EDM's metric (formal
+charges, implicit hydrogens, metals, several fragments, bonds that differ from the perceived ones) or has
+no real 3D geometry (flat, collinear, collapsed, coincident atoms), and summary warnings on stderr count
+them. Output paths are checked before any work and written atomically; JSON has null, never NaN."""
 
 from __future__ import annotations
 
@@ -18,11 +22,10 @@ import math
 import sys
 from pathlib import Path
 
-HELP = "score 3D molecules (stability, validity, uniqueness, novelty, QED, SA, conformer and physics checks)"
 log = logging.getLogger(__name__)
 
 _ROW_KEYS = ("name", "n_atoms", "formula", "stable_atoms", "stable", "valid", "smiles", "connected", "n_fragments",
-             "qed", "sa", "novel", "error")
+             "qed", "sa", "novel", "geometry", "flags", "notes", "error")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -48,15 +51,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="also run physical checks per molecule (MMFF94 relaxation: slow for many molecules)")
 
 
-def load_molecules(path: str):
-    """(molecules, errors) from an SDF/XYZ file or folder, or a saved .npz dataset."""
+def load_molecules(path: str, require_bonds: bool = False):
+    """(molecules, errors) from an SDF/XYZ file or folder, or a saved .npz dataset. ``require_bonds``: a record
+    whose file bonds cannot be used is an error rather than a molecule with bonds to perceive."""
     from ..chem.io import read_molecules
     from ..chem.molecule import MoleculeDataset
 
     if path.lower().endswith(".npz"):
         ds = MoleculeDataset.load(path)
         return [ds[i] for i in range(len(ds))], []
-    return read_molecules(path)
+    return read_molecules(path, require_bonds=require_bonds)
 
 
 def train_smiles_set(spec: str) -> set[str]:
@@ -87,13 +91,16 @@ def _canonical_smiles_file(p: Path) -> set[str]:
             token = line.replace(",", " ").split()[0] if line.strip() else ""
             if not token or token.lower() == "smiles":
                 continue
-            mol = Chem.MolFromSmiles(token)
-            if mol is None:
+            try:  # one SMILES RDKit chokes on is skipped and counted, not fatal
+                mol = Chem.MolFromSmiles(token)
+                if mol is None:
+                    bad += 1
+                    continue
+                frags = Chem.GetMolFrags(mol, asMols=True)
+                largest = Chem.AddHs(max(frags, key=lambda m: m.GetNumAtoms()))
+                out.add(Chem.MolToSmiles(largest, isomericSmiles=False))
+            except Exception:
                 bad += 1
-                continue
-            frags = Chem.GetMolFrags(mol, asMols=True)
-            largest = Chem.AddHs(max(frags, key=lambda m: m.GetNumAtoms()))
-            out.add(Chem.MolToSmiles(largest, isomericSmiles=False))
     if bad:
         log.warning("--train-smiles: %d unparsable SMILES in %s skipped", bad, p)
     if not out:
@@ -102,7 +109,7 @@ def _canonical_smiles_file(p: Path) -> set[str]:
 
 
 def _fmt(v) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "-"
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
@@ -124,21 +131,86 @@ def format_table(summary: dict) -> str:
         lines.append(("QED (mean, valid)", f"{summary['qed']:.3f}", ""))
     if summary.get("sa") is not None:
         lines.append(("SA score (mean, valid)", f"{summary['sa']:.2f}", ""))
+    if summary.get("n_with_notes"):
+        lines.append(("molecules with notes", str(summary["n_with_notes"]), "see the warnings; each note is in the "
+                                                                            "--csv/--json rows"))
     for key, label in (("physics", "physical checks"), ("conformers", "conformers")):
         block = summary.get(key)
-        if block:
-            for k, v in block.items():
-                if not isinstance(v, list | dict):
-                    lines.append((f"{label}: {k}", _fmt(v), ""))
+        if not block:
+            continue
+        for k, v in block.items():
+            if v is None or isinstance(v, bool | int | float):
+                lines.append((f"{label}: {k}", _fmt(v), ""))
+        for reason, count in (block.get("skip_reasons") or {}).items():
+            lines.append((f"{label}: incomplete", str(count), reason))
+        if block.get("warning"):
+            lines.append((label, "none", block["warning"]))
     w = max(len(a) for a, _, _ in lines)
     return "\n".join(f"{a:<{w}}  {b:>10}  {c}".rstrip() for a, b, c in lines)
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    """ValueError (one line) before any work when an output cannot be written, two outputs name the same
+    file, or an output would overwrite an input."""
+    from ..utils import check_output_path
+
+    outputs = {}
+    for flag, path in (("--json", args.json), ("--csv", args.csv)):
+        if path is None:
+            continue
+        target = check_output_path(path, f"{flag} output").resolve()
+        if target in outputs:
+            raise ValueError(f"{outputs[target]} and {flag} both name {path}; give two different files")
+        outputs[target] = flag
+    inputs = [Path(p).resolve() for p in (args.file, args.reference, args.train_smiles) if p]
+    for target, flag in outputs.items():
+        if target in inputs:
+            raise ValueError(f"{flag} output {str(target)!r} is an input file; writing it would overwrite the input")
+
+
+def _physics(molecules, rows: list[dict]) -> tuple[dict, list[str]]:
+    """Run the physical checks on every molecule (none can end the run); fill ``phys_*`` in ``rows`` and return
+    the summary block and its warning lines. Skipped molecules are counted by reason."""
+    from collections import Counter
+
+    from ..chem.metrics import error_reason
+    from ..chem.physics import error_category, physical_checks
+    from ..utils import progress
+
+    checks = []
+    for m in progress(molecules, desc="physics", unit="mol"):
+        try:
+            c = physical_checks(m)
+        except Exception as e:  # physical_checks catches RDKit's failures; this is the last line of defence
+            c = {"error": f"physical checks failed: {error_reason(e)}"}
+        checks.append(c)
+    keys = ("bond_lengths_ok", "n_bad_bonds", "angles_ok", "n_bad_angles", "no_clash", "n_clashes", "aromatic_flat",
+            "max_ring_deviation", "mmff_energy", "mmff_relaxed_energy", "strain", "error")
+    for row, c in zip(rows, checks):
+        row.update({f"phys_{k}": c.get(k) for k in keys})
+    ok = [c for c in checks if c.get("bond_lengths_ok") is not None]
+    def frac(key):
+        return (sum(bool(c[key]) for c in ok) / len(ok) if ok else None)
+    strains = [c["strain"] for c in checks if c.get("strain") is not None]
+    reasons = Counter(error_category(c["error"]) for c in checks if c.get("error"))
+    block = {"n_checked": len(ok), "n_skipped": len(checks) - len(ok), "n_mmff": len(strains),
+             "bond_lengths_ok": frac("bond_lengths_ok"), "angles_ok": frac("angles_ok"), "no_clash": frac("no_clash"),
+             "aromatic_flat": frac("aromatic_flat"),
+             "median_strain_kcal": float(sorted(strains)[len(strains) // 2]) if strains else None,
+             "skip_reasons": dict(reasons.most_common())}
+    warnings = []
+    if reasons:
+        warnings.append(f"physical checks: {block['n_skipped']} of {len(checks)} molecules skipped entirely, "
+                        f"{len(ok) - len(strains)} checked without MMFF94 energies; reasons: " +
+                        ", ".join(f"{r} ({c})" for r, c in reasons.most_common()) + " (see phys_error)")
+    return block, warnings
+
+
 def run(args: argparse.Namespace) -> int:
     from ..chem.metrics import evaluate_molecules
-    from ..utils import atomic_write
 
-    molecules, errors = load_molecules(args.file)
+    _check_outputs(args)  # before any (possibly long) work
+    molecules, errors = load_molecules(args.file, require_bonds=args.bonds == "file")
     for record, reason in errors:
         print(f"skipped {record}: {reason}", file=sys.stderr)
     if not molecules:
@@ -147,23 +219,13 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate_molecules(molecules, train_smiles=train, properties=not args.no_properties,
                                 use_file_bonds=args.bonds == "file", show_progress=True)
     rows = result.pop("per_molecule")
-    summary = {"file": str(args.file), "n_unreadable": len(errors), **result}
+    warnings = result.pop("warnings")
+    summary = {"file": str(args.file), "n_unreadable": len(errors), **result,
+               "n_with_notes": sum(bool(r["notes"]) for r in rows)}
 
     if args.physics:
-        from ..chem.physics import physical_checks
-        from ..utils import progress
-
-        checks = [physical_checks(m) for m in progress(molecules, desc="physics", unit="mol")]
-        for row, c in zip(rows, checks):
-            row.update({f"phys_{k}": v for k, v in c.items()})
-        ok = [c for c in checks if c["error"] is None or c["bond_lengths_ok"] is not None]
-        def frac(key):
-            return (sum(bool(c[key]) for c in ok) / len(ok) if ok else None)
-        strains = [c["strain"] for c in checks if c["strain"] is not None]
-        summary["physics"] = {"n_checked": len(ok), "bond_lengths_ok": frac("bond_lengths_ok"),
-                              "angles_ok": frac("angles_ok"), "no_clash": frac("no_clash"),
-                              "aromatic_flat": frac("aromatic_flat"),
-                              "median_strain_kcal": float(sorted(strains)[len(strains) // 2]) if strains else None}
+        summary["physics"], physics_warnings = _physics(molecules, rows)
+        warnings += physics_warnings
 
     if args.reference:
         from ..chem.conformers import conformer_metrics
@@ -173,30 +235,72 @@ def run(args: argparse.Namespace) -> int:
             print(f"skipped reference {record}: {reason}", file=sys.stderr)
         if not refs:
             raise ValueError(f"no reference molecule could be read from {args.reference}")
-        summary["conformers"] = conformer_metrics(molecules, refs, threshold=args.threshold)
+        conf = conformer_metrics(molecules, refs, threshold=args.threshold)
+        summary["conformers"] = conf
+        if conf["warning"]:
+            warnings.append(f"conformers: {conf['warning']}")
+        for f in conf["failed"]:
+            warnings.append(f"conformers: {f['set']} molecule {f['name'] or '(unnamed)'} not matched: {f['reason']}")
 
     for record, reason in errors:
-        rows.append({**{k: None for k in _ROW_KEYS}, "name": record, "error": f"unreadable: {reason}"})
+        rows.append({**{k: None for k in _ROW_KEYS}, "name": record, "flags": ["unreadable"], "notes": [],
+                     "error": f"unreadable: {reason}"})
+    summary["warnings"] = warnings
     print(format_table(summary))
+    for line in warnings:
+        print(f"warning: {line}", file=sys.stderr)
     if args.json:
-        with atomic_write(args.json) as f:
-            json.dump({"summary": summary, "molecules": rows}, f, indent=1, default=_json_default)
-            f.write("\n")
+        _write_json(args.json, {"summary": summary, "molecules": rows})
     if args.csv:
-        keys = list(_ROW_KEYS) + sorted({k for r in rows for k in r} - set(_ROW_KEYS))
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({k: "" if r.get(k) is None else r.get(k) for k in keys})
-        with atomic_write(args.csv) as f:
-            f.write(buf.getvalue())
+        _write_csv(args.csv, rows)
     return 0
 
 
-def _json_default(v):
+def _write_json(path: str, data: dict) -> None:
+    """JSON with null for NaN/inf (strict parsers reject bare NaN), written atomically."""
+    from ..utils import atomic_write
+
+    text = json.dumps(_json_safe(data), indent=1, allow_nan=False)
+    with atomic_write(path) as f:
+        f.write(text + "\n")
+
+
+def _write_csv(path: str, rows: list[dict]) -> None:
+    """Per-molecule rows as CSV, written atomically: empty cells for None/NaN, flags space-separated, notes
+    separated by ' | '."""
+    from ..utils import atomic_write
+
+    keys = list(_ROW_KEYS) + sorted({k for r in rows for k in r} - set(_ROW_KEYS))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: _csv_cell(k, r.get(k)) for k in keys})
+    with atomic_write(path) as f:
+        f.write(buf.getvalue())
+
+
+def _csv_cell(key: str, v):
+    v = _json_safe(v)
+    if v is None:
+        return ""
+    if isinstance(v, list):
+        return (" | " if key == "notes" else " ").join(map(str, v))
+    return v
+
+
+def _json_safe(v):
+    """``v`` with numpy scalars/arrays turned into Python values and non-finite floats into None."""
     import numpy as np
 
+    if isinstance(v, dict):
+        return {str(k): _json_safe(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_json_safe(x) for x in v]
+    if isinstance(v, np.ndarray):
+        return _json_safe(v.tolist())
     if isinstance(v, np.generic):
-        return v.item()
-    raise TypeError(f"not JSON serialisable: {type(v).__name__}")
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v

@@ -54,7 +54,8 @@ def load_molecule_files(path: str | os.PathLike, vocabulary: Sequence[int] | Non
                 MoleculeDataset.from_molecules(molecules).save(cached)
                 with atomic_write(cached.with_suffix(".errors.json")) as f:
                     json.dump([list(e) for e in errors], f)
-    total = len(molecules) + len(errors)
+    # A file-level error (a cut-off .gz, an empty file) is named by the bare file, not "file:N": not a record.
+    total = len(molecules) + sum(bool(re.search(r":\d+", str(record))) for record, _ in errors)
     vocab = None if vocabulary is None else tuple(int(z) for z in vocabulary)
     allowed = set(vocab or ())
     kept = []
@@ -77,11 +78,17 @@ def _log_summary(path: Path, kept: int, total: int, errors: list[tuple[str, str]
     if not errors:
         log.info("%s: kept all %d molecules", path, kept)
         return
-    # Group by the reason's kind (its text up to the first digit or colon), so counts stay readable.
-    kinds = Counter(re.split(r"[:\d]", reason, maxsplit=1)[0].strip() or reason for _, reason in errors)
+    kinds = Counter(_reason_kind(reason) for _, reason in errors)
     summary = "; ".join(f"{n} × {kind}" for kind, n in kinds.most_common())
     log.warning("%s: kept %d of %d molecules; skipped %d (%s)", path, kept, total, len(errors), summary)
     for record, reason in errors[:shown]:
         log.warning("  skipped %s: %s", record, reason)
     if len(errors) > shown:
         log.warning("  ... and %d more skipped records", len(errors) - shown)
+
+
+def _reason_kind(reason: str) -> str:
+    """A reason without its particulars (numbers, bracketed lists, detail after a colon), for counting kinds:
+    "element(s) [16] outside the vocabulary (1, 6)" → "element outside the vocabulary"."""
+    text = re.sub(r"\[[^\]]*\]|\([^)]*\)", "", reason.split(":", 1)[0])
+    return " ".join(re.sub(r"\d+", "N", text).split()) or reason
