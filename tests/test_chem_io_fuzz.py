@@ -156,3 +156,31 @@ def test_corrupted_inputs_never_raise_and_lose_no_record(tmp_path, suffix, capfd
     assert seen_errors > VARIANTS_PER_FORMAT // 4 and seen_mols > VARIANTS_PER_FORMAT // 2  # it bites, not kills
     out, err = capfd.readouterr()
     assert out == "" and err == ""  # nothing printed: RDKit's messages went into reasons
+
+
+def test_score_command_on_corrupted_files_never_shows_a_traceback(tmp_path, capsys):
+    """The same corruptions through ``molediff score --physics --json``: exit 0 with a table (and every record
+    scored or listed), or exit 1 with one line when nothing could be read; never a traceback."""
+    import json
+
+    from molediff.cli import main
+
+    rng = random.Random(SEED + 1)
+    bases = _bases(tmp_path)
+    for k in range(60):
+        suffix = rng.choice(["sdf", "xyz"])
+        data = _mutate(rng, rng.choice(bases[suffix]))
+        name = f"case_{k}.{suffix}" + (".gz" if k % 4 == 0 else "")
+        path = tmp_path / name
+        path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+        out = tmp_path / f"case_{k}.json"
+        rc = main(["score", str(path), "--physics", "--json", str(out)])
+        captured = capsys.readouterr()
+        assert "Traceback" not in captured.err and "Traceback" not in captured.out, name
+        if rc == 0:
+            summary = json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"{name}: bare {c} in JSON"))
+            assert "molecules read" in captured.out, name
+            assert isinstance(summary, dict)
+        else:
+            assert rc == 1, (name, rc)
+            assert len(captured.err.strip().splitlines()) >= 1 and "error" in captured.err.splitlines()[-1], name
