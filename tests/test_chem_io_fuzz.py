@@ -158,6 +158,10 @@ def test_corrupted_inputs_never_raise_and_lose_no_record(tmp_path, suffix, capfd
     assert out == "" and err == ""  # nothing printed: RDKit's messages went into reasons
 
 
+def _refuse_constant(constant: str):
+    raise AssertionError(f"bare {constant} in JSON output")
+
+
 def test_score_command_on_corrupted_files_never_shows_a_traceback(tmp_path, capsys):
     """The same corruptions through ``molediff score --physics --json``: exit 0 with a table (and every record
     scored or listed), or exit 1 with one line when nothing could be read; never a traceback."""
@@ -178,7 +182,7 @@ def test_score_command_on_corrupted_files_never_shows_a_traceback(tmp_path, caps
         captured = capsys.readouterr()
         assert "Traceback" not in captured.err and "Traceback" not in captured.out, name
         if rc == 0:
-            summary = json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"{name}: bare {c} in JSON"))
+            summary = json.loads(out.read_text(), parse_constant=_refuse_constant)
             assert "molecules read" in captured.out, name
             assert isinstance(summary, dict)
         else:
