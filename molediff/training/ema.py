@@ -10,29 +10,51 @@ from torch import Tensor, nn
 
 
 class EMA:
-    """A shadow copy of ``model``'s parameters (and buffers, copied as-is) in the model's dtype.
+    """A shadow copy of ``model``'s parameters (and buffers, copied as-is) in the model's dtype, moved towards the
+    model after every step: θ_ema ← d_t θ_ema + (1 − d_t) θ with a fixed decay d_t = ``decay``.
 
     ``state_dict()`` uses the model's own state-dict names, so the EMA weights load straight into a model.
+    Subclasses change only ``decay_at`` (``PowerEMA``).
     """
+
+    label = "EMA"
 
     def __init__(self, model: nn.Module, decay: float = 0.999):
         if not 0 <= decay < 1:
             raise ValueError(f"EMA decay must lie in [0, 1), got {decay}")
         self.decay = float(decay)
+        self._track(model)
+
+    def _track(self, model: nn.Module) -> None:
         self.num_updates = 0
         self.shadow: dict[str, Tensor] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        self._param_names = {name for name, _ in model.named_parameters()}
+        params = {name for name, _ in model.named_parameters()}
+        # averaged: floating parameters; copied: buffers (BatchNorm statistics, counters) and integer tensors
+        self._averaged = [k for k, v in self.shadow.items() if k in params and v.is_floating_point()]
+        averaged = set(self._averaged)
+        self._copied = [k for k in self.shadow if k not in averaged]
+
+    @property
+    def buffer_names(self) -> list[str]:
+        """State-dict names that are copied from the model rather than averaged (buffers, integer tensors)."""
+        return list(self._copied)
+
+    def decay_at(self, t: int) -> float:
+        """The decay d_t of update number ``t`` ≥ 1."""
+        return self.decay
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        """Move the shadow towards the model's current weights; buffers are copied."""
-        for name, value in model.state_dict().items():
-            shadow = self.shadow[name]
-            if name in self._param_names and shadow.is_floating_point():
-                shadow.lerp_(value.detach(), 1.0 - self.decay)
-            else:
-                shadow.copy_(value)
-        self.num_updates += 1
+        """One EMA step towards the model's current weights; buffers are copied."""
+        t = self.num_updates + 1
+        state = model.state_dict()
+        if self._averaged:
+            # one fused kernel per dtype/device group instead of one launch per tensor
+            torch._foreach_lerp_([self.shadow[k] for k in self._averaged],
+                                 [state[k].detach() for k in self._averaged], 1.0 - self.decay_at(t))
+        for k in self._copied:
+            self.shadow[k].copy_(state[k])
+        self.num_updates = t
 
     @torch.no_grad()
     def copy_to(self, model: nn.Module) -> None:
@@ -43,16 +65,23 @@ class EMA:
         return dict(self.shadow)
 
     @torch.no_grad()
-    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+    def load_state_dict(self, state: dict[str, Tensor], num_updates: int | None = None) -> None:
+        """Copy ``state`` (names and shapes as the model's state dict) into the shadow; ``num_updates`` sets t
+        (kept as it is when None). ValueError when the tensors do not fit."""
         missing = sorted(set(self.shadow) - set(state))
         unexpected = sorted(set(state) - set(self.shadow))
         if missing or unexpected:
-            raise ValueError(f"EMA state does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+            raise ValueError(f"{self.label} state does not fit the model: missing {missing[:3]}, "
+                             f"unexpected {unexpected[:3]}")
         for name, value in state.items():
             if value.shape != self.shadow[name].shape:
-                raise ValueError(f"EMA tensor {name!r} has shape {list(value.shape)} but the model's has "
+                raise ValueError(f"{self.label} tensor {name!r} has shape {list(value.shape)} but the model's has "
                                  f"{list(self.shadow[name].shape)}")
             self.shadow[name].copy_(value)
+        if num_updates is not None:
+            if num_updates < 0:
+                raise ValueError(f"num_updates must be >= 0, got {num_updates}")
+            self.num_updates = int(num_updates)
 
 
 # ------------------------------------------------------------------------------------- power-function EMA
@@ -99,7 +128,7 @@ def sigma_rel_to_gamma(sigma_rel: float) -> float:
             hi = mid
 
 
-class PowerEMA:
+class PowerEMA(EMA):
     """Power-function EMA of ``model``'s parameters (buffers are copied as-is), Karras et al. 2024, §3.1:
 
         θ̂_t = β_t θ̂_{t−1} + (1 − β_t) θ_t,    β_t = (1 − 1/t)^(γ+1),
@@ -115,62 +144,16 @@ class PowerEMA:
     tensors (``load_state_dict(state, num_updates)``).
     """
 
+    label = "power-EMA"
+
     def __init__(self, model: nn.Module, sigma_rel: float):
         self.gamma = sigma_rel_to_gamma(sigma_rel)   # validates sigma_rel
         self.sigma_rel = float(sigma_rel)
-        self.num_updates = 0
-        self.shadow: dict[str, Tensor] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        params = {name for name, _ in model.named_parameters()}
-        # averaged: floating parameters; copied: buffers (BatchNorm statistics, counters) and integer tensors
-        self._averaged = [k for k, v in self.shadow.items() if k in params and v.is_floating_point()]
-        averaged = set(self._averaged)
-        self._copied = [k for k in self.shadow if k not in averaged]
-
-    @property
-    def buffer_names(self) -> list[str]:
-        """State-dict names that are copied from the model rather than averaged (buffers, integer tensors)."""
-        return list(self._copied)
+        self._track(model)
 
     def beta(self, t: int) -> float:
         """β_t = (1 − 1/t)^(γ+1) for update number ``t`` ≥ 1 (β_1 = 0: the first update copies the weights)."""
         return (1.0 - 1.0 / t) ** (self.gamma + 1.0)
 
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        """One EMA step towards the model's current weights; buffers are copied."""
-        t = self.num_updates + 1
-        state = model.state_dict()
-        if self._averaged:
-            # one fused kernel per dtype/device group instead of one launch per tensor
-            torch._foreach_lerp_([self.shadow[k] for k in self._averaged],
-                                 [state[k].detach() for k in self._averaged], 1.0 - self.beta(t))
-        for k in self._copied:
-            self.shadow[k].copy_(state[k])
-        self.num_updates = t
-
-    @torch.no_grad()
-    def copy_to(self, model: nn.Module) -> None:
-        """Overwrite ``model``'s weights with the EMA weights."""
-        model.load_state_dict(self.shadow, strict=True)
-
-    def state_dict(self) -> dict[str, Tensor]:
-        return dict(self.shadow)
-
-    @torch.no_grad()
-    def load_state_dict(self, state: dict[str, Tensor], num_updates: int | None = None) -> None:
-        """Copy ``state`` (names and shapes as the model's state dict) into the shadow; ``num_updates`` sets t
-        (kept as it is when None). ValueError when the tensors do not fit."""
-        missing = sorted(set(self.shadow) - set(state))
-        unexpected = sorted(set(state) - set(self.shadow))
-        if missing or unexpected:
-            raise ValueError(f"power-EMA state does not fit the model: missing {missing[:3]}, "
-                             f"unexpected {unexpected[:3]}")
-        for name, value in state.items():
-            if value.shape != self.shadow[name].shape:
-                raise ValueError(f"power-EMA tensor {name!r} has shape {list(value.shape)} but the model's has "
-                                 f"{list(self.shadow[name].shape)}")
-            self.shadow[name].copy_(value)
-        if num_updates is not None:
-            if num_updates < 0:
-                raise ValueError(f"num_updates must be >= 0, got {num_updates}")
-            self.num_updates = int(num_updates)
+    def decay_at(self, t: int) -> float:
+        return self.beta(t)
