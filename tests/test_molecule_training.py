@@ -219,3 +219,26 @@ def test_a_checkpoint_with_the_config_names_of_older_versions_resumes(tmp_path):
     metrics = train(four_molecule_task(hidden=8, layers=2, T=50), _small_config(run, 6), resume=True)
     assert metrics["step"] == 6
     assert load_model(run).config.vocabulary == (1, 6, 7, 8, 9)
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("qm9pack") is None, reason="needs the qm9pack data")
+def test_export_chooses_the_post_hoc_ema_length_by_validation_loss(tmp_path, capsys):
+    from molediff.cli import main
+    from molediff.training import run_training
+
+    config = tmp_path / "posthoc.yaml"
+    config.write_text("task: molecules\nsteps: 6\nbatch_size: 4\nlog_every: 2\ncheckpoint_every: 6\n"
+                      "posthoc_ema: {sigma_rels: [0.05, 0.10], snapshot_every: 2}\n"
+                      "model:\n  T: 50\n  denoiser: {name: egnn, hidden: 8, layers: 1}\n"
+                      "data:\n  dataset: qm9\n  subset: 16\n")
+    run = tmp_path / "run"
+    run_training(config, out_dir=str(run))
+    out = tmp_path / "best.safetensors"
+    assert main(["export", str(run), "-o", str(out), "--search", "0.05", "0.08", "--molecules", "12"]) == 0
+    table = capsys.readouterr().out
+    assert "checkpoint EMA" in table and "post-hoc sigma_rel 0.08" in table and table.count("<- best") == 1
+    assert load_model(out).config.denoiser["hidden"] == 8
+    assert main(["export", str(run), "-o", str(tmp_path / "s.safetensors"), "--sigma-rel", "0.07"]) == 0
+    assert main(["export", str(run), "-o", str(tmp_path / "plain.safetensors")]) == 0
+    assert "checkpoint's EMA weights" in capsys.readouterr().out
+    assert main(["export", str(run), "-o", str(tmp_path / "x.pt")]) == 1

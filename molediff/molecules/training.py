@@ -42,6 +42,7 @@ class MoleculeTask:
     eval_samples: int = 0
     eval_sampler: str = "ddpm"
     eval_steps: int | None = None
+    data: MoleculeDataConfig | None = None   # where the training molecules came from (for the validation split)
 
     def loss(self, model: nn.Module, batch) -> tuple[torch.Tensor, dict[str, float]]:
         device = next(model.parameters()).device
@@ -59,6 +60,35 @@ class MoleculeTask:
         for idx in size_bucketed_batches(np.asarray(self.dataset.atom_counts), batch_size, seed, epoch, rank,
                                          world_size):
             yield collate_dense([self.dataset[int(i)] for i in idx], vocabulary=vocabulary)
+
+    @torch.no_grad()
+    def validation_loss(self, model: nn.Module, molecules: int = 1000, draws: int = 4, batch_size: int = 250) -> float:
+        """Mean ε-loss of ``model`` on the first ``molecules`` of the validation split with fixed noise draws, so
+        that two weight sets (e.g. EMA lengths) compare on exactly the same (molecule, t, ε).
+
+        ValueError when the training data has no validation split (user files: choose the EMA length yourself).
+        """
+        from ..data.batching import collate_dense
+
+        if self.data is None or self.data.dataset not in ("qm9", "ccd"):
+            raise ValueError("this run's data has no validation split (only qm9 and ccd have one)")
+        valid = load_molecule_dataset(MoleculeDataConfig(dataset=self.data.dataset, split="valid", root=self.data.root),
+                                      self.model.config.vocabulary, self.model.config.max_atoms)
+        valid = valid.subset(range(min(molecules, len(valid))))
+        model = getattr(model, "module", model)
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        total, count = 0.0, 0
+        for start in range(0, len(valid), batch_size):
+            batch = collate_dense([valid[i] for i in range(start, min(start + batch_size, len(valid)))],
+                                  vocabulary=self.model.config.vocabulary).to(device)
+            for k in range(draws):
+                gen = torch.Generator(device=device).manual_seed(1_000_003 * k + start)
+                total += float(model(batch.positions, batch.type_index, batch.mask, generator=gen).sum())
+                count += len(batch)
+        model.train(was_training)
+        return total / count
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, step: int) -> dict[str, float]:
@@ -93,7 +123,7 @@ def build_task(config) -> MoleculeTask:
         model_cfg = MoleculeDiffusionConfig.from_dict({**model_cfg.to_dict(),
                                                        "atom_count_histogram": atom_count_histogram(dataset)})
     return MoleculeTask(model=MoleculeDiffusion(model_cfg), dataset=dataset, eval_samples=data.eval_samples,
-                        eval_sampler=data.eval_sampler, eval_steps=data.eval_steps)
+                        eval_sampler=data.eval_sampler, eval_steps=data.eval_steps, data=data)
 
 
 def _build_data_config(data: dict) -> MoleculeTaskData:
