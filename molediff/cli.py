@@ -19,9 +19,12 @@ from . import __version__
 
 # name → (module, one-line description shown by `molediff --help`, kept here so the help needs no imports)
 COMMANDS = {
-    "demo": ("molediff.commands.demo", "sample a 2-D toy distribution with its exact denoiser (a core check, PNG)"),
+    "conformers": ("molediff.commands.conformers",
+                   "3D conformers for SMILES/SDF input: ETKDGv3 + MMFF94, stereo-checked, diverse (SDF)"),
+    "demo": ("molediff.commands.demo", "sample a 2-D toy distribution with its exact denoiser: a core check (picture)"),
     "export": ("molediff.commands.export", "write a training run's weights (checkpoint or post-hoc EMA) as one file"),
     "generate": ("molediff.commands.generate", "generate 3D molecules with a trained model; write SDF/XYZ (+ PNG)"),
+    "protein": ("molediff.commands.protein", "protein Cα backbones: score traces (score), sample chains (sample)"),
     "score": ("molediff.commands.score", "score 3D molecules: stability, validity, novelty, conformers, physics"),
     "train": ("molediff.commands.train", "train a model from a YAML config (checkpoints, resume, DDP)"),
 }

@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import re
 import sys
 import tempfile
 import types
@@ -162,15 +163,20 @@ def _default_permissions(path: str) -> None:
 class _LogLines:
     """A file-like sink for tqdm that turns each refreshed status line into one log record."""
 
+    _ESCAPES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
     def __init__(self, logger_name: str = "molediff.progress"):
         import logging
 
         self.log = logging.getLogger(logger_name)
+        self.last = ""
 
     def write(self, text: str) -> None:
-        line = text.strip("\r\n ")
-        if line:
+        # tqdm moves the cursor between nested bars and repeats the final state on close: neither is news in a log
+        line = self._ESCAPES.sub("", text).strip("\r\n ")
+        if line and line != self.last:
             self.log.info("%s", line)
+            self.last = line
 
     def flush(self) -> None:
         pass

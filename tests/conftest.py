@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,19 @@ import torch
 from molediff.testing import random_orthogonal
 
 DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Derived data that tests make (parsed user files, the QM9 arrays) goes to a temporary cache, not the
+    user's ~/.cache/molediff."""
+    before = os.environ.get("MOLEDIFF_CACHE")
+    os.environ["MOLEDIFF_CACHE"] = str(tmp_path_factory.mktemp("molediff_cache"))
+    yield
+    if before is None:
+        os.environ.pop("MOLEDIFF_CACHE", None)
+    else:
+        os.environ["MOLEDIFF_CACHE"] = before
 
 
 @pytest.fixture

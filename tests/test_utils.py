@@ -26,3 +26,15 @@ def test_atomic_path_for_writers_that_take_a_filename(tmp_path):
             f.write(b"\x00\x01")
         assert not target.exists()
     assert target.read_bytes() == b"\x00\x01"
+
+
+def test_progress_off_a_terminal_logs_plain_lines_once(caplog):
+    from molediff.utils import _LogLines
+
+    sink = _LogLines()
+    with caplog.at_level("INFO", logger="molediff.progress"):
+        for text in ("\rsampling:  50%|#####     | 10/20", "\x1b[A", "\rsampling: 100%|##########| 20/20",
+                     "\rsampling: 100%|##########| 20/20\n"):
+            sink.write(text)
+    assert [r.getMessage() for r in caplog.records] == ["sampling:  50%|#####     | 10/20",
+                                                        "sampling: 100%|##########| 20/20"]

@@ -1,5 +1,5 @@
-"""Sample a 2-D Gaussian mixture with its exact (analytic) denoiser and plot the samples against the
-true density: a check of the diffusion core that needs no trained model."""
+"""Sample a 2-D Gaussian mixture with its exact (analytic) denoiser and plot the samples beside exact samples
+of the mixture: a check of the diffusion core that needs no trained model."""
 
 from __future__ import annotations
 
@@ -62,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     with atomic_path(args.output) as tmp:
         fig.savefig(tmp, format=formats[suffix], dpi=110)
     plt.close(fig)
-    print(f"wrote {args.output}: {args.num_samples} samples, sample mean {x.mean(0).tolist()}, "
-          f"data mean {reference.mean(0).tolist()}")
+    mean, data_mean = (", ".join(f"{v:.3f}" for v in m.mean(0).tolist()) for m in (x, reference))
+    print(f"wrote {args.output}: {args.num_samples} samples; mean of the samples ({mean}), "
+          f"of exact samples ({data_mean})")
     return 0

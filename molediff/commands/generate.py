@@ -69,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
     if args.steps is not None and not 1 <= args.steps <= model.schedule.T:
         raise ValueError(f"--steps must be in 1..{model.schedule.T} for this model")
     if args.atoms is not None:
+        if not 1 <= args.atoms <= model.config.max_atoms:
+            raise ValueError(f"--atoms must be in 1..{model.config.max_atoms} for this model, got {args.atoms}")
         trained = sorted(model.config.atom_count_histogram)
         if trained and not trained[0] <= args.atoms <= trained[-1]:
             log.warning("--atoms %d lies outside the molecule sizes this model was trained on (%d..%d atoms): "
@@ -100,5 +102,6 @@ def run(args: argparse.Namespace) -> int:
         s = scores
         print(f"atom stability {100 * s['atom_stability']:.1f}%  molecule stability {100 * s['mol_stability']:.1f}%"
               f"  validity {100 * s['validity']:.1f}%  connectivity {100 * s['connectivity']:.1f}%"
-              f"  uniqueness {100 * (s['uniqueness'] or 0):.1f}%")
+              + (f"  uniqueness {100 * s['uniqueness']:.1f}%" if s["uniqueness"] is not None else
+                 "  uniqueness - (no valid molecule)"))
     return 0
