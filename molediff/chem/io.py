@@ -107,7 +107,7 @@ def read_molecules(path: str | os.PathLike, *, require_bonds: bool = False,
     errors: list[tuple[str, str]] = []
     for f in molecule_files(path):
         try:
-            text, stream_problem = _read_text(f)
+            text, stream_problem = read_text(f)
         except ValueError as e:
             errors.append((f.name, str(e)))
             continue
@@ -115,7 +115,7 @@ def read_molecules(path: str | os.PathLike, *, require_bonds: bool = False,
             errors.append((f.name, "empty file (no records)" if not text else "no records (only whitespace)"))
             continue
         reader = _sdf_records if _kind(f) == "sdf" else _xyz_records
-        records = list(reader(_lines(text, cut=stream_problem is not None), f.name, require_bonds))
+        records = list(reader(text_lines(text, cut=stream_problem is not None), f.name, require_bonds))
         if stream_problem is not None and records and records[-1].open_end:
             records.pop()  # the record the stream was cut in: covered by the truncation error below
         for rec in records:
@@ -134,7 +134,7 @@ def read_molecules(path: str | os.PathLike, *, require_bonds: bool = False,
 
 
 # -- raw input ----------------------------------------------------------------------------------------
-def _read_text(path: Path) -> tuple[str, tuple[str, str] | None]:
+def read_text(path: Path) -> tuple[str, tuple[str, str] | None]:
     """(decoded text, stream problem) of a file; the problem is ``(kind, detail)`` when a ``.gz`` stream breaks
     off part-way (its text is then what was decompressed before the break). ValueError (one line) when nothing
     can be read at all."""
@@ -176,7 +176,7 @@ def _decode(data: bytes) -> str:
     return data.decode("utf-8-sig", errors="replace")  # -sig: a UTF-8 BOM must not become part of line 1
 
 
-def _lines(text: str, cut: bool = False) -> list[str]:
+def text_lines(text: str, cut: bool = False) -> list[str]:
     """Lines without line terminators (LF, CRLF or CR). ``cut``: the text may end inside a line, which is dropped."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     if "\ufeff" in text:  # files concatenated with `cat` carry a BOM at the start of each part
@@ -231,7 +231,7 @@ class _ListHandler(logging.Handler):
 
 
 @contextlib.contextmanager
-def _rdkit_errors():
+def rdkit_errors():
     """Collect RDKit's log messages (a list of one-line str, filled when the block exits) instead of printing them.
 
     RDKit logs to C++ ``std::cerr`` (file descriptor 2) by default, to ``sys.stderr`` after ``rdBase.WrapLogs`` /
@@ -351,7 +351,7 @@ def _summary(messages: list[str], limit: int = 300) -> str:
 
 
 # -- SDF ----------------------------------------------------------------------------------------------
-def _split_sdf(lines: list[str]) -> Iterator[tuple[list[str], bool]]:
+def split_sdf(lines: list[str]) -> Iterator[tuple[list[str], bool]]:
     """(lines of one record, whether a ``$$$$`` line closed it); blank stretches between records are no record."""
     block: list[str] = []
     for line in lines:
@@ -467,7 +467,7 @@ def _v3000_atoms(lines: list[str]) -> tuple[list[str], np.ndarray] | str:
     return symbols, xyz
 
 
-def _precheck_molblock(lines: list[str]) -> str | None:
+def precheck_molblock(lines: list[str]) -> str | None:
     """Reasons RDKit would only report vaguely: truncated blocks, non-numeric coordinates, unknown elements."""
     atoms = _ctab_atoms(lines)
     if isinstance(atoms, str):
@@ -490,10 +490,10 @@ def _precheck_molblock(lines: list[str]) -> str | None:
 
 
 def _sdf_records(lines: list[str], filename: str, require_bonds: bool = False) -> Iterator[_Record]:
-    for k, (block, terminated) in enumerate(_split_sdf(lines), start=1):
+    for k, (block, terminated) in enumerate(split_sdf(lines), start=1):
         title = block[0].strip() if block else ""
         record = f"{filename}:{k}" + (f" ({title})" if title else "")
-        reason = _precheck_molblock(block)
+        reason = precheck_molblock(block)
         if reason:
             yield _Record(record, reason, open_end=not terminated)
             continue
@@ -506,7 +506,7 @@ def _mol_from_block(text: str, strict: bool):
     from rdkit import Chem
 
     failure = []
-    with _rdkit_errors() as messages:
+    with rdkit_errors() as messages:
         try:
             mol = Chem.MolFromMolBlock(text, sanitize=False, removeHs=False, strictParsing=strict)
         except Exception as e:  # the wrapper returns None on parse errors; this guards against anything else
@@ -594,7 +594,7 @@ def _from_rdkit(mol, name: str, require_bonds: bool = False, notes: list[str] | 
     kek = mol
     if any(b.GetBondType() == Chem.BondType.AROMATIC for b in mol.GetBonds()):  # the common case has none: skip
         kek = Chem.Mol(mol)
-        with contextlib.suppress(Exception), _rdkit_errors():
+        with contextlib.suppress(Exception), rdkit_errors():
             Chem.Kekulize(kek, clearAromaticFlags=True)
     orders = {Chem.BondType.SINGLE: 1, Chem.BondType.DOUBLE: 2, Chem.BondType.TRIPLE: 3, Chem.BondType.AROMATIC: 4}
     bonds: list[tuple[int, int, int]] | None = []
@@ -754,7 +754,7 @@ def molblock(m: Molecule) -> str:
     mol = to_rdkit(m.atomic_numbers, m.positions, bonds=m.bonds, formal_charges=m.formal_charges)
     mol.UpdatePropertyCache(strict=False)
     mol.SetProp("_Name", (m.name or "").replace("\n", " "))
-    with _rdkit_errors():
+    with rdkit_errors():
         return Chem.MolToMolBlock(mol, kekulize=False, includeStereo=False)
 
 

@@ -1,5 +1,27 @@
-"""Graph-conditioned conformer generation: the atoms and their graph are given, only coordinates diffuse."""
+"""Graph-conditioned conformer generation: the atoms and their graph are given, only coordinates diffuse.
 
-from .model import ConformerDiffusion, ConformerDiffusionConfig
+``generate_conformers`` (``pipeline``) is the model-free pipeline (ETKDGv3, MMFF94, stereo check, diverse
+selection). Names are imported on first use, so that the pipeline and ``molediff conformers`` do not load torch.
+"""
 
-__all__ = ["ConformerDiffusion", "ConformerDiffusionConfig"]
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "ConformerDiffusion": ".model",
+    "ConformerDiffusionConfig": ".model",
+    "generate_conformers": ".pipeline",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

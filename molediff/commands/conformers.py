@@ -1,0 +1,131 @@
+"""Generate 3D conformers for given molecules (no trained model needed) and write them as SDF.
+
+INPUT is a SMILES string, a .smi file (one 'SMILES [name]' per line; blank lines and # comments skipped) or an
+SDF file (2D, 3D or no coordinates; the title is the name). Each molecule gets N conformers: a pool of
+ETKDGv3 embeddings (Wang et al. 2020), relaxed with MMFF94 (Halgren 1996; UFF where MMFF94 has no parameters),
+checked against the input's stereochemistry (mirror images are reflected, other mismatches dropped) and
+selected for diversity among the low-energy ones. Each conformer is one SD record titled with the molecule's
+name (mol_<k> when it has none) with the fields conformer_index and, when relaxed, MMFF94_energy_kcal_mol
+(kcal/mol).
+
+A molecule that fails (bad SMILES, unsupported element, too many atoms, no embedding) is reported with its
+reason and the others proceed. Exit status: 0 when at least one molecule got conformers, 1 when none did,
+2 for usage errors. The output is written atomically: nothing appears unless the run succeeds."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+log = logging.getLogger(__name__)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", metavar="INPUT",
+                        help="a SMILES string (quote it), a .smi/.smiles file or an .sdf/.sd/.mol file "
+                             "(optionally .gz)")
+    parser.add_argument("-n", "--num-conformers", type=int, default=10, metavar="N",
+                        help="conformers per molecule")
+    parser.add_argument("-o", "--output", default="conformers.sdf", help="output SDF file")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="random seed, default 0; the same seed gives the same conformers")
+    parser.add_argument("--pool", type=int, default=3,
+                        help="candidates embedded per wanted conformer (pool x N in all); more gives more diverse, "
+                             "lower-energy conformers at proportional cost")
+    parser.add_argument("--relax", choices=["none", "mmff"], default="mmff",
+                        help="'mmff': minimise each candidate with MMFF94 (UFF where MMFF94 has no parameters) and "
+                             "record its energy; 'none': keep the ETKDGv3 geometries (no energies)")
+    parser.add_argument("--select", choices=["diverse", "energy", "none"], default="diverse",
+                        help="'diverse': farthest-point selection on heavy-atom RMSD among candidates within "
+                             "10 kcal/mol of the lowest; 'energy': the N lowest in energy (needs --relax mmff); "
+                             "'none': the first N candidates")
+    parser.add_argument("--max-atoms", type=int, default=500,
+                        help="skip molecules with more atoms than this (hydrogens included)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="threads for embedding and relaxation (0: all cores)")
+    parser.add_argument("--no-hs", action="store_true",
+                        help="write conformers without hydrogens (they are still used to generate them)")
+
+
+def _usage_error(message: str) -> int:
+    print(f"molediff conformers: error: {message}", file=sys.stderr)
+    return 2
+
+
+class _NothingWritten(Exception):
+    """Every molecule failed: abandon the temporary output."""
+
+
+def _summary(rec, mol) -> str:
+    k = mol.GetNumConformers()
+    parts = [f"{k} conformer{'s' if k != 1 else ''}", f"force field {mol.GetProp('molediff_forcefield')}"]
+    fixed, dropped = mol.GetIntProp("molediff_stereo_fixed"), mol.GetIntProp("molediff_stereo_dropped")
+    parts.append(f"stereo: {fixed} mirrored, {dropped} dropped")
+    notes = mol.GetProp("molediff_notes")
+    return f"{rec.name}: " + ", ".join(parts) + (f" ({notes})" if notes else "")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from ..conformers.pipeline import generate_conformers, read_inputs, sd_writer, write_sd_records
+    from ..utils import atomic_path, check_output_path, progress
+
+    # Usage errors (exit 2) are found before any work: option values, the output path, the input itself.
+    if args.num_conformers < 1:
+        return _usage_error("-n/--num-conformers must be at least 1")
+    if args.pool < 1:
+        return _usage_error("--pool must be at least 1")
+    if args.max_atoms < 1:
+        return _usage_error("--max-atoms must be at least 1")
+    if args.threads < 0:
+        return _usage_error("--threads must be 0 (all cores) or more")
+    if not 0 <= args.seed < 2**31:
+        return _usage_error("--seed must be in 0..2147483647")
+    if args.select == "energy" and args.relax == "none":
+        return _usage_error("--select energy needs energies: use --relax mmff")
+    if not args.output.lower().endswith(".sdf"):
+        return _usage_error(f"output must end in .sdf, got {args.output!r}")
+    try:
+        check_output_path(args.output)
+        records = read_inputs(args.input)
+    except (ValueError, OSError) as e:
+        return _usage_error(" ".join(str(e).split()))
+
+    verbose = getattr(args, "verbose", False)
+    done = failed = total = 0
+    try:
+        with atomic_path(args.output) as tmp:
+            writer = sd_writer(tmp)
+            try:
+                for rec in progress(records, desc="conformers", unit="mol"):
+                    reason = rec.error
+                    if reason is None:
+                        try:
+                            mol = generate_conformers(rec.mol, n=args.num_conformers, seed=args.seed, pool=args.pool,
+                                                      relax=args.relax, select=args.select, max_atoms=args.max_atoms,
+                                                      threads=args.threads)
+                        except ValueError as e:
+                            reason = str(e)
+                        except Exception as e:  # an RDKit failure on one molecule must not end the batch
+                            if verbose:
+                                raise
+                            reason = f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
+                    if reason is not None:
+                        failed += 1
+                        tqdm.write(f"molediff conformers: skipped {rec.name}: {reason}", file=sys.stderr)
+                        continue
+                    total += write_sd_records(writer, mol, rec.name, hydrogens=not args.no_hs)
+                    done += 1
+                    tqdm.write(_summary(rec, mol), file=sys.stdout)
+            finally:
+                writer.close()
+            if done == 0:
+                raise _NothingWritten
+    except _NothingWritten:
+        print(f"no conformers written: all {failed} molecule{'s' if failed != 1 else ''} failed", file=sys.stderr)
+        return 1
+    print(f"wrote {total} conformers of {done} molecule{'s' if done != 1 else ''} to {args.output}"
+          + (f"; {failed} failed" if failed else ""))
+    return 0

@@ -1,0 +1,645 @@
+"""Model-free conformer generation: ETKDGv3 embedding, force-field relaxation, stereo check and diverse selection.
+
+``generate_conformers`` is the pipeline behind ``molediff conformers``; the diffusion refiner
+(``ConformerDiffusion``) will later start from its output. Steps, for a molecule with hydrogens added:
+
+1. embed a pool of ``pool × n`` candidates with ETKDGv3 (Wang, Witek, Landrum & Riniker, J. Chem. Inf.
+   Model. 2020, 60, 2044), seeded; if fewer than n embed, the missing ones are retried from random starting
+   coordinates (``useRandomCoords``);
+2. relax each candidate with MMFF94 (Halgren, J. Comput. Chem. 1996, 17, 490), or UFF (Rappé et al. 1992)
+   when MMFF94 has no parameters for the molecule, and keep its energy (kcal/mol);
+3. check the stereochemistry of every candidate against the input (tetrahedral centres and double bonds
+   that the input specifies): a candidate whose centres are all inverted is mirrored (x → −x), any other
+   mismatch is dropped and the next candidate takes its place;
+4. select n: ``diverse`` keeps candidates within an energy window of the lowest and picks them by
+   farthest-point sampling on symmetry-aware heavy-atom RMSD starting from the lowest-energy one;
+   ``energy`` the n lowest in energy; ``none`` the first n in embedding order.
+
+Also here: reading the inputs of the command (SMILES, ``.smi`` and SDF files) and writing the SD records.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+RELAX_METHODS = ("mmff", "none")
+SELECT_METHODS = ("diverse", "energy", "none")
+MAX_ATOMIC_NUMBER = 103  # UFF's periodic table (H..Lr) bounds what distance geometry and the force fields know
+MAX_SYMMETRY_MAPS = 1000  # automorphisms tried per RMSD; more only tightens an upper bound (selection is heuristic)
+SMILES_SUFFIXES = (".smi", ".smiles")
+SDF_SUFFIXES = (".sdf", ".sd", ".mol", ".sdf.gz", ".sd.gz", ".mol.gz")
+ENERGY_PROPS = {"MMFF94": "MMFF94_energy_kcal_mol", "UFF": "UFF_energy_kcal_mol"}
+
+
+# ------------------------------------------------------------------------------------------ parsing
+def _rdkit_reason(messages: Sequence[str], text: str = "") -> str:
+    """One line from RDKit's log messages: prefixes, echoes of the input and caret lines dropped."""
+    keep = []
+    for msg in messages:
+        msg = msg.removeprefix("SMILES Parse Error: ").strip().rstrip(":")
+        if not msg or msg == text or not msg.strip("~^ ") or msg.startswith("Failed parsing SMILES"):
+            continue
+        if msg not in keep:
+            keep.append(msg)
+    reason = "; ".join(keep)
+    return reason if len(reason) <= 200 else reason[:197] + "..."
+
+
+def parse_smiles(smiles: str):
+    """A sanitised ``rdkit.Chem.Mol`` from a SMILES string (text after whitespace is ignored).
+
+    Raises ValueError ``could not parse SMILES '...': <RDKit's reason>`` for a string RDKit refuses (syntax,
+    valence, kekulisation) and ``empty molecule (no atoms)`` for an empty string.
+    """
+    from rdkit import Chem
+
+    from ..chem.io import rdkit_errors
+
+    text = smiles.strip()
+    if not text:
+        raise ValueError("empty molecule (no atoms): the SMILES is empty")
+    with rdkit_errors() as messages:
+        mol = Chem.MolFromSmiles(text.split()[0])
+    if mol is None:
+        reason = _rdkit_reason(messages, text.split()[0])
+        raise ValueError(f"could not parse SMILES {text.split()[0]!r}" + (f": {reason}" if reason else ""))
+    return mol
+
+
+def _check_atoms(mol, max_atoms: int) -> None:
+    """ValueError for a molecule the pipeline cannot handle: no atoms, dummy/query atoms or elements beyond
+    UFF's table, more than ``max_atoms`` atoms (hydrogens included)."""
+    if mol.GetNumAtoms() == 0:
+        raise ValueError("empty molecule (no atoms)")
+    for atom in mol.GetAtoms():
+        z = atom.GetAtomicNum()
+        if z == 0:
+            raise ValueError(f"unsupported element {atom.GetSymbol()!r} (atom {atom.GetIdx() + 1}): dummy or query "
+                             f"atoms have no geometry")
+        if z > MAX_ATOMIC_NUMBER:
+            raise ValueError(f"unsupported element {atom.GetSymbol()!r} (atom {atom.GetIdx() + 1}): no distance "
+                             f"geometry or force-field data beyond Lr (Z = {MAX_ATOMIC_NUMBER})")
+    if mol.GetNumAtoms() > max_atoms:
+        raise ValueError(f"too many atoms: {mol.GetNumAtoms()} with hydrogens, more than max_atoms={max_atoms}")
+
+
+# ------------------------------------------------------------------------------------------ stereochemistry
+@dataclass(frozen=True)
+class StereoReference:
+    """The stereochemistry an input specifies, against which conformers are checked.
+
+    Attributes:
+        centres: atom index → ``ChiralType`` (CW/CCW) of each specified tetrahedral centre. Tags refer to the
+            atom's bond order in the molecule, so a conformer's tags (assigned from 3D on the same molecule) can
+            be compared directly: this also covers centres without a CIP label (e.g. ring cis/trans).
+        bonds: bond index → ``BondStereo`` of each specified double bond: E/Z (CIP) when RDKit labels it so,
+            else CIS/TRANS relative to ``bond_atoms[bond index]``.
+        bond_atoms: bond index → the two reference neighbours (a, d) of a CIS/TRANS bond a-b=c-d.
+    """
+
+    centres: dict[int, object] = field(default_factory=dict)
+    bonds: dict[int, object] = field(default_factory=dict)
+    bond_atoms: dict[int, tuple[int, int]] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.centres or self.bonds)
+
+
+def stereo_reference(mol) -> StereoReference:
+    """The specified tetrahedral centres and double bonds of ``mol`` (with the hydrogens the conformers will have).
+    Other stereo (allenes, atropisomers, square-planar centres, enhanced stereo groups) is not checked.
+
+    Stereo is re-perceived (``AssignStereochemistry(cleanIt=True, force=True)``) on a copy, so tags on atoms that
+    are no stereocentre do not count; unspecified centres and bonds are not checked.
+    """
+    from rdkit import Chem
+
+    ref = Chem.Mol(mol)
+    Chem.AssignStereochemistry(ref, cleanIt=True, force=True)
+    tetrahedral = (Chem.ChiralType.CHI_TETRAHEDRAL_CW, Chem.ChiralType.CHI_TETRAHEDRAL_CCW)
+    centres = {a.GetIdx(): a.GetChiralTag() for a in ref.GetAtoms() if a.GetChiralTag() in tetrahedral}
+    bonds, bond_atoms = {}, {}
+    s = Chem.BondStereo
+    for b in ref.GetBonds():
+        stereo = b.GetStereo()
+        if stereo in (s.STEREOE, s.STEREOZ):
+            bonds[b.GetIdx()] = stereo
+        elif stereo in (s.STEREOCIS, s.STEREOTRANS) and len(b.GetStereoAtoms()) == 2:
+            bonds[b.GetIdx()] = stereo
+            bond_atoms[b.GetIdx()] = tuple(b.GetStereoAtoms())
+    return StereoReference(centres, bonds, bond_atoms)
+
+
+def _dihedral(p: np.ndarray) -> float:
+    """Dihedral angle (degrees) of four points [4, 3]."""
+    b0, b1, b2 = p[0] - p[1], p[2] - p[1], p[3] - p[2]
+    b1 = b1 / np.linalg.norm(b1)
+    v, w = b0 - b0.dot(b1) * b1, b2 - b2.dot(b1) * b1
+    return float(np.degrees(np.arctan2(np.cross(b1, v).dot(w), v.dot(w))))
+
+
+def check_conformer_stereo(mol, conf_id: int, reference: StereoReference) -> str:
+    """Whether conformer ``conf_id`` of ``mol`` has the ``reference`` stereochemistry.
+
+    Stereo is assigned from the 3D coordinates (``AssignStereochemistryFrom3D``) on a one-conformer copy whose
+    stereo marks were cleared, then compared with the reference: chiral tags of the specified centres, E/Z of the
+    specified double bonds (CIS/TRANS ones by the dihedral of their reference atoms, cis below 90°).
+
+    Returns ``"ok"``, ``"mirrored"`` (every specified centre inverted, at least one, double bonds right: the
+    mirror image is right) or ``"wrong"`` (anything else, including a flat centre).
+    """
+    from rdkit import Chem
+
+    if not reference:
+        return "ok"
+    m = Chem.Mol(mol, False, conf_id)
+    for atom in m.GetAtoms():
+        atom.SetChiralTag(Chem.ChiralType.CHI_UNSPECIFIED)
+    for bond in m.GetBonds():
+        bond.SetBondDir(Chem.BondDir.NONE)
+        if bond.GetBondType() == Chem.BondType.DOUBLE:
+            bond.SetStereo(Chem.BondStereo.STEREONONE)
+    Chem.AssignStereochemistryFrom3D(m)
+    pos = m.GetConformer().GetPositions()
+    s = Chem.BondStereo
+    for idx, want in reference.bonds.items():
+        if want in (s.STEREOCIS, s.STEREOTRANS):
+            b = m.GetBondWithIdx(idx)
+            a, d = reference.bond_atoms[idx]
+            cis = abs(_dihedral(pos[[a, b.GetBeginAtomIdx(), b.GetEndAtomIdx(), d]])) < 90.0
+            if cis != (want == s.STEREOCIS):
+                return "wrong"
+        elif m.GetBondWithIdx(idx).GetStereo() != want:
+            return "wrong"
+    same = inverted = 0
+    for idx, want in reference.centres.items():
+        got = m.GetAtomWithIdx(idx).GetChiralTag()
+        if got == want:
+            same += 1
+        elif got in (Chem.ChiralType.CHI_TETRAHEDRAL_CW, Chem.ChiralType.CHI_TETRAHEDRAL_CCW):
+            inverted += 1
+    if same == len(reference.centres):
+        return "ok"
+    if inverted == len(reference.centres):
+        return "mirrored"
+    return "wrong"
+
+
+def mirror_conformer(mol, conf_id: int) -> None:
+    """Reflect conformer ``conf_id`` in place through the yz plane (x → −x): every centre inverts, E/Z stays."""
+    from rdkit.Geometry import Point3D
+
+    conf = mol.GetConformer(conf_id)
+    for k, p in enumerate(conf.GetPositions()):
+        conf.SetAtomPosition(k, Point3D(-float(p[0]), float(p[1]), float(p[2])))
+
+
+def enforce_stereo(mol, reference: StereoReference, conf_ids: Sequence[int] | None = None) -> tuple[list, list]:
+    """Check conformers of ``mol`` (all, or ``conf_ids``) against ``reference``; mirror those with every centre
+    inverted (then rechecked) in place.
+
+    Returns ``(fixed, dropped)``: ids of mirrored conformers, and of conformers whose stereochemistry is wrong
+    (left in ``mol``; the caller discards them). Force-field energies are unchanged by mirroring.
+    """
+    ids = [c.GetId() for c in mol.GetConformers()] if conf_ids is None else list(conf_ids)
+    fixed, dropped = [], []
+    if not reference:
+        return fixed, dropped
+    for cid in ids:
+        status = check_conformer_stereo(mol, cid, reference)
+        if status == "mirrored":
+            mirror_conformer(mol, cid)
+            status = "ok" if check_conformer_stereo(mol, cid, reference) == "ok" else "wrong"
+            if status == "ok":
+                fixed.append(cid)
+        if status == "wrong":
+            dropped.append(cid)
+    return fixed, dropped
+
+
+# ------------------------------------------------------------------------------------------ RMSD
+class SymmetricRMSD:
+    """Heavy-atom RMSD (Å) after optimal superposition, minimised over the heavy-atom graph's automorphisms, between
+    conformers of one molecule (as RDKit's ``GetBestRMS``, vectorised over conformers).
+
+    ``positions`` [P, n_atoms, 3] (Å); automorphisms of the hydrogen-free graph (elements and connectivity) are
+    found once (at most ``MAX_SYMMETRY_MAPS``). Superposition is the Kabsch SVD with proper rotations only.
+    """
+
+    def __init__(self, mol, positions: np.ndarray):
+        from rdkit import Chem
+
+        heavy = [a.GetIdx() for a in mol.GetAtoms() if a.GetAtomicNum() > 1]
+        x = np.asarray(positions, dtype=np.float64)[:, heavy]
+        self.x = x - x.mean(axis=1, keepdims=True)  # [P, h, 3]
+        self.sq = (self.x ** 2).sum(axis=(1, 2))  # [P]
+        if len(heavy) < 2:
+            self.maps = np.arange(len(heavy))[None]
+            return
+        # connectivity and elements only (as molediff.chem.conformers): the two O of a carboxylic acid are
+        # interchangeable once hydrogens are gone, as in RDKit's symmetrised terminal groups
+        g = Chem.RWMol()
+        for i in heavy:
+            g.AddAtom(Chem.Atom(mol.GetAtomWithIdx(i).GetAtomicNum()))
+        where = {i: k for k, i in enumerate(heavy)}
+        for b in mol.GetBonds():
+            i, j = b.GetBeginAtomIdx(), b.GetEndAtomIdx()
+            if i in where and j in where:
+                g.AddBond(where[i], where[j], Chem.BondType.SINGLE)
+        g.UpdatePropertyCache(strict=False)
+        maps = g.GetSubstructMatches(g, uniquify=False, useChirality=False, maxMatches=MAX_SYMMETRY_MAPS)
+        self.maps = np.array(maps, dtype=np.int64) if maps else np.arange(len(heavy))[None]
+
+    def from_one(self, i: int) -> np.ndarray:
+        """RMSD [P] from conformer ``i`` to every conformer."""
+        h = self.x.shape[1]
+        if h < 2:
+            return np.zeros(len(self.x))
+        ref = self.x[i][self.maps]  # [K, h, 3]: conformer i's atoms relabelled by each automorphism
+        cov = np.einsum("khc,phd->kpcd", ref, self.x)  # [K, P, 3, 3]
+        sv = np.linalg.svd(cov, compute_uv=False)
+        sign = np.sign(np.linalg.det(cov))
+        trace = sv[..., 0] + sv[..., 1] + np.where(sign < 0, -1.0, 1.0) * sv[..., 2]
+        msd = (self.sq[i] + self.sq[None] - 2 * trace) / h
+        return np.sqrt(np.clip(msd, 0, None)).min(axis=0)
+
+
+def farthest_point_order(rmsd: SymmetricRMSD, candidates: Sequence[int], n: int, start: int) -> list[int]:
+    """Greedy max-min selection of ``n`` of ``candidates`` (indices into rmsd's conformers), beginning at ``start``;
+    ties go to the earlier candidate (callers list them by energy)."""
+    cand = list(candidates)
+    chosen = [start]
+    dmin = rmsd.from_one(start)[cand]
+    dmin[cand.index(start)] = -1.0
+    while len(chosen) < min(n, len(cand)):
+        k = int(np.argmax(dmin))
+        chosen.append(cand[k])
+        dmin = np.minimum(dmin, rmsd.from_one(cand[k])[cand])
+        for c in chosen:
+            dmin[cand.index(c)] = -1.0
+    return chosen
+
+
+# ------------------------------------------------------------------------------------------ pipeline
+def _embed(mol, count: int, seed: int, threads: int, random_coords: bool) -> tuple[list[int], str]:
+    """Add ``count`` ETKDGv3 conformers to ``mol`` (keeping those it has); returns the ids of those that embedded
+    and, when some failed, the check that failed most often (RDKit's ``EmbedFailureCauses`` name)."""
+    from rdkit.Chem import rdDistGeom
+
+    params = rdDistGeom.ETKDGv3()
+    # RDKit derives conformer seeds from randomSeed: with randomSeed 0 (non-sequential) every conformer is the same,
+    # and nearby seeds share conformers. Sequential seeds from a well-mixed start avoid both.
+    params.randomSeed = int(np.random.SeedSequence(seed).generate_state(1)[0] % 2**30) + 1
+    params.enableSequentialRandomSeeds = True
+    params.numThreads = threads
+    params.pruneRmsThresh = -1.0  # selection is ours (step 4): keep every candidate
+    params.clearConfs = False
+    params.useRandomCoords = random_coords
+    params.trackFailures = True
+    before = {c.GetId() for c in mol.GetConformers()}
+    rdDistGeom.EmbedMultipleConfs(mol, count, params)
+    ids = [c.GetId() for c in mol.GetConformers() if c.GetId() not in before]
+    cause = ""
+    counts = list(params.GetFailureCounts())
+    if len(ids) < count and any(counts):
+        names = {int(v): k for k, v in rdDistGeom.EmbedFailureCauses.names.items()}
+        cause = names.get(int(np.argmax(counts)), "")
+    return ids, cause
+
+
+def _relax(mol, relax: str, threads: int, max_iters: int, notes: list[str]) -> tuple[str, dict[int, float]]:
+    """Relax every conformer of ``mol`` in place; returns the force field used (``MMFF94``, ``UFF`` or ``none``) and
+    the energy (kcal/mol) per conformer id."""
+    from rdkit.Chem import rdForceFieldHelpers as ff
+
+    if relax == "none" or mol.GetNumConformers() == 0:
+        return "none", {}
+    ids = [c.GetId() for c in mol.GetConformers()]
+    if ff.MMFFHasAllMoleculeParams(mol):
+        name, results = "MMFF94", ff.MMFFOptimizeMoleculeConfs(mol, numThreads=threads, maxIters=max_iters,
+                                                               mmffVariant="MMFF94")
+    elif ff.UFFHasAllMoleculeParams(mol):
+        notes.append("MMFF94 has no parameters for this molecule: relaxed with UFF")
+        name, results = "UFF", ff.UFFOptimizeMoleculeConfs(mol, numThreads=threads, maxIters=max_iters)
+    else:
+        notes.append("neither MMFF94 nor UFF has parameters for this molecule: conformers are not relaxed")
+        return "none", {}
+    unconverged = sum(1 for flag, _ in results if flag != 0)
+    if unconverged:
+        notes.append(f"{unconverged} of {len(results)} candidates did not converge in {max_iters} {name} steps")
+    return name, {cid: float(e) for cid, (_, e) in zip(ids, results)}
+
+
+@dataclass
+class _Round:
+    """Candidates of one embedding round that passed the stereo check: positions [n_atoms, 3] (Å) and energies
+    (kcal/mol; None when not relaxed)."""
+
+    positions: list
+    energies: list
+    forcefield: str
+    embedded: int
+    fixed: int
+    dropped: int
+
+
+def _round(template, count: int, wanted: int, seed: int, relax: str, threads: int, max_iters: int,
+           reference: StereoReference, notes: list[str]) -> _Round:
+    """Embed ``count`` candidates of ``template`` (if fewer than ``wanted`` embed, the missing ones are retried from
+    random coordinates), relax them and check their stereo. ValueError if none embeds."""
+    from rdkit import Chem
+
+    mol = Chem.Mol(template)
+    ids, cause = _embed(mol, count, seed, threads, random_coords=False)
+    if len(ids) < count:
+        notes.append(f"ETKDGv3 embedded {len(ids)} of {count} candidates (most failures: {cause or 'unknown'})")
+    if len(ids) < wanted:
+        # fewer than wanted: retry only the missing ones from random coordinates (slow on the molecules that need it)
+        more, cause = _embed(mol, wanted - len(ids), seed, threads, random_coords=True)
+        notes.append(f"{len(more)} of {wanted - len(ids)} more from random coordinates")
+        ids += more
+    if not ids:
+        raise ValueError(f"embedding failed: ETKDGv3 found no geometry for {count} candidates, nor from random "
+                         f"coordinates (most failures: {cause or 'unknown'}; contradictory stereo or an "
+                         f"impossible ring system?)")
+    forcefield, energies = _relax(mol, relax, threads, max_iters, notes)
+    fixed, dropped = enforce_stereo(mol, reference, ids)
+    keep = [c for c in ids if c not in set(dropped)]
+    return _Round([mol.GetConformer(c).GetPositions() for c in keep], [energies.get(c) for c in keep], forcefield,
+                  len(ids), len(fixed), len(dropped))
+
+
+def select_conformers(mol, positions: np.ndarray, energies: Sequence[float] | None, n: int, select: str = "diverse",
+                      energy_window: float = 10.0) -> list[int]:
+    """Indices of the ``n`` conformers chosen from candidates ``positions`` [P, n_atoms, 3] (Å) of ``mol``.
+
+    ``energies`` [P] in kcal/mol or None. ``"none"``: the first n. ``"energy"``: the n lowest (needs energies).
+    ``"diverse"``: candidates within ``energy_window`` of the lowest (topped up with the next lowest if fewer
+    than n), then farthest-point sampling on symmetry-aware heavy-atom RMSD starting from the lowest-energy
+    candidate (the first without energies); ties go to the lower energy.
+    """
+    count = len(positions)
+    if select == "none":
+        return list(range(min(n, count)))
+    order = list(np.argsort(energies, kind="stable")) if energies is not None else list(range(count))
+    order = [int(k) for k in order]
+    if select == "energy":
+        if energies is None:
+            raise ValueError("select='energy' needs energies")
+        return order[:n]
+    if select != "diverse":
+        raise ValueError(f"select must be one of {', '.join(SELECT_METHODS)}, got {select!r}")
+    if energies is not None:
+        inside = [k for k in order if energies[k] <= energies[order[0]] + energy_window]
+        order = order[:max(n, len(inside))]
+    rmsd = SymmetricRMSD(mol, np.asarray(positions)[order])
+    return [order[k] for k in farthest_point_order(rmsd, range(len(order)), n, start=0)]
+
+
+def generate_conformers(mol_or_smiles, n: int = 10, seed: int = 0, pool: int = 3, relax: str = "mmff",
+                        select: str = "diverse", max_atoms: int = 500, *, energy_window: float = 10.0,
+                        threads: int = 1, max_iters: int = 1000):
+    """``n`` conformers of a molecule, with explicit hydrogens, as one ``rdkit.Chem.Mol``.
+
+    Args:
+        mol_or_smiles: a SMILES string or an ``rdkit.Chem.Mol`` (coordinates it has are ignored; its stereo, e.g.
+            from a 3D SDF record, is what conformers must reproduce). Its name (``_Name``) is kept.
+        n: conformers wanted (>= 1).
+        seed: random seed (0 <= seed < 2**31); the same seed gives the same conformers.
+        pool: candidates embedded per wanted conformer (``pool × n`` in all; >= 1).
+        relax: ``"mmff"``: MMFF94 minimisation (UFF when MMFF94 lacks parameters, no relaxation when both do;
+            noted in ``molediff_notes``); ``"none"``: ETKDGv3 geometries as they are (no energies).
+        select: ``"diverse"``, ``"energy"`` (needs ``relax="mmff"``) or ``"none"`` (see ``select_conformers``).
+        max_atoms: the largest molecule accepted, hydrogens included.
+        energy_window: kcal/mol above the lowest candidate kept by ``"diverse"``.
+        threads: threads for embedding and relaxation (0: all cores).
+        max_iters: force-field minimisation steps per candidate.
+
+    Returns:
+        A Mol with hydrogens and up to ``n`` conformers (ids 0..n-1 in selection order). Each conformer has the
+        int property ``conformer_index`` and, when relaxed, ``MMFF94_energy_kcal_mol`` (or ``UFF_energy_kcal_mol``)
+        in kcal/mol. Mol properties: ``molediff_stereo_fixed`` / ``molediff_stereo_dropped`` (candidates
+        mirrored / discarded by the stereo check), ``molediff_candidates`` (candidates embedded),
+        ``molediff_forcefield`` (MMFF94, UFF or none), ``molediff_notes`` ("; "-separated, may be empty). Fewer
+        than ``n`` conformers only when fewer candidates embedded with the right stereo (noted).
+
+    Raises:
+        ValueError (one line) for bad arguments, an unparsable SMILES, an empty molecule, an unsupported element
+        (dummy atoms, Z > 103), more than ``max_atoms`` atoms, embedding failure also from random coordinates, or
+        no candidate with the input's stereochemistry.
+    """
+    from rdkit import Chem, rdBase
+    from rdkit.Geometry import Point3D
+
+    if n < 1 or pool < 1:
+        raise ValueError(f"n and pool must be at least 1, got n={n}, pool={pool}")
+    if not 0 <= seed < 2**31:
+        raise ValueError(f"seed must be in 0..2**31-1, got {seed}")
+    if relax not in RELAX_METHODS:
+        raise ValueError(f"relax must be one of {', '.join(RELAX_METHODS)}, got {relax!r}")
+    if select not in SELECT_METHODS:
+        raise ValueError(f"select must be one of {', '.join(SELECT_METHODS)}, got {select!r}")
+    if select == "energy" and relax == "none":
+        raise ValueError("select='energy' needs energies: use relax='mmff'")
+    if threads < 0:
+        raise ValueError(f"threads must be >= 0 (0: all cores), got {threads}")
+    if isinstance(mol_or_smiles, str):
+        mol = parse_smiles(mol_or_smiles)
+    elif isinstance(mol_or_smiles, Chem.Mol):
+        mol = Chem.Mol(mol_or_smiles)
+    else:
+        raise ValueError(f"expected a SMILES string or an rdkit.Chem.Mol, got {type(mol_or_smiles).__name__}")
+    _check_atoms(mol, max_atoms)  # before adding hydrogens: the message names the input's atoms
+    notes: list[str] = []
+    with rdBase.BlockLogs():  # UFF typer warnings and the like would interleave with the caller's output
+        molh = Chem.AddHs(mol)
+        _check_atoms(molh, max_atoms)
+        molh.RemoveAllConformers()
+        reference = stereo_reference(molh)
+        rounds = [_round(molh, pool * n, n, seed, relax, threads, max_iters, reference, notes)]
+        if len(rounds[0].positions) < n and rounds[0].dropped:
+            # replace dropped candidates with one more round under another seed (one no user seed maps to)
+            with contextlib.suppress(ValueError):  # that round embedding nothing leaves the first round's
+                rounds.append(_round(molh, pool * n, n, seed + 2**31, relax, threads, max_iters, reference, []))
+        positions = [p for r in rounds for p in r.positions]
+        energies = [e for r in rounds for e in r.energies]
+        fixed, dropped = sum(r.fixed for r in rounds), sum(r.dropped for r in rounds)
+        if not positions:
+            raise ValueError(f"no conformer with the input's stereochemistry: all {dropped} candidates had inverted "
+                             f"or flat centres or wrong double bonds")
+        known = energies if all(e is not None for e in energies) else None
+        chosen = select_conformers(molh, np.stack(positions), known, n, select, energy_window)
+    if len(chosen) < n:
+        why = "embedded" + (" with the input's stereo" if dropped else "")
+        notes.append(f"only {len(chosen)} of {n} conformers: too few candidates {why}")
+    forcefield = rounds[0].forcefield
+    key = ENERGY_PROPS.get(forcefield)
+    out = Chem.Mol(molh)
+    for k, j in enumerate(chosen):
+        conf = Chem.Conformer(out.GetNumAtoms())
+        for i, p in enumerate(positions[j].tolist()):
+            conf.SetAtomPosition(i, Point3D(*p))
+        conf.Set3D(True)
+        conf.SetId(k)
+        conf.SetIntProp("conformer_index", k)
+        if key is not None and energies[j] is not None:
+            conf.SetDoubleProp(key, energies[j])
+        out.AddConformer(conf, assignId=False)
+    out.SetIntProp("molediff_stereo_fixed", fixed)
+    out.SetIntProp("molediff_stereo_dropped", dropped)
+    out.SetIntProp("molediff_candidates", sum(r.embedded for r in rounds))
+    out.SetProp("molediff_forcefield", forcefield)
+    out.SetProp("molediff_notes", "; ".join(notes))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ inputs and outputs
+class InputMolecule(NamedTuple):
+    """One input record: its name, the parsed molecule (None if unusable) and the reason it is unusable."""
+
+    name: str
+    mol: object | None
+    error: str | None = None
+
+
+def input_kind(source: str) -> str:
+    """``"smi"``, ``"sdf"`` or ``"smiles"`` (a SMILES string itself) for a command-line INPUT.
+
+    A path that exists is a file and needs a known suffix; a string that ends in a file suffix but names no file
+    is a missing file. Raises FileNotFoundError / ValueError for those.
+    """
+    lower = source.lower()
+    is_file = os.path.isfile(source)
+    if lower.endswith(SMILES_SUFFIXES):
+        kind = "smi"
+    elif lower.endswith(SDF_SUFFIXES):
+        kind = "sdf"
+    elif is_file or os.path.isdir(source):
+        raise ValueError(f"{source}: unknown input type; give a SMILES string, a .smi/.smiles file or a "
+                         f".sdf/.sd/.mol file (optionally .gz)")
+    else:
+        return "smiles"
+    if not is_file:
+        raise FileNotFoundError(f"input file {source} does not exist")
+    return kind
+
+
+def _read_file(path: str | os.PathLike) -> tuple[str, tuple[str, str] | None]:
+    """Text of a file as molediff's readers decode it (``.gz``, byte-order marks, line endings), and the problem of a
+    cut-off ``.gz`` (or None). ValueError naming the file when it cannot be read at all."""
+    from ..chem.io import read_text
+
+    try:
+        return read_text(Path(path))
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+
+
+def _from_smiles(smiles: str, name: str) -> InputMolecule:
+    try:
+        mol = parse_smiles(smiles)
+    except ValueError as e:
+        return InputMolecule(name, None, str(e))
+    mol.SetProp("_Name", name)
+    return InputMolecule(name, mol)
+
+
+def read_smiles_file(path: str | os.PathLike) -> list[InputMolecule]:
+    """Molecules of a SMILES file: ``SMILES [name]`` per line; blank lines, ``#`` comments and a header line whose
+    first word is ``smiles`` are skipped. Unnamed molecules are called ``mol_<k>`` (k counts molecules from 1)."""
+    from ..chem.io import text_lines
+
+    text, problem = _read_file(path)
+    out = []
+    for line in text_lines(text):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        parts = stripped.split(maxsplit=1)
+        if not out and parts[0].lower() in ("smiles", "smi"):
+            continue
+        name = parts[1].strip() if len(parts) > 1 else f"mol_{len(out) + 1}"
+        out.append(_from_smiles(parts[0], name))
+    if problem is not None:
+        out.append(InputMolecule(Path(path).name, None, f"file is truncated: {problem[1]}"))
+    return out
+
+
+def read_sdf_file(path: str | os.PathLike) -> list[InputMolecule]:
+    """Molecules of an SDF file (2D, 3D or no coordinates; ``.gz`` allowed), with hydrogens and stereo as RDKit
+    reads them (3D records: stereo from the coordinates; 2D: from wedges). The title is the name, ``mol_<k>`` when
+    empty. Records that cannot be read are returned with molediff's reader's reason (``molediff.chem.io``); a file
+    that cannot be read at all raises ValueError."""
+    from rdkit import Chem
+
+    from ..chem.io import precheck_molblock, rdkit_errors, split_sdf, text_lines
+
+    text, problem = _read_file(path)
+    out = []
+    for k, (block, _) in enumerate(split_sdf(text_lines(text, cut=problem is not None)), start=1):
+        name = (block[0].strip() if block else "") or f"mol_{k}"
+        reason = precheck_molblock(block)
+        if reason is None:
+            with rdkit_errors() as messages:
+                mol = Chem.MolFromMolBlock("\n".join(block) + "\n", sanitize=True, removeHs=False)
+            if mol is None:
+                reason = f"RDKit could not read the record: {_rdkit_reason(messages) or 'no message from RDKit'}"
+        if reason is not None:
+            out.append(InputMolecule(name, None, reason))
+            continue
+        mol.SetProp("_Name", name)
+        out.append(InputMolecule(name, mol))
+    if not out:
+        out.append(InputMolecule(Path(path).name, None, "empty file (no records)"))
+    if problem is not None:
+        out.append(InputMolecule(Path(path).name, None, f"file is truncated: {problem[1]}"))
+    return out
+
+
+def read_inputs(source: str) -> list[InputMolecule]:
+    """The molecules named by a command-line INPUT: a SMILES string (optionally followed by a name), a ``.smi``
+    file or an SDF file (see ``input_kind``, ``read_smiles_file``, ``read_sdf_file``)."""
+    kind = input_kind(source)
+    if kind == "smi":
+        return read_smiles_file(source)
+    if kind == "sdf":
+        return read_sdf_file(source)
+    parts = source.strip().split(maxsplit=1)
+    return [_from_smiles(source, parts[1] if len(parts) > 1 else "mol_1")]
+
+
+def sd_writer(path: str | os.PathLike):
+    """An ``rdkit.Chem.SDWriter`` for ``write_sd_records``: it writes only the fields ``conformer_index`` and the
+    energies (not the ``molediff_*`` bookkeeping properties)."""
+    from rdkit import Chem
+
+    writer = Chem.SDWriter(str(path))
+    writer.SetProps(["conformer_index", *ENERGY_PROPS.values()])  # missing ones are skipped per record
+    return writer
+
+
+def write_sd_records(writer, mol, name: str, hydrogens: bool = True) -> int:
+    """Write each conformer of ``mol`` (from ``generate_conformers``) as one SD record titled ``name`` with the
+    fields ``conformer_index`` and its energy in kcal/mol (when it has one); ``hydrogens=False`` strips hydrogens
+    first. ``writer``: from ``sd_writer``. Returns the number of records written."""
+    from rdkit import Chem
+
+    out = Chem.RemoveHs(mol) if not hydrogens else Chem.Mol(mol)
+    out.SetProp("_Name", name.replace("\n", " "))
+    written = 0
+    for conf in out.GetConformers():
+        props = conf.GetPropsAsDict()
+        out.SetIntProp("conformer_index", int(props.get("conformer_index", written)))
+        for key in ENERGY_PROPS.values():
+            if key in props:
+                out.SetProp(key, f"{props[key]:.4f}")
+        writer.write(out, confId=conf.GetId())
+        written += 1
+    return written

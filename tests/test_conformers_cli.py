@@ -1,0 +1,252 @@
+"""The model-free conformer pipeline (``molediff.generate_conformers``) and ``molediff conformers``: well-formed SDF,
+the input's stereochemistry kept (mirror images caught and fixed), one-line reasons for every failure while the
+batch proceeds, exit codes, speed, and a selection that is more diverse than the first N."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from rdkit import Chem
+from rdkit.Chem import rdDistGeom, rdMolAlign
+
+import molediff
+from molediff.cli import main
+from molediff.conformers.pipeline import (
+    check_conformer_stereo,
+    enforce_stereo,
+    generate_conformers,
+    mirror_conformer,
+    stereo_reference,
+)
+
+
+def _embedded(smiles: str, count: int = 2, seed: int = 7):
+    mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
+    params = rdDistGeom.ETKDGv3()
+    params.randomSeed = seed
+    assert len(rdDistGeom.EmbedMultipleConfs(mol, count, params)) == count
+    return mol
+
+
+def _smiles_from_3d(mol, conf_id: int) -> str:
+    one = Chem.Mol(mol, False, conf_id)
+    Chem.AssignStereochemistryFrom3D(one)
+    return Chem.MolToSmiles(Chem.RemoveHs(one))
+
+
+def _records(path):
+    return [m for m in Chem.SDMolSupplier(str(path), removeHs=False)]
+
+
+# ------------------------------------------------------------------------------------------ the library
+def test_generate_conformers_returns_n_relaxed_conformers_with_properties():
+    mol = generate_conformers("C[C@H](N)C(=O)O", n=4, seed=3)
+    assert mol.GetNumConformers() == 4 and mol.GetNumAtoms() == 13  # hydrogens added
+    assert [c.GetIntProp("conformer_index") for c in mol.GetConformers()] == [0, 1, 2, 3]
+    energies = [c.GetDoubleProp("MMFF94_energy_kcal_mol") for c in mol.GetConformers()]
+    assert all(np.isfinite(energies))
+    assert mol.GetProp("molediff_forcefield") == "MMFF94" and mol.GetIntProp("molediff_candidates") == 12
+    assert mol.GetIntProp("molediff_stereo_dropped") == 0
+    for conf in mol.GetConformers():
+        assert _smiles_from_3d(mol, conf.GetId()) == "C[C@H](N)C(=O)O"
+    again = generate_conformers("C[C@H](N)C(=O)O", n=4, seed=3)
+    np.testing.assert_array_equal(again.GetConformer(2).GetPositions(), mol.GetConformer(2).GetPositions())
+    assert molediff.generate_conformers is generate_conformers  # lazily exposed at the top level
+
+
+def test_uff_when_mmff94_has_no_parameters_is_a_note():
+    mol = generate_conformers("C[Se]C", n=2)
+    assert mol.GetProp("molediff_forcefield") == "UFF" and "relaxed with UFF" in mol.GetProp("molediff_notes")
+    assert all(c.HasProp("UFF_energy_kcal_mol") for c in mol.GetConformers())
+    plain = generate_conformers("CCO", n=2, relax="none")
+    assert plain.GetProp("molediff_forcefield") == "none"
+    assert not any(c.HasProp("MMFF94_energy_kcal_mol") for c in plain.GetConformers())
+
+
+def test_a_mirrored_conformer_is_caught_and_fixed():
+    mol = _embedded("F[C@H](Cl)Br")  # (S)-bromochlorofluoromethane
+    reference = stereo_reference(mol)
+    assert len(reference.centres) == 1
+    assert check_conformer_stereo(mol, 0, reference) == "ok"
+    before = mol.GetConformer(1).GetPositions()
+    mirror_conformer(mol, 1)
+    assert check_conformer_stereo(mol, 1, reference) == "mirrored"
+    fixed, dropped = enforce_stereo(mol, reference)
+    assert fixed == [1] and dropped == []
+    assert check_conformer_stereo(mol, 1, reference) == "ok"
+    np.testing.assert_allclose(mol.GetConformer(1).GetPositions(), before)  # mirrored twice: back where it was
+
+
+def test_a_conformer_of_a_diastereomer_is_dropped_not_mirrored():
+    # same atom order, one of two centres inverted: a mirror image cannot fix that
+    wrong = _embedded("C[C@H](F)[C@H](C)Cl", count=1)
+    reference = stereo_reference(Chem.AddHs(Chem.MolFromSmiles("C[C@H](F)[C@@H](C)Cl")))
+    assert check_conformer_stereo(wrong, 0, reference) == "wrong"
+    assert enforce_stereo(wrong, reference) == ([], [0])
+
+
+def test_the_pipeline_mirrors_inverted_candidates_and_replaces_wrong_ones(monkeypatch):
+    from molediff.conformers import pipeline
+
+    embed = pipeline._embed
+
+    def embed_some_mirrored(mol, *args, **kwargs):  # as if ETKDG had produced mirror images
+        ids, cause = embed(mol, *args, **kwargs)
+        for cid in ids[::2]:
+            mirror_conformer(mol, cid)
+        return ids, cause
+
+    monkeypatch.setattr(pipeline, "_embed", embed_some_mirrored)
+    mol = generate_conformers("C[C@H](N)C(=O)O", n=4, pool=1)
+    assert mol.GetIntProp("molediff_stereo_fixed") == 2 and mol.GetIntProp("molediff_stereo_dropped") == 0
+    assert {_smiles_from_3d(mol, c.GetId()) for c in mol.GetConformers()} == {"C[C@H](N)C(=O)O"}
+
+    check = pipeline.check_conformer_stereo
+    monkeypatch.setattr(pipeline, "_embed", embed)
+
+    def first_three_wrong(calls):
+        return lambda mol, cid, ref: "wrong" if next(calls) < 3 else check(mol, cid, ref)
+
+    monkeypatch.setattr(pipeline, "check_conformer_stereo", first_three_wrong(itertools.count()))
+    mol = generate_conformers("C[C@H](N)C(=O)O", n=4, pool=2)  # 8 candidates, 3 dropped: 5 left to choose from
+    assert mol.GetNumConformers() == 4 and mol.GetIntProp("molediff_stereo_dropped") == 3
+    assert mol.GetIntProp("molediff_candidates") == 8
+    monkeypatch.setattr(pipeline, "check_conformer_stereo", first_three_wrong(itertools.count()))
+    mol = generate_conformers("C[C@H](N)C(=O)O", n=4, pool=1)  # 1 left: a second round replaces the dropped
+    assert mol.GetNumConformers() == 4 and mol.GetIntProp("molediff_candidates") == 8
+    assert {_smiles_from_3d(mol, c.GetId()) for c in mol.GetConformers()} == {"C[C@H](N)C(=O)O"}
+
+
+@pytest.mark.parametrize("smiles", ["F/C=C/Cl", "C/C=C\\C", "C/C=C/[C@@H](F)C"])
+def test_specified_double_bonds_keep_their_configuration(smiles):
+    mol = generate_conformers(smiles, n=5)
+    expected = Chem.MolToSmiles(Chem.MolFromSmiles(smiles))
+    assert [_smiles_from_3d(mol, c.GetId()) for c in mol.GetConformers()] == [expected] * 5
+
+
+def test_a_wrong_double_bond_is_caught():
+    z_conformer = _embedded("C/C=C\\C", count=1)
+    e_reference = stereo_reference(Chem.AddHs(Chem.MolFromSmiles("C/C=C/C")))
+    assert check_conformer_stereo(z_conformer, 0, e_reference) == "wrong"
+
+
+@pytest.mark.parametrize("smiles, kwargs, reason", [
+    ("C1CC(", {}, "could not parse SMILES 'C1CC('"),
+    ("C(C)(C)(C)(C)C", {}, "could not parse SMILES"),
+    ("", {}, "empty molecule"),
+    ("*C", {}, "unsupported element '*'"),
+    ("C[Og]", {}, "unsupported element 'Og'"),
+    ("CCCCCCCCCC", {"max_atoms": 20}, "too many atoms: 32 with hydrogens, more than max_atoms=20"),
+    ("[C@H]12C[C@@H]1C2", {"pool": 1, "n": 1}, "embedding failed"),
+    ("CCO", {"select": "energy", "relax": "none"}, "needs energies"),
+])
+def test_every_failure_has_a_one_line_reason(smiles, kwargs, reason):
+    with pytest.raises(ValueError, match=None) as info:
+        generate_conformers(smiles, **kwargs)
+    message = str(info.value)
+    assert reason in message and "\n" not in message
+
+
+def _mean_and_min_pairwise_rmsd(mol) -> tuple[float, float]:
+    heavy = Chem.RemoveHs(mol)
+    pairs = itertools.combinations(range(heavy.GetNumConformers()), 2)
+    values = [rdMolAlign.GetBestRMS(heavy, heavy, i, j) for i, j in pairs]
+    return float(np.mean(values)), float(np.min(values))
+
+
+def test_diverse_selection_is_at_least_as_spread_as_the_first_n():
+    diverse = _mean_and_min_pairwise_rmsd(generate_conformers("CCCCCCCCO", n=8, select="diverse"))
+    first = _mean_and_min_pairwise_rmsd(generate_conformers("CCCCCCCCO", n=8, select="none"))
+    assert diverse[0] >= first[0] and diverse[1] >= first[1], (diverse, first)
+
+
+# ------------------------------------------------------------------------------------------ the command
+def test_sdf_output_round_trips_with_titles_from_a_smi_file(tmp_path, capsys):
+    smi = tmp_path / "in.smi"
+    smi.write_text("# my molecules\nCCO ethanol\n\nC[C@@H](C(=O)O)N L-alanine\nF/C=C/Cl\n")
+    out = tmp_path / "out.sdf"
+    assert main(["conformers", str(smi), "-n", "3", "-o", str(out)]) == 0
+    records = _records(out)
+    assert [r.GetProp("_Name") for r in records] == ["ethanol"] * 3 + ["L-alanine"] * 3 + ["mol_3"] * 3
+    for name, group in itertools.groupby(records, key=lambda r: r.GetProp("_Name")):
+        group = list(group)
+        assert sorted(int(r.GetProp("conformer_index")) for r in group) == [0, 1, 2], name
+        assert all(np.isfinite(float(r.GetProp("MMFF94_energy_kcal_mol"))) for r in group)
+        assert not any(r.HasProp("molediff_notes") for r in group)  # bookkeeping stays out of the file
+    assert {Chem.MolToSmiles(Chem.RemoveHs(r)) for r in records[3:6]} == {"C[C@H](N)C(=O)O"}
+    assert {Chem.MolToSmiles(Chem.RemoveHs(r)) for r in records[6:]} == {"F/C=C/Cl"}
+    text = capsys.readouterr().out
+    assert "ethanol: 3 conformers" in text and "wrote 9 conformers of 3 molecules" in text
+
+
+def test_sdf_input_keeps_titles_and_stereo_and_no_hs_strips_hydrogens(tmp_path):
+    from rdkit.Chem import AllChem
+
+    src = tmp_path / "in.sdf"
+    with Chem.SDWriter(str(src)) as writer:
+        three_d = _embedded("N[C@@H](C)C(=O)O", count=1)
+        three_d.SetProp("_Name", "L-Ala 3D")
+        writer.write(three_d)
+        flat = Chem.MolFromSmiles("C/C=C\\[C@H](F)Cl")
+        AllChem.Compute2DCoords(flat)  # stereo from wedges and the 2D layout
+        flat.SetProp("_Name", "")
+        writer.write(flat)
+    out = tmp_path / "out.sdf"
+    assert main(["conformers", str(src), "-n", "2", "-o", str(out), "--no-hs"]) == 0
+    records = _records(out)
+    assert [r.GetProp("_Name") for r in records] == ["L-Ala 3D"] * 2 + ["mol_2"] * 2
+    assert all(a.GetAtomicNum() != 1 for r in records for a in r.GetAtoms())
+    assert {Chem.MolToSmiles(r) for r in records[:2]} == {"C[C@H](N)C(=O)O"}
+    assert {Chem.MolToSmiles(r) for r in records[2:]} == {Chem.MolToSmiles(flat)}
+
+
+def test_a_mixed_batch_reports_each_failure_and_proceeds(tmp_path, capsys):
+    smi = tmp_path / "mixed.smi"
+    smi.write_text("CCO good1\nC1CC( broken\n*C dummy\n CCCCCCCCCCCCCCCCCCCC long\nc1ccccc1 good2\n")
+    out = tmp_path / "out.sdf"
+    assert main(["conformers", str(smi), "-n", "2", "-o", str(out), "--max-atoms", "40"]) == 0
+    err = capsys.readouterr()
+    assert "skipped broken: could not parse SMILES 'C1CC('" in err.err
+    assert "skipped dummy: unsupported element '*'" in err.err
+    assert "skipped long: too many atoms: 62 with hydrogens" in err.err
+    assert "wrote 4 conformers of 2 molecules" in err.out and "3 failed" in err.out
+    assert [r.GetProp("_Name") for r in _records(out)] == ["good1"] * 2 + ["good2"] * 2
+
+
+def test_exit_codes(tmp_path, capsys):
+    out = tmp_path / "out.sdf"
+    folder = tmp_path / "folder.sdf"
+    folder.mkdir()
+    assert main(["conformers", "CCO", "-n", "2", "-o", str(out)]) == 0
+    out.unlink()
+    assert main(["conformers", "C1CC(", "-o", str(out)]) == 1  # no molecule succeeded: nothing written
+    assert "no conformers written" in capsys.readouterr().err and not out.exists()
+    for argv, message in [(["-n", "0"], "at least 1"), (["-o", str(tmp_path / "x.xyz")], "must end in .sdf"),
+                          (["--select", "energy", "--relax", "none"], "needs energies"),
+                          (["-o", str(folder)], "is a directory")]:
+        assert main(["conformers", "CCO", *argv] + ([] if "-o" in argv else ["-o", str(out)])) == 2, argv
+        assert message in capsys.readouterr().err
+    assert main(["conformers", str(tmp_path / "missing.smi"), "-o", str(out)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(["conformers", "CCO", "--relax", "gaff"])
+    assert info.value.code == 2
+    assert not out.exists()
+
+
+def test_the_command_runs_in_seconds_and_does_not_load_torch(tmp_path):
+    out = tmp_path / "out.sdf"
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "molediff.cli", "conformers", "CCO", "-n", "3", "-o", str(out)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert time.perf_counter() - start < 10
+    assert len(_records(out)) == 3
+    probe = "import sys, molediff.commands.conformers, molediff.conformers.pipeline; print('torch' in sys.modules)"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert loaded.stdout.strip() == "False", loaded.stderr
