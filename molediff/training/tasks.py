@@ -17,6 +17,7 @@ TASKS: dict[str, str] = {
     "toy": "molediff.training.toy:build_task",
     "molecules": "molediff.molecules.training:build_task",
     "conformers": "molediff.conformers.training:build_task",
+    "proteins": "molediff.proteins.training:build_task",
 }
 """Task name → ``"module:function"`` building a ``TrainingTask`` from a ``TrainConfig``."""
 
