@@ -30,7 +30,27 @@ from .diffusion import SCHEDULES, NoiseSchedule, ZeroCoMSpace, epsilon_loss, mak
 from .nn import build_denoiser, check_denoiser_config
 from .utils import build_config, progress
 
-__all__ = ["PointCloudConfig", "PointCloudDiffusion", "node_mask", "sample_in_size_batches"]
+__all__ = ["PointCloudConfig", "PointCloudDiffusion", "draw_sizes", "node_mask", "sample_in_size_batches",
+           "size_histogram"]
+
+
+def size_histogram(sizes) -> dict[int, int]:
+    """{size: number of samples} of a training set (atoms per molecule, residues per chain)."""
+    values, freq = torch.unique(torch.as_tensor(sizes, dtype=torch.long).flatten(), return_counts=True)
+    return {int(v): int(f) for v, f in zip(values.tolist(), freq.tolist())}
+
+
+def draw_sizes(histogram: dict[int, int], n: int, generator: torch.Generator | None = None,
+               what: str = "size") -> Tensor:
+    """``n`` sizes ``[n]`` drawn with the frequencies of ``histogram`` (as EDM draws atom counts).
+
+    ValueError when the histogram is empty.
+    """
+    if not histogram:
+        raise ValueError(f"this model has no {what} histogram; give the {what}s explicitly")
+    sizes = torch.tensor(sorted(histogram), dtype=torch.long)
+    probs = torch.tensor([histogram[k] for k in sorted(histogram)], dtype=torch.float64)
+    return sizes[torch.multinomial(probs, n, replacement=True, generator=generator)]
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from ..chem.features import AtomTypeEncoding, check_vocabulary
-from ..pointcloud import PointCloudConfig, PointCloudDiffusion, sample_in_size_batches
+from ..pointcloud import PointCloudConfig, PointCloudDiffusion, draw_sizes, sample_in_size_batches
 
 MAX_ATOMS = 64
 """Default largest molecule of the de novo model (QM9 has at most 29 atoms with hydrogens)."""
@@ -135,12 +135,7 @@ class MoleculeDiffusion(PointCloudDiffusion):
     # -- sampling -------------------------------------------------------------------------------------
     def sample_atom_counts(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """``n`` atom counts ``[n]`` drawn from the training set's histogram."""
-        hist = self.config.atom_count_histogram
-        if not hist:
-            raise ValueError("this model has no atom-count histogram; pass atom counts explicitly")
-        counts = torch.tensor(sorted(hist), dtype=torch.long)
-        probs = torch.tensor([hist[c] for c in sorted(hist)], dtype=torch.float64)
-        return counts[torch.multinomial(probs, n, replacement=True, generator=generator)]
+        return draw_sizes(self.config.atom_count_histogram, n, generator, what="atom count")
 
     @torch.no_grad()
     def sample(self, atom_counts: Sequence[int] | Tensor, sampler: str = "ddpm", steps: int | None = None,

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..data.sources import MoleculeDataConfig, load_molecule_dataset
+from ..pointcloud import size_histogram
 from .model import MoleculeDiffusion, MoleculeDiffusionConfig
 
 log = logging.getLogger(__name__)
@@ -29,8 +30,7 @@ class MoleculeTaskData(MoleculeDataConfig):
 
 def atom_count_histogram(dataset) -> dict[int, int]:
     """{number of atoms: number of molecules} of a dataset."""
-    values, freq = np.unique(np.asarray(dataset.atom_counts), return_counts=True)
-    return {int(v): int(f) for v, f in zip(values, freq)}
+    return size_histogram(np.asarray(dataset.atom_counts))
 
 
 @dataclass

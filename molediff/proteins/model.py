@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..pointcloud import PointCloudConfig, PointCloudDiffusion, sample_in_size_batches
+from ..pointcloud import PointCloudConfig, PointCloudDiffusion, draw_sizes, sample_in_size_batches
 
 
 @dataclass(frozen=True)
@@ -129,12 +129,7 @@ class ProteinBackboneDiffusion(PointCloudDiffusion):
     # -- sampling -------------------------------------------------------------------------------------
     def sample_lengths(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """``n`` chain lengths ``[n]`` drawn from the training length histogram."""
-        hist = self.config.length_histogram
-        if not hist:
-            raise ValueError("this model has no length histogram; give the chain lengths")
-        lengths = torch.tensor(sorted(hist), dtype=torch.long)
-        probs = torch.tensor([hist[k] for k in sorted(hist)], dtype=torch.float64)
-        return lengths[torch.multinomial(probs, n, replacement=True, generator=generator)]
+        return draw_sizes(self.config.length_histogram, n, generator, what="chain length")
 
     @torch.no_grad()
     def sample(self, lengths: Sequence[int] | Tensor, sampler: str = "ddpm", steps: int | None = None,

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..pointcloud import size_histogram
 from .data import ProteinDataConfig, ProteinSet, load_proteins
 from .model import ProteinBackboneConfig, ProteinBackboneDiffusion
 
@@ -40,8 +41,7 @@ def collate_chains(chains: Sequence[np.ndarray]) -> ChainBatch:
 
 def length_histogram(proteins: ProteinSet) -> dict[int, int]:
     """{chain length: number of chains}."""
-    values, freq = np.unique(proteins.lengths, return_counts=True)
-    return {int(v): int(f) for v, f in zip(values, freq)}
+    return size_histogram(np.asarray(proteins.lengths))
 
 
 @dataclass
