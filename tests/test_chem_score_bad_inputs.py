@@ -54,7 +54,7 @@ def test_run_survives_every_bad_record(scored):
     rc, out, err, rows, data = scored
     assert rc == 0
     assert "Traceback" not in err and "Invariant Violation" not in out
-    assert "molecule stability" in out and "physical checks: n_checked" in out
+    assert "molecule stability" in out and "physical checks: molecules checked" in out
     assert {r["name"] for r in rows} == set(EXPECTED_FLAGS) | set(UNREADABLE)
     assert len(rows) == len(EXPECTED_FLAGS) + len(UNREADABLE) == len(data["molecules"])
     for r in rows:

@@ -140,13 +140,24 @@ def format_table(summary: dict) -> str:
             continue
         for k, v in block.items():
             if v is None or isinstance(v, bool | int | float):
-                lines.append((f"{label}: {k}", _fmt(v), ""))
+                lines.append((f"{label}: {_READABLE.get(k, k.replace('_', ' '))}", _fmt(v), ""))
         for reason, count in (block.get("skip_reasons") or {}).items():
             lines.append((f"{label}: incomplete", str(count), reason))
         if block.get("warning"):
             lines.append((label, "none", block["warning"]))
     w = max(len(a) for a, _, _ in lines)
     return "\n".join(f"{a:<{w}}  {b:>10}  {c}".rstrip() for a, b, c in lines)
+
+
+# Table labels for the summary keys of the physics and conformer blocks (the JSON keeps the keys).
+_READABLE = {
+    "n_checked": "molecules checked", "n_skipped": "molecules skipped", "n_mmff": "with MMFF94 energies",
+    "bond_lengths_ok": "bond lengths plausible", "angles_ok": "bond angles plausible", "no_clash": "no clash",
+    "aromatic_flat": "aromatic rings flat", "median_strain_kcal": "median MMFF94 strain (kcal/mol)",
+    "n_groups": "reference molecules matched", "n_matched": "generated conformers matched",
+    "cov_r": "COV-R (recall coverage)", "cov_p": "COV-P (precision coverage)", "amr_r": "AMR-R (Å)",
+    "amr_p": "AMR-P (Å)", "d_mae": "D-MAE (Å)", "threshold": "coverage threshold (Å)",
+}
 
 
 def _check_outputs(args: argparse.Namespace) -> None:
