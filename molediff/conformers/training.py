@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -27,12 +26,10 @@ class ConformerTask:
         return loss, {"loss": float(loss.detach())}
 
     def batches(self, seed: int, epoch: int, rank: int, world_size: int, batch_size: int) -> Iterator:
-        from ..data.batching import collate_dense, size_bucketed_batches
+        from ..data.batching import molecule_batches
 
-        vocabulary = self.model.config.vocabulary
-        for idx in size_bucketed_batches(np.asarray(self.dataset.atom_counts), batch_size, seed, epoch, rank,
-                                         world_size):
-            yield collate_dense([self.dataset[int(i)] for i in idx], vocabulary=vocabulary)
+        yield from molecule_batches(self.dataset, self.model.config.vocabulary, batch_size, seed, epoch, rank,
+                                    world_size)
 
 
 def build_task(config) -> ConformerTask:

@@ -151,3 +151,11 @@ def _bucketed(sizes: np.ndarray, batch_size: int, seed: int, epoch: int, rank: i
         batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk) - batch_size + 1, batch_size))
     for b in rng.permutation(len(batches)):
         yield batches[b][rank * per_rank:(rank + 1) * per_rank].astype(np.int64, copy=False)
+
+
+def molecule_batches(dataset, vocabulary: Sequence[int], batch_size: int, seed: int, epoch: int, rank: int = 0,
+                     world_size: int = 1) -> Iterator[DenseMoleculeBatch]:
+    """Rank ``rank``'s share of each global batch of a molecule dataset, molecules of similar size together
+    (``size_bucketed_batches``), padded by ``collate_dense``: the ``batches`` of every molecule task."""
+    for idx in size_bucketed_batches(np.asarray(dataset.atom_counts), batch_size, seed, epoch, rank, world_size):
+        yield collate_dense([dataset[int(i)] for i in idx], vocabulary=vocabulary)

@@ -54,12 +54,10 @@ class MoleculeTask:
     def batches(self, seed: int, epoch: int, rank: int, world_size: int, batch_size: int) -> Iterator:
         """Rank ``rank``'s share of each global batch, in an order fixed by (seed, epoch), molecules of similar
         size together (``molediff.data.batching.size_bucketed_batches``)."""
-        from ..data.batching import collate_dense, size_bucketed_batches
+        from ..data.batching import molecule_batches
 
-        vocabulary = self.model.config.vocabulary
-        for idx in size_bucketed_batches(np.asarray(self.dataset.atom_counts), batch_size, seed, epoch, rank,
-                                         world_size):
-            yield collate_dense([self.dataset[int(i)] for i in idx], vocabulary=vocabulary)
+        yield from molecule_batches(self.dataset, self.model.config.vocabulary, batch_size, seed, epoch, rank,
+                                    world_size)
 
     @torch.no_grad()
     def validation_loss(self, model: nn.Module, molecules: int = 1000, draws: int = 4, batch_size: int = 250) -> float:
