@@ -19,7 +19,6 @@ not a structure, no protein) gives a one-line reason; the rest of the folder is 
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import json
@@ -33,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..chem.io import read_text
 from ..utils import atomic_path, build_config, cache_dir, progress
 
 log = logging.getLogger(__name__)
@@ -192,16 +192,12 @@ def _suffix(path: Path) -> str:
 
 
 def _read_text(path: Path) -> str:
-    raw = path.read_bytes()
-    if path.name.lower().endswith(".gz"):
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as e:
-            raise ValueError(f"not a readable gzip file ({e})") from None
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw.decode("latin-1")
+    """The file's text as molediff's molecule readers decode it (``.gz``, byte-order marks); a structure cut off
+    inside its ``.gz`` stream is refused whole (a partial chain would pass for a short one)."""
+    text, problem = read_text(path)
+    if problem is not None:
+        raise ValueError(f"not a readable gzip file ({problem[1]})")
+    return text
 
 
 def read_ca_atoms(path: str | os.PathLike):
