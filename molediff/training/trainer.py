@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import gc
 import json
 import logging
 import math
@@ -199,7 +200,13 @@ def train(task: TrainingTask, config: TrainConfig, resume: bool | str = False, d
         torch.cuda.set_device(device)
     started = distributed.init("nccl" if device.type == "cuda" else "gloo")
     try:
-        return _train(task, config, resume, device)
+        metrics = _train(task, config, resume, device)
+        if started:
+            # free the DDP reducer (it holds the process group) and wait for every rank, so no rank tears the
+            # group down (or exits, closing rank 0's store) while another is still using it
+            gc.collect()
+            distributed.barrier()
+        return metrics
     finally:
         if started:
             distributed.cleanup()
