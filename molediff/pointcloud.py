@@ -26,7 +26,16 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from .diffusion import SCHEDULES, NoiseSchedule, ZeroCoMSpace, epsilon_loss, make_schedule, q_sample, sample
+from .diffusion import (
+    SCHEDULES,
+    NoiseSchedule,
+    ZeroCoMSpace,
+    epsilon_loss,
+    make_schedule,
+    q_sample,
+    sample,
+    truncated_snr_weight,
+)
 from .nn import build_denoiser, check_denoiser_config
 from .utils import build_config, progress
 
@@ -63,6 +72,9 @@ class PointCloudConfig:
     Attributes:
         schedule, T, schedule_options: the noise schedule (``molediff.diffusion.make_schedule``).
         context_features: C, per-sample conditioning channels (0: unconditional).
+        snr_clip: ``(low, high)`` weighs the ε-loss by clip(SNR, low, high) / SNR, i.e. the x̂-loss by
+            clip(SNR, low, high) (``molediff.diffusion.truncated_snr_weight``; EQGAT-diff uses (0.05, 1.5),
+            Min-SNR-5 is (0, 5)); None: EDM's unweighted ε-loss.
         denoiser: ``{"name": "egnn" | "e3nn", **fields}``; the widths in ``denoiser_set_by_model`` are filled
             in by the model from its data and must not be given.
     """
@@ -71,6 +83,7 @@ class PointCloudConfig:
     T: int = 1000
     schedule_options: dict = field(default_factory=lambda: {"precision": 1e-5})
     context_features: int = 0
+    snr_clip: tuple[float, float] | None = None
     denoiser: dict = field(default_factory=lambda: {"name": "egnn", "hidden": 256, "layers": 9})
 
     denoiser_set_by_model: ClassVar[tuple[str, ...]] = ("in_node_features", "context_features")
@@ -81,6 +94,13 @@ class PointCloudConfig:
         if self.T < 1 or self.context_features < 0:
             raise ValueError(f"T must be >= 1 and context_features >= 0, got {self.T}, {self.context_features}")
         check_denoiser_config(self.denoiser, fixed=self.denoiser_set_by_model)
+        if self.snr_clip is not None:
+            if len(self.snr_clip) != 2:
+                raise ValueError(f"snr_clip must be [low, high] or null, got {self.snr_clip!r}")
+            truncated_snr_weight(*self.snr_clip)  # checks the bounds
+
+    def build_loss_weighting(self) -> Callable[[Tensor], Tensor] | None:
+        return None if self.snr_clip is None else truncated_snr_weight(*self.snr_clip)
 
     def build_schedule(self) -> NoiseSchedule:
         return make_schedule(self.schedule, T=self.T, **self.schedule_options)
@@ -126,7 +146,8 @@ class PointCloudDiffusion(nn.Module):
         max_nodes: the largest point count accepted when sampling (a model trained on small clouds says so).
     """
 
-    def __init__(self, denoiser: nn.Module, schedule: NoiseSchedule, diffused_features: int, max_nodes: int):
+    def __init__(self, denoiser: nn.Module, schedule: NoiseSchedule, diffused_features: int, max_nodes: int,
+                 loss_weighting: Callable[[Tensor], Tensor] | None = None):
         super().__init__()
         if diffused_features < 0 or max_nodes < 1:
             raise ValueError(f"diffused_features must be >= 0 and max_nodes >= 1, got {diffused_features}, "
@@ -136,6 +157,7 @@ class PointCloudDiffusion(nn.Module):
         self.space = ZeroCoMSpace(com_dims=3)
         self.diffused_features = diffused_features
         self.max_nodes = max_nodes
+        self.loss_weighting = loss_weighting
 
     @property
     def state_dim(self) -> int:
@@ -163,16 +185,21 @@ class PointCloudDiffusion(nn.Module):
         return eps
 
     def loss(self, x: Tensor, mask: Tensor, context: Tensor | None = None, given_features: Tensor | None = None,
-             edge_attr: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
-        """Per-sample ε-loss ``[B]``: ‖ε̂ − ε‖² averaged over the sample's real entries (EDM's l2 loss).
+             edge_attr: Tensor | None = None, generator: torch.Generator | None = None,
+             return_x0: bool = False) -> Tensor | tuple[Tensor, Tensor, Tensor]:
+        """Per-sample ε-loss ``[B]``: w(λ_t) ‖ε̂ − ε‖² averaged over the sample's real entries (EDM's l2 loss;
+        w = 1 unless ``loss_weighting`` is set).
 
-        Shapes: x (clean state) [B, N, 3 + D], mask [B, N] → [B]
+        Shapes: x (clean state) [B, N, 3 + D], mask [B, N] → [B]. ``return_x0=True`` also returns the clean
+        estimate x̂ [B, N, 3 + D] and the times t [B] (for a domain's auxiliary losses).
         """
         if x.shape[-1] != self.state_dim:
             raise ValueError(f"the state must have 3 + {self.diffused_features} channels, got {x.shape[-1]}")
-        err = epsilon_loss(self.eps_fn(mask, context, given_features, edge_attr), x, self.schedule, self.space,
-                           mask, generator=generator)
-        return err.flatten(1).sum(1) / (mask.sum(1) * err.shape[-1]).clamp(min=1)
+        out = epsilon_loss(self.eps_fn(mask, context, given_features, edge_attr), x, self.schedule, self.space,
+                           mask, generator=generator, weighting=self.loss_weighting, return_x0=return_x0)
+        err = out[0] if return_x0 else out
+        per_sample = err.flatten(1).sum(1) / (mask.sum(1) * err.shape[-1]).clamp(min=1)
+        return (per_sample, out[1], out[2]) if return_x0 else per_sample
 
     # -- sampling -------------------------------------------------------------------------------------
     def generators(self, seeds: Sequence[int], device) -> list[torch.Generator]:

@@ -222,3 +222,43 @@ def test_sample_molecules_does_not_depend_on_batching():
     for m, n in zip(a, b):
         np.testing.assert_allclose(m.positions, n.positions, atol=1e-5)
         assert (m.atomic_numbers == n.atomic_numbers).all()
+
+
+def test_snr_clip_weighs_the_eps_loss_by_the_clipped_snr_over_snr():
+    """With the same noise and times, the weighted loss is the unweighted one × clip(SNR, lo, hi) / SNR."""
+    from molediff.diffusion import min_snr_weight, truncated_snr_weight
+
+    plain, clipped = tiny_model(), tiny_model(snr_clip=(0.05, 1.5))
+    pos, types, mask = random_batch()
+    x = plain.encode(pos, types, mask)
+    a, _, t = plain.loss(x, mask, generator=torch.Generator().manual_seed(4), return_x0=True)
+    b, _, t2 = clipped.loss(x, mask, generator=torch.Generator().manual_seed(4), return_x0=True)
+    assert torch.equal(t, t2)
+    snr = plain.schedule.snr(t)
+    torch.testing.assert_close(b, a * snr.clamp(0.05, 1.5) / snr)
+    log_snr = torch.tensor([-5.0, 0.0, math.log(3.0), 5.0], dtype=torch.float64)
+    torch.testing.assert_close(min_snr_weight(5.0)(log_snr), torch.tensor([1.0, 1.0, 1.0, 5 / math.exp(5)],
+                                                                          dtype=torch.float64))
+    torch.testing.assert_close(truncated_snr_weight(0.05, 1.5)(log_snr),
+                               torch.tensor([0.05 * math.exp(5), 1.0, 0.5, 1.5 / math.exp(5)], dtype=torch.float64))
+    with pytest.raises(ValueError, match="snr_clip"):
+        MoleculeDiffusionConfig(snr_clip=(1.0,))
+    with pytest.raises(ValueError, match="low < high"):
+        MoleculeDiffusionConfig(snr_clip=(2.0, 1.0))
+
+
+def test_type_loss_adds_the_cross_entropy_of_the_clean_estimate_types():
+    """type_loss_weight = λ adds λ·CE(type_scale·min(SNR,100)·x̂_types, types): checked against a direct computation."""
+    plain, aux = tiny_model(), tiny_model(type_loss_weight=0.3)
+    pos, types, mask = random_batch()
+    a = plain(pos, types, mask, generator=torch.Generator().manual_seed(2))
+    b = aux(pos, types, mask, generator=torch.Generator().manual_seed(2))
+    _, x0, t = plain.loss(plain.encode(pos, types, mask), mask, generator=torch.Generator().manual_seed(2),
+                          return_x0=True)
+    scale = (plain.schedule.snr(t).clamp(max=100) * 0.25)[:, None, None]
+    logp = torch.log_softmax(x0[..., 3:8] * scale, -1).gather(-1, types.clamp(min=0)[..., None])[..., 0]
+    ce = -(logp * mask).sum(1) / mask.sum(1)
+    torch.testing.assert_close(b, a + 0.3 * ce)
+    assert (ce > 0).all()
+    b.sum().backward()   # the auxiliary term is differentiable through the denoiser
+    assert all(p.grad is not None for p in aux.parameters() if p.requires_grad)

@@ -56,7 +56,8 @@ class ConformerDiffusion(PointCloudDiffusion):
     def __init__(self, config: ConformerDiffusionConfig):
         atoms = AtomTypeEncoding(config.vocabulary, config.type_scale, config.charge_scale, config.include_charges)
         super().__init__(config.build_denoiser(atoms.width, edge_features=config.edge_features),
-                         config.build_schedule(), diffused_features=0, max_nodes=config.max_atoms)
+                         config.build_schedule(), diffused_features=0, max_nodes=config.max_atoms,
+                         loss_weighting=config.build_loss_weighting())
         self.config = config
         self.atom_encoding = atoms
 

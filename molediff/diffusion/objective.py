@@ -27,7 +27,7 @@ from .schedule import NoiseSchedule
 from .space import EuclideanSpace, expand_like
 
 __all__ = [
-    "EpsFn", "sample_time", "epsilon_loss", "min_snr_weight", "prior_kl", "diffusion_kl",
+    "EpsFn", "sample_time", "epsilon_loss", "truncated_snr_weight", "min_snr_weight", "prior_kl", "diffusion_kl",
     "gaussian_decoder_nll", "discretized_gaussian_log_prob", "discretized_decoder_nll",
     "categorical_decoder_log_prob", "vlb", "bits_per_dim",
 ]
@@ -45,10 +45,13 @@ def sample_time(batch_size: int, schedule: NoiseSchedule, generator: torch.Gener
 
 def epsilon_loss(eps_fn: EpsFn, x: Tensor, schedule: NoiseSchedule, space: EuclideanSpace,
                  mask: Tensor | None = None, t: Tensor | None = None, generator=None,
-                 weighting: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+                 weighting: Callable[[Tensor], Tensor] | None = None,
+                 return_x0: bool = False) -> Tensor | tuple[Tensor, Tensor, Tensor]:
     """Elementwise w(λ_t) ‖ε̂(z_t, t) − ε‖², zero at padding; same shape as ``x``.
 
     ``t`` defaults to uniform grid times; ``weighting`` maps log-SNR ``[B]`` to per-sample weights.
+    ``return_x0=True`` also returns the implied clean estimate x̂ = (z_t − σ_t ε̂) / α_t (same shape as ``x``)
+    and the times ``t`` ``[B]``, for auxiliary losses on x̂.
     """
     x = space.project(x, mask)
     if t is None:
@@ -56,15 +59,30 @@ def epsilon_loss(eps_fn: EpsFn, x: Tensor, schedule: NoiseSchedule, space: Eucli
                         x.device)
     noise = space.randn(x.shape, mask, generator, x.dtype, x.device)
     z_t = q_sample(x, t, schedule, noise)
-    err = space.project(eps_fn(z_t, t.to(x.dtype)) - noise, mask) ** 2
+    eps_hat = eps_fn(z_t, t.to(x.dtype))
+    err = space.project(eps_hat - noise, mask) ** 2
     if weighting is not None:
-        err = err * expand_like(weighting(schedule.log_snr(t)), err)
+        err = err * expand_like(weighting(schedule.log_snr(t)).to(err.dtype), err)
+    if return_x0:
+        return err, predict_x0(z_t, t, schedule, eps_hat), t
     return err
+
+
+def truncated_snr_weight(low: float = 0.0, high: float = math.inf) -> Callable[[Tensor], Tensor]:
+    """ε-loss weight w = clip(SNR, low, high) / SNR, i.e. an x̂-loss ‖x − x̂‖² weighted by clip(SNR, low, high).
+
+    Since ‖ε − ε̂‖² = SNR ‖x − x̂‖², the unweighted ε-loss weighs x̂ errors by SNR itself, most at low noise.
+    ``high`` caps that (Min-SNR-γ, Hang et al. 2023, is ``high = γ``, ``low = 0``); ``low`` lifts the weight
+    of the noisiest times (EQGAT-diff, Le et al. 2024, clips the x̂ weight to [0.05, 1.5]).
+    """
+    if not 0 <= low < high:
+        raise ValueError(f"need 0 <= low < high, got low={low}, high={high}")
+    return lambda log_snr: torch.clamp(log_snr.exp(), min=low, max=high) / log_snr.exp()
 
 
 def min_snr_weight(gamma: float = 5.0) -> Callable[[Tensor], Tensor]:
     """Min-SNR-γ weighting for ε-prediction (Hang et al. 2023): w = min(SNR, γ) / SNR."""
-    return lambda log_snr: torch.clamp(log_snr.exp(), max=gamma) / log_snr.exp()
+    return truncated_snr_weight(0.0, gamma)
 
 
 def prior_kl(x: Tensor, schedule: NoiseSchedule, space: EuclideanSpace, mask: Tensor | None = None) -> Tensor:

@@ -40,6 +40,9 @@ class MoleculeDiffusionConfig(PointCloudConfig):
         type_scale, charge_scale, include_charges: the feature encoding (``molediff.chem.features``).
         atom_count_histogram: {number of atoms: count} of the training set; sampling draws sizes from it.
         max_atoms: the largest molecule the model accepts.
+        type_loss_weight: λ of an auxiliary cross-entropy on the atom types of the clean estimate x̂ (0: off).
+            The logits are EDM's categorical decoder (Hoogeboom et al. 2022, eq. 13) applied to x̂ at every t,
+            ``type_scale · x̂_k · min(SNR_t, 100)``: flat at high noise, sharp as the noise vanishes.
     """
 
     vocabulary: tuple[int, ...] = (1, 6, 7, 8, 9)
@@ -48,10 +51,13 @@ class MoleculeDiffusionConfig(PointCloudConfig):
     include_charges: bool = True
     atom_count_histogram: dict[int, int] = field(default_factory=dict)
     max_atoms: int = MAX_ATOMS
+    type_loss_weight: float = 0.0
 
     def __post_init__(self):
         super().__post_init__()
         check_vocabulary(self.vocabulary)
+        if self.type_loss_weight < 0:
+            raise ValueError(f"type_loss_weight must be >= 0, got {self.type_loss_weight}")
         if self.max_atoms < 1:
             raise ValueError(f"max_atoms must be at least 1, got {self.max_atoms}")
         bad = [n for n in self.atom_count_histogram if not 1 <= int(n) <= self.max_atoms]
@@ -99,7 +105,8 @@ class MoleculeDiffusion(PointCloudDiffusion):
     def __init__(self, config: MoleculeDiffusionConfig):
         atoms = AtomTypeEncoding(config.vocabulary, config.type_scale, config.charge_scale, config.include_charges)
         super().__init__(config.build_denoiser(atoms.width), config.build_schedule(),
-                         diffused_features=atoms.width, max_nodes=config.max_atoms)
+                         diffused_features=atoms.width, max_nodes=config.max_atoms,
+                         loss_weighting=config.build_loss_weighting())
         self.config = config
         self.atom_encoding = atoms
 
@@ -126,11 +133,21 @@ class MoleculeDiffusion(PointCloudDiffusion):
 
     def forward(self, positions: Tensor, type_index: Tensor, mask: Tensor, context: Tensor | None = None,
                 generator: torch.Generator | None = None) -> Tensor:
-        """Per-molecule ε-loss ``[B]`` (see ``PointCloudDiffusion.loss``).
+        """Per-molecule ε-loss ``[B]`` (see ``PointCloudDiffusion.loss``), plus ``type_loss_weight`` × the
+        per-molecule mean cross-entropy of the atom types of x̂ when that weight is positive.
 
         The loss is the module's forward so that DistributedDataParallel sees the call.
         """
-        return self.loss(self.encode(positions, type_index, mask), mask, context, generator=generator)
+        x = self.encode(positions, type_index, mask)
+        if not self.config.type_loss_weight:
+            return self.loss(x, mask, context, generator=generator)
+        eps_loss, x0_hat, t = self.loss(x, mask, context, generator=generator, return_x0=True)
+        k = len(self.config.vocabulary)
+        sharpness = self.schedule.snr(t).clamp(max=100.0) * self.config.type_scale            # [B]
+        logits = x0_hat[..., 3:3 + k].float() * sharpness.float()[:, None, None]
+        ce = nn.functional.cross_entropy(logits.transpose(1, 2), type_index.clamp(min=0), reduction="none")
+        ce = (ce * mask).sum(1) / mask.sum(1).clamp(min=1)
+        return eps_loss + self.config.type_loss_weight * ce.to(eps_loss.dtype)
 
     # -- sampling -------------------------------------------------------------------------------------
     def sample_atom_counts(self, n: int, generator: torch.Generator | None = None) -> Tensor:

@@ -81,7 +81,8 @@ class ProteinBackboneDiffusion(PointCloudDiffusion):
 
     def __init__(self, config: ProteinBackboneConfig):
         super().__init__(config.build_denoiser(config.node_features, edge_features=config.edge_features),
-                         config.build_schedule(), diffused_features=0, max_nodes=config.max_length)
+                         config.build_schedule(), diffused_features=0, max_nodes=config.max_length,
+                         loss_weighting=config.build_loss_weighting())
         self.config = config
 
     # -- features -------------------------------------------------------------------------------------
