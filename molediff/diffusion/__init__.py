@@ -13,9 +13,9 @@ from .objective import (
     epsilon_loss,
     gaussian_decoder_nll,
     min_snr_weight,
-    truncated_snr_weight,
     prior_kl,
     sample_time,
+    truncated_snr_weight,
     vlb,
 )
 from .process import posterior, posterior_from_eps, predict_x0, q_sample
@@ -34,7 +34,8 @@ __all__ = [
     "SCHEDULES", "NoiseSchedule", "LinearBetaSchedule", "CosineSchedule", "PolynomialSchedule", "make_schedule",
     "EuclideanSpace", "ZeroCoMSpace", "expand_like", "randn",
     "q_sample", "posterior", "posterior_from_eps", "predict_x0",
-    "epsilon_loss", "sample_time", "min_snr_weight", "truncated_snr_weight", "prior_kl", "diffusion_kl", "gaussian_decoder_nll",
+    "epsilon_loss", "sample_time", "min_snr_weight", "truncated_snr_weight", "prior_kl", "diffusion_kl",
+    "gaussian_decoder_nll",
     "discretized_gaussian_log_prob", "discretized_decoder_nll", "categorical_decoder_log_prob", "vlb",
     "bits_per_dim",
     "SAMPLERS", "sample", "ddpm_sample", "ddim_sample", "heun_sample", "dpm_solver_2m_sample",
