@@ -242,3 +242,18 @@ def test_export_chooses_the_post_hoc_ema_length_by_validation_loss(tmp_path, cap
     assert main(["export", str(run), "-o", str(tmp_path / "plain.safetensors")]) == 0
     assert "checkpoint's EMA weights" in capsys.readouterr().out
     assert main(["export", str(run), "-o", str(tmp_path / "x.pt")]) == 1
+
+
+def test_validation_loss_of_npz_data_needs_valid_path(tmp_path):
+    """npz/files data have no split of their own: validation molecules come from data.valid_path."""
+    from molediff.data.sources import MoleculeDataConfig
+
+    task = four_molecule_task(hidden=8, layers=1, T=50)
+    task.data = MoleculeDataConfig(dataset="npz", path=str(DATA))
+    with pytest.raises(ValueError, match="valid_path"):
+        task.validation_loss(task.model, molecules=4)
+    task.data = MoleculeDataConfig(dataset="npz", path=str(DATA), valid_path=str(DATA))
+    loss = task.validation_loss(task.model, molecules=4)
+    assert loss == task.validation_loss(task.model, molecules=4) and 0 < loss < 100   # fixed draws: repeatable
+    with pytest.raises(ValueError, match="valid_path is for"):
+        MoleculeDataConfig(dataset="qm9", valid_path=str(DATA))

@@ -24,6 +24,8 @@ class MoleculeDataConfig:
         split: ``train``, ``valid`` or ``test`` for qm9 and ccd.
         root: QM9 CSV folder (default: the qm9pack package).
         path: the file or folder for ``files`` and ``npz``.
+        valid_path: for ``files`` and ``npz``: validation molecules in the same format (qm9 and ccd have their
+            own split); ``molediff export --search`` scores EMA lengths on them.
         subset: keep the first k molecules (smoke tests, overfitting checks); None keeps all.
     """
 
@@ -31,6 +33,7 @@ class MoleculeDataConfig:
     split: str = "train"
     root: str | None = None
     path: str | None = None
+    valid_path: str | None = None
     subset: int | None = None
 
     def __post_init__(self):
@@ -38,6 +41,9 @@ class MoleculeDataConfig:
             raise ValueError(f"data.dataset must be one of {list(DATASETS)}, got {self.dataset!r}")
         if self.dataset in ("files", "npz") and not self.path:
             raise ValueError(f"data section: dataset '{self.dataset}' needs a 'path'")
+        if self.valid_path and self.dataset not in ("files", "npz"):
+            raise ValueError(f"data.valid_path is for datasets 'files' and 'npz'; '{self.dataset}' has its own "
+                             f"validation split")
         if self.subset is not None and self.subset < 1:
             raise ValueError(f"data.subset must be at least 1 or null, got {self.subset}")
 

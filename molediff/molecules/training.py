@@ -64,14 +64,19 @@ class MoleculeTask:
         """Mean ε-loss of ``model`` on the first ``molecules`` of the validation split with fixed noise draws, so
         that two weight sets (e.g. EMA lengths) compare on exactly the same (molecule, t, ε).
 
-        ValueError when the training data has no validation split (user files: choose the EMA length yourself).
+        ValueError when the training data has no validation split (qm9 and ccd have one; user files and npz
+        data need ``data.valid_path``).
         """
         from ..data.batching import collate_dense
 
-        if self.data is None or self.data.dataset not in ("qm9", "ccd"):
-            raise ValueError("this run's data has no validation split (only qm9 and ccd have one)")
-        valid = load_molecule_dataset(MoleculeDataConfig(dataset=self.data.dataset, split="valid", root=self.data.root),
-                                      self.model.config.vocabulary, self.model.config.max_atoms)
+        if self.data is not None and self.data.dataset in ("qm9", "ccd"):
+            source = MoleculeDataConfig(dataset=self.data.dataset, split="valid", root=self.data.root)
+        elif self.data is not None and self.data.valid_path:
+            source = MoleculeDataConfig(dataset=self.data.dataset, path=self.data.valid_path)
+        else:
+            raise ValueError("this run's data has no validation split (qm9 and ccd have one; for files or npz "
+                             "data set data.valid_path)")
+        valid = load_molecule_dataset(source, self.model.config.vocabulary, self.model.config.max_atoms)
         valid = valid.subset(range(min(molecules, len(valid))))
         model = getattr(model, "module", model)
         was_training = model.training

@@ -1,6 +1,6 @@
 """One self-contained QM9 job for a lent GPU, in three stages.
 
-1. ``prepare`` (CPU, here): QM9's training split → one compact array file that travels with the tree.
+1. ``prepare`` (CPU, here): QM9's training and validation splits → compact array files that travel with the tree.
 
        python scripts/gpu/train_qm9.py prepare --out gpu_data
 
@@ -42,10 +42,12 @@ def prepare(args) -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    train = load_qm9("train")
-    train.save(out / "qm9_train.npz")
-    print(f"wrote {out / 'qm9_train.npz'}: {len(train)} molecules, "
-          f"{(out / 'qm9_train.npz').stat().st_size / 2**20:.1f} MiB")
+    # the validation split travels too, so that `molediff export --search` can pick the EMA length here
+    for split in ("train", "valid"):
+        molecules = load_qm9(split)
+        molecules.save(out / f"qm9_{split}.npz")
+        print(f"wrote {out / f'qm9_{split}.npz'}: {len(molecules)} molecules, "
+              f"{(out / f'qm9_{split}.npz').stat().st_size / 2**20:.1f} MiB")
 
 
 def run(args) -> None:
@@ -57,8 +59,10 @@ def run(args) -> None:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     config = load_config(args.config)
     run_dir = Path(args.run_dir)
+    valid = Path(args.data).with_name("qm9_valid.npz")
     config = dataclasses.replace(config, out_dir=str(run_dir), time_limit_s=60 * args.minutes,
-                                 data={**config.data, "dataset": "npz", "path": args.data})
+                                 data={**config.data, "dataset": "npz", "path": args.data,
+                                       "valid_path": str(valid) if valid.exists() else None})
     task = build_task(config)
     resuming = (run_dir / "checkpoints").exists()
     if args.init and not resuming:
@@ -131,8 +135,8 @@ def score(args) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="stage", required=True)
-    a = sub.add_parser("prepare", help="QM9 training split -> compact .npz (CPU)")
-    a.add_argument("--out", default="gpu_data", help="folder for qm9_train.npz (git-ignored, carried)")
+    a = sub.add_parser("prepare", help="QM9 training and validation splits -> compact .npz files (CPU)")
+    a.add_argument("--out", default="gpu_data", help="folder for qm9_train.npz and qm9_valid.npz (git-ignored, carried)")
     b = sub.add_parser("run", help="train for a time budget, sample, export (GPU)")
     b.add_argument("--data", required=True, help="qm9_train.npz from the prepare stage")
     b.add_argument("--config", default="configs/qm9_edm.yaml", help="training config (YAML)")
