@@ -24,6 +24,7 @@ COMMANDS = {
     "demo": ("molediff.commands.demo", "sample a 2-D toy distribution with its exact denoiser: a core check (picture)"),
     "export": ("molediff.commands.export", "write a training run's weights (checkpoint or post-hoc EMA) as one file"),
     "generate": ("molediff.commands.generate", "generate 3D molecules with a trained model; write SDF/XYZ (+ PNG)"),
+    "image": ("molediff.commands.image", "CIFAR-10 image baseline: train, sample a PNG grid, bits/dim (U-Net)"),
     "protein": ("molediff.commands.protein", "protein Cα backbones: score traces (score), sample chains (sample)"),
     "score": ("molediff.commands.score", "score 3D molecules: stability, validity, novelty, conformers, physics"),
     "train": ("molediff.commands.train", "train a model from a YAML config (checkpoints, resume, DDP)"),

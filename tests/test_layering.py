@@ -24,7 +24,7 @@ LAYER = {
     "diffusion": 1, "chem": 1,
     "data": 2, "nn": 2, "training": 2, "testing": 2, "toy": 2,
     "pointcloud": 3,
-    "molecules": 4, "conformers": 4, "proteins": 4,
+    "molecules": 4, "conformers": 4, "proteins": 4, "images": 4,
     "commands": 5, "cli": 5,
     "train": 6,  # the `python -m molediff.train` entry point over the CLI
 }

@@ -136,7 +136,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="stage", required=True)
     a = sub.add_parser("prepare", help="QM9 training and validation splits -> compact .npz files (CPU)")
-    a.add_argument("--out", default="gpu_data", help="folder for qm9_train.npz and qm9_valid.npz (git-ignored, carried)")
+    a.add_argument("--out", default="gpu_data", help="folder for qm9_train.npz, qm9_valid.npz (git-ignored, carried)")
     b = sub.add_parser("run", help="train for a time budget, sample, export (GPU)")
     b.add_argument("--data", required=True, help="qm9_train.npz from the prepare stage")
     b.add_argument("--config", default="configs/qm9_edm.yaml", help="training config (YAML)")
