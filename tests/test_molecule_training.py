@@ -257,3 +257,17 @@ def test_validation_loss_of_npz_data_needs_valid_path(tmp_path):
     assert loss == task.validation_loss(task.model, molecules=4) and 0 < loss < 100   # fixed draws: repeatable
     with pytest.raises(ValueError, match="valid_path is for"):
         MoleculeDataConfig(dataset="qm9", valid_path=str(DATA))
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs").rglob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_every_shipped_molecule_config_is_valid(path):
+    """A typo in a shipped config (e.g. a recipe-study arm) fails here, not after an hour of someone's CPU."""
+    from molediff.data.sources import MoleculeDataConfig
+    from molediff.training import load_config
+
+    cfg = load_config(path)
+    if cfg.task not in ("molecules", "qm9"):
+        pytest.skip(f"task {cfg.task}")
+    MoleculeDiffusionConfig.from_dict(cfg.model)
+    MoleculeDataConfig(**cfg.data)
