@@ -1,7 +1,8 @@
 """The task registry and the library entry of ``molediff train``.
 
-A config's ``task:`` names a builder ``build_task(config) -> TrainingTask`` by ``"module:function"``; the
-module is imported only when that task is trained, so the engine never imports a domain.
+A config's ``task:`` is a name in ``TASKS``, which maps it to a builder ``build_task(config) -> TrainingTask``
+given as ``"module:function"``; the module is imported only when that task is trained, so the engine never
+imports a domain. ``register_task`` adds a name (e.g. a user's own domain).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ TASKS: dict[str, str] = {
     "molecules": "molediff.molecules.training:build_task",
     "conformers": "molediff.conformers.training:build_task",
     "proteins": "molediff.proteins.training:build_task",
+    "images": "molediff.images.training:build_task",
 }
 """Task name → ``"module:function"`` building a ``TrainingTask`` from a ``TrainConfig``."""
 

@@ -1,0 +1,176 @@
+"""Image diffusion on the shared core: a U-Net ε-network bound to a schedule in a plain Euclidean space.
+
+Images are ``[B, C, H, W]`` floats in [−1, 1] (8-bit pixels p ↦ 2p/255 − 1, as DDPM). Everything
+diffusion-specific comes from ``molediff.diffusion``: the schedule (by name), the ε-loss, the bound with the
+discretized 8-bit decoder, bits/dim and the samplers.
+
+With the ``linear`` schedule the grid t_i = i/T holds T + 1 noisy levels whose β are
+linspace(β_1, β_T', T + 1) (see ``LinearBetaSchedule``), so DDPM's 1000-step chain (β linear from 1e-4 to
+0.02 over 1000 steps) is ``T = 999``: molediff's t = k/999 is DDPM's step k + 1 (diffusers' integer timestep
+k), and a full ancestral chain makes 1000 network calls, as DDPM's does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from ..diffusion import (
+    SCHEDULES,
+    EuclideanSpace,
+    NoiseSchedule,
+    bits_per_dim,
+    diffusion_kl,
+    discretized_decoder_nll,
+    epsilon_loss,
+    make_schedule,
+    prior_kl,
+    q_sample,
+    sample,
+    vlb,
+)
+from ..utils import build_config, progress
+from .unet import UNet, UNetConfig
+
+__all__ = ["ImageDiffusionConfig", "ImageDiffusion", "to_model_range", "to_uint8"]
+
+
+def to_model_range(images: Tensor) -> Tensor:
+    """uint8 pixels ``[B, C, H, W]`` → float32 in [−1, 1] (p ↦ 2p/255 − 1)."""
+    return images.to(torch.float32) * (2.0 / 255.0) - 1.0
+
+
+def to_uint8(x: Tensor) -> Tensor:
+    """Model-range floats ``[B, C, H, W]`` → uint8 pixels, clipped to [−1, 1] and rounded."""
+    return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+@dataclass(frozen=True)
+class ImageDiffusionConfig:
+    """An image model: the noise schedule and the U-Net; saved beside its weights.
+
+    Attributes:
+        schedule, T, schedule_options: the noise schedule (``molediff.diffusion.make_schedule``); the default
+            is DDPM's: linear β from 1e-4 to 0.02 over 1000 noisy levels (T = 999, see the module docstring).
+        unet: the ε-network (``UNetConfig``; presets in ``molediff.images.unet.UNET_PRESETS``).
+    """
+
+    schedule: str = "linear"
+    T: int = 999
+    schedule_options: dict = field(default_factory=dict)
+    unet: UNetConfig = field(default_factory=UNetConfig)
+
+    def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown noise schedule {self.schedule!r}; choose one of {sorted(SCHEDULES)}")
+        if self.T < 1:
+            raise ValueError(f"T must be >= 1, got {self.T}")
+        self.build_schedule()  # checks the schedule options
+
+    def build_schedule(self) -> NoiseSchedule:
+        return make_schedule(self.schedule, T=self.T, **self.schedule_options)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["unet"] = self.unet.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ImageDiffusionConfig:
+        """From a YAML ``model`` section or stored metadata; ValueError naming unknown keys or bad values."""
+        return build_config(cls, d, "model.")
+
+
+class ImageDiffusion(nn.Module):
+    """A U-Net ε-model on the core: ``forward``/``loss`` for training, ``sample`` and ``nll`` for use.
+
+    Shapes: images ``x [B, C, H, W]`` in [−1, 1] with C, H, W those of ``config.unet``.
+    """
+
+    config_class = ImageDiffusionConfig
+
+    def __init__(self, config: ImageDiffusionConfig):
+        super().__init__()
+        self.config = config
+        self.net = UNet(config.unet)
+        self.schedule = config.build_schedule()
+        self.space = EuclideanSpace()
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        u = self.config.unet
+        return (u.in_channels, u.image_size, u.image_size)
+
+    def _check(self, x: Tensor) -> None:
+        if x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape:
+            raise ValueError(f"images must be [B, {', '.join(map(str, self.image_shape))}], got {tuple(x.shape)}")
+
+    # -- the ε-model ----------------------------------------------------------------------------------
+    def eps_fn(self) -> Callable[[Tensor, Tensor], Tensor]:
+        """``eps(z_t [B, C, H, W], t [B]) → ε̂`` for the core's samplers, loss and bound."""
+        return self.net
+
+    def loss(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Per-image ε-loss ``[B]``: ‖ε̂(z_t, t) − ε‖² averaged over pixels, t uniform on the grid."""
+        self._check(x)
+        err = epsilon_loss(self.eps_fn(), x, self.schedule, self.space, generator=generator)
+        return err.flatten(1).mean(1)
+
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """The training loss (``loss``), through ``forward`` so DDP sees the call."""
+        return self.loss(x, generator)
+
+    # -- likelihood -----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def nll(self, x: Tensor, full_chain: bool = True, generator: torch.Generator | None = None,
+            show_progress: bool = False) -> dict[str, Tensor]:
+        """The bound on −log p(x) per image ``[B]`` in nats: ``prior``, ``diffusion``, ``decoder``, ``total``,
+        plus ``bits_per_dim``, with DDPM's discretized 8-bit decoder.
+
+        ``full_chain=True`` sums the diffusion term over all T steps (one noise draw each: T network calls per
+        image); ``False`` uses the core's one-step unbiased estimate (``molediff.diffusion.vlb``).
+        ``x`` must hold 8-bit values mapped to [−1, 1] (``to_model_range``).
+        """
+        self._check(x)
+        eps = self.eps_fn()
+        if not full_chain:
+            terms = vlb(eps, x, self.schedule, self.space, decoder=discretized_decoder_nll, generator=generator)
+        else:
+            T = self.schedule.T
+            diffusion = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+            for i in progress(range(1, T + 1), desc="bound", disable=None if show_progress else True, leave=False):
+                t_index = torch.full((x.shape[0],), i, dtype=torch.long, device=x.device)
+                # diffusion_kl returns T × the term of step i (its one-draw estimate of the sum)
+                diffusion += diffusion_kl(eps, x, self.schedule, self.space, t_index=t_index, generator=generator) / T
+            t0 = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
+            z_0 = q_sample(x, t0, self.schedule, self.space.randn(x.shape, None, generator, x.dtype, x.device))
+            terms = {"prior": prior_kl(x, self.schedule, self.space), "diffusion": diffusion,
+                     "decoder": discretized_decoder_nll(x, z_0, eps(z_0, t0.to(x.dtype)), self.schedule, self.space)}
+            terms["total"] = terms["prior"] + terms["diffusion"] + terms["decoder"]
+        terms["bits_per_dim"] = bits_per_dim(terms["total"], self.space.dof(x))
+        return terms
+
+    # -- sampling -------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, n: int, sampler: str = "ddpm", steps: int | None = None, seeds: Sequence[int] | None = None,
+               show_progress: bool = False, **sampler_options) -> Tensor:
+        """``n`` images ``[n, C, H, W]`` in [−1, 1] from the core sampler ``sampler`` (``ddpm``, ``ddim``,
+        ``heun``, ``dpm2m``) with ``steps`` steps (default all T).
+
+        ``seeds[i]`` seeds image i alone (default ``0..n−1``), so an image does not depend on its batch.
+        """
+        if n < 1:
+            raise ValueError(f"number of images must be at least 1, got {n}")
+        seeds = list(range(n)) if seeds is None else [int(s) for s in seeds]
+        if len(seeds) != n:
+            raise ValueError(f"got {len(seeds)} seeds for {n} images")
+        param = next(self.parameters())
+        gens = [torch.Generator(device=param.device).manual_seed(s) for s in seeds]
+        z = self.space.randn((n, *self.image_shape), None, gens, param.dtype, param.device)
+        x = sample(sampler, self.eps_fn(), z, self.schedule, self.space, steps, None, gens, show_progress,
+                   **sampler_options)
+        return x.clamp(-1, 1)
