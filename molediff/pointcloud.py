@@ -186,17 +186,18 @@ class PointCloudDiffusion(nn.Module):
 
     def loss(self, x: Tensor, mask: Tensor, context: Tensor | None = None, given_features: Tensor | None = None,
              edge_attr: Tensor | None = None, generator: torch.Generator | None = None,
-             return_x0: bool = False) -> Tensor | tuple[Tensor, Tensor, Tensor]:
+             return_x0: bool = False, t: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor, Tensor]:
         """Per-sample ε-loss ``[B]``: w(λ_t) ‖ε̂ − ε‖² averaged over the sample's real entries (EDM's l2 loss;
         w = 1 unless ``loss_weighting`` is set).
 
         Shapes: x (clean state) [B, N, 3 + D], mask [B, N] → [B]. ``return_x0=True`` also returns the clean
-        estimate x̂ [B, N, 3 + D] and the times t [B] (for a domain's auxiliary losses).
+        estimate x̂ [B, N, 3 + D] and the times t [B] (for a domain's auxiliary losses). ``t`` [B] (float64 grid
+        times) replaces the uniform draw over all times, e.g. with ``sample_time(..., highest=...)``.
         """
         if x.shape[-1] != self.state_dim:
             raise ValueError(f"the state must have 3 + {self.diffused_features} channels, got {x.shape[-1]}")
         out = epsilon_loss(self.eps_fn(mask, context, given_features, edge_attr), x, self.schedule, self.space,
-                           mask, generator=generator, weighting=self.loss_weighting, return_x0=return_x0)
+                           mask, t=t, generator=generator, weighting=self.loss_weighting, return_x0=return_x0)
         err = out[0] if return_x0 else out
         per_sample = err.flatten(1).sum(1) / (mask.sum(1) * err.shape[-1]).clamp(min=1)
         return (per_sample, out[1], out[2]) if return_x0 else per_sample

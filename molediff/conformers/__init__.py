@@ -1,7 +1,10 @@
 """Graph-conditioned conformer generation: the atoms and their graph are given, only coordinates diffuse.
 
 ``generate_conformers`` (``pipeline``) is the model-free pipeline (ETKDGv3, MMFF94, stereo check, diverse
-selection). Names are imported on first use, so that the pipeline and ``molediff conformers`` do not load torch.
+selection). ``ConformerDiffusion`` (``model``) is the graph-conditioned model, ``graph`` its RDKit node and edge
+features, ``training`` its ``molediff train`` task and ``refine_conformers`` (``refine``) the SDEdit refinement
+of seed conformers. Names are imported on first use, so that the pipeline and ``molediff conformers`` do not
+load torch.
 """
 
 from __future__ import annotations
@@ -12,6 +15,10 @@ _EXPORTS = {
     "ConformerDiffusion": ".model",
     "ConformerDiffusionConfig": ".model",
     "generate_conformers": ".pipeline",
+    "mol_graph": ".graph",
+    "molecule_to_rdkit": ".graph",
+    "refine_conformers": ".refine",
+    "time_for_sigma": ".refine",
 }
 
 __all__ = list(_EXPORTS)

@@ -37,9 +37,15 @@ Decoder = Callable[..., Tensor]
 
 
 def sample_time(batch_size: int, schedule: NoiseSchedule, generator: torch.Generator | None = None,
-                device=None, lowest: int = 0) -> Tensor:
-    """Uniform grid times t = i / T with i ∈ {lowest, …, T}; ``[B]`` float64."""
-    i = torch.randint(lowest, schedule.T + 1, (batch_size,), generator=generator, device=device)
+                device=None, lowest: int = 0, highest: int | None = None) -> Tensor:
+    """Uniform grid times t = i / T with i ∈ {lowest, …, highest} (``highest`` defaults to T); ``[B]`` float64.
+
+    A low-noise refiner trains on ``highest`` < T alone. ValueError unless 0 <= lowest <= highest <= T.
+    """
+    highest = schedule.T if highest is None else highest
+    if not 0 <= lowest <= highest <= schedule.T:
+        raise ValueError(f"need 0 <= lowest <= highest <= T = {schedule.T}, got {lowest}, {highest}")
+    i = torch.randint(lowest, highest + 1, (batch_size,), generator=generator, device=device)
     return i.to(torch.float64) / schedule.T
 
 

@@ -1,0 +1,156 @@
+"""Refinement of given conformers by partial diffusion (SDEdit, Meng et al., ICLR 2022).
+
+Each seed conformer x (ETKDG, force field, ...) is noised to a time t₀, z = α_{t₀} x + σ_{t₀} ε, and the reverse
+process of a trained ``ConformerDiffusion`` runs from t₀ down to 0. t₀ is chosen by the noise level it adds:
+σ₀ (Å) is the schedule's σ_t (the noise standard deviation per coordinate of z), and t₀ the grid time whose σ_t
+is nearest to σ₀. A small σ₀ keeps the seed's conformation and lets the model correct local geometry.
+
+The core samplers (``molediff.diffusion.sample``) always start at t = 1. To run them from t₀ = i₀ / T this
+module hands them the schedule's first i₀ + 1 log-SNR values as a schedule of its own (T' = i₀, so its
+t' = 1 is t₀) and gives the model t = t' · i₀ / T: the log-SNR of the two agrees at every t, because both
+interpolate the same table linearly in time. Any core sampler and spacing then works unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..diffusion import NoiseSchedule, q_sample, sample
+from ..diffusion.objective import EpsFn
+
+__all__ = ["time_for_sigma", "refine_positions", "refine_conformers"]
+
+
+def time_for_sigma(schedule: NoiseSchedule, sigma0: float) -> float:
+    """The grid time t₀ = i / T (i ≥ 1) whose σ_t is nearest to ``sigma0``.
+
+    ValueError when ``sigma0`` lies outside [σ(1/T), σ(1)] (a refinement adds at least one step of noise).
+    """
+    t = torch.arange(1, schedule.T + 1, dtype=torch.float64) / schedule.T
+    sig = schedule.sigma(t)
+    if not float(sig[0]) <= float(sigma0) <= float(sig[-1]):
+        raise ValueError(f"sigma0 must lie between {float(sig[0]):.4g} (one step) and {float(sig[-1]):.4g} "
+                         f"(t = 1) for this schedule, got {sigma0}")
+    return float(t[int((sig - float(sigma0)).abs().argmin())])
+
+
+def refine_positions(eps_fn: EpsFn, positions: Tensor, mask: Tensor, schedule: NoiseSchedule, space, t0: float,
+                     sampler: str = "ddim", steps: int | None = 20, seeds: Sequence[int] | None = None,
+                     **sampler_options) -> Tensor:
+    """SDEdit on a batch: noise ``positions`` to ``t0`` and run the core sampler ``sampler`` back to t = 0.
+
+    ``eps_fn(z_t, t) → ε̂`` is the model (``PointCloudDiffusion.eps_fn``), ``space`` its space (zero CoM).
+    ``t0`` must be a grid time i₀ / T with i₀ ≥ 1; ``steps`` (capped at i₀; None: i₀) sampler steps from t0 to 0.
+    Sample b uses ``torch.Generator().manual_seed(seeds[b])`` alone (default ``0..B-1``) for its initial noise and
+    any sampler noise, so it does not depend on its batch.
+
+    Shapes: positions [B, N, 3], mask [B, N] bool → [B, N, 3] with zero centre of mass, 0 at padding.
+    """
+    T = schedule.T
+    i0 = round(float(t0) * T)
+    if i0 < 1 or i0 > T or abs(i0 - float(t0) * T) > 1e-6:
+        raise ValueError(f"t0 must be a grid time i / T with 1 <= i <= T={T}, got {t0}")
+    if positions.dim() != 3 or positions.shape[-1] != 3 or tuple(positions.shape[:2]) != tuple(mask.shape):
+        raise ValueError(f"positions must be [B, N, 3] with mask [B, N], got {tuple(positions.shape)} and "
+                         f"{tuple(mask.shape)}")
+    B = positions.shape[0]
+    seeds = list(range(B)) if seeds is None else [int(s) for s in seeds]
+    if len(seeds) != B:
+        raise ValueError(f"got {len(seeds)} seeds for {B} conformers")
+    steps = i0 if steps is None else min(int(steps), i0)
+    generators = [torch.Generator(device=positions.device).manual_seed(s) for s in seeds]
+    x = space.project(positions, mask)
+    noise = space.randn(x.shape, mask, generators, x.dtype, x.device)
+    z = q_sample(x, torch.full((B,), i0 / T, dtype=torch.float64, device=x.device), schedule, noise)
+    head = NoiseSchedule(schedule.table[:i0 + 1])  # t' ∈ [0, 1] here is t = t' · i0 / T of the model
+    scale = i0 / T
+
+    def eps_head(z_t: Tensor, t: Tensor) -> Tensor:
+        return eps_fn(z_t, t * scale)
+
+    return sample(sampler, eps_head, z, head, space, steps, mask, generators, **sampler_options)
+
+
+def _explicit_hydrogens(mol) -> None:
+    for atom in mol.GetAtoms():
+        if atom.GetNumImplicitHs() or atom.GetNumExplicitHs():
+            raise ValueError(f"atom {atom.GetIdx()} ({atom.GetSymbol()}) carries hydrogens that are not atoms; "
+                             f"add them as atoms first (rdkit.Chem.AddHs)")
+
+
+def refine_conformers(model, mol, coordinates: np.ndarray | None = None, sigma0: float = 0.1, steps: int | None = 20,
+                      sampler: str = "ddim", seed: int = 0, batch_size: int = 32, **sampler_options) -> np.ndarray:
+    """Refine K seed conformers of one molecule with a trained ``ConformerDiffusion`` (SDEdit from σ₀ Å).
+
+    Args:
+        model: a ``ConformerDiffusion``; used as it is (call ``model.eval()`` first), never changed.
+        mol: a sanitised RDKit Mol with explicit hydrogens; its atom order is the coordinates' order.
+        coordinates: [K, n, 3] seed conformers in Å; None takes every conformer of ``mol``.
+        sigma0: the noise added to the seeds, as the schedule's σ at t₀ (``time_for_sigma``); the model must have
+            been trained up to t₀ (``config.t_max``).
+        steps, sampler, sampler_options: the core sampler run from t₀ to 0 (``refine_positions``).
+        seed: conformer k is refined with seed ``seed + k`` whatever the batch size.
+        batch_size: conformers per model call.
+
+    Returns [K, n, 3] float64 refined coordinates, each with its seed's centre of mass.
+    Raises ValueError for hydrogens that are not atoms, an element outside the model's vocabulary, too many
+    atoms, coordinates that do not fit the molecule, σ₀ beyond the model's training times, and
+    ``graph.GraphError`` for a graph the model cannot read.
+    """
+    from .graph import mol_graph
+
+    cfg = model.config
+    n = mol.GetNumAtoms()
+    if coordinates is None:
+        if not mol.GetNumConformers():
+            raise ValueError("the molecule has no conformers to refine; give coordinates [K, n, 3]")
+        coordinates = np.stack([c.GetPositions() for c in mol.GetConformers()])
+    coordinates = np.asarray(coordinates, dtype=np.float64)
+    if coordinates.ndim == 2:
+        coordinates = coordinates[None]
+    if coordinates.ndim != 3 or coordinates.shape[1:] != (n, 3) or not len(coordinates):
+        raise ValueError(f"coordinates must be [K, {n}, 3] for this molecule of {n} atoms, got "
+                         f"{list(coordinates.shape)}")
+    if not np.isfinite(coordinates).all():
+        raise ValueError("seed coordinates contain NaN or infinite values")
+    if not 1 <= n <= cfg.max_atoms:
+        raise ValueError(f"the molecule has {n} atoms; this model takes 1..{cfg.max_atoms}")
+    _explicit_hydrogens(mol)
+    lookup = {int(z): k for k, z in enumerate(cfg.vocabulary)}
+    missing = sorted({a.GetSymbol() for a in mol.GetAtoms() if a.GetAtomicNum() not in lookup})
+    if missing:
+        raise ValueError(f"elements {missing} are not in the model's vocabulary {tuple(cfg.vocabulary)}")
+    t0 = time_for_sigma(model.schedule, sigma0)
+    if t0 > cfg.t_max_index / cfg.T + 1e-12:
+        raise ValueError(f"sigma0 = {sigma0} Å needs t0 = {t0:.3f}, beyond the times this model was trained on "
+                         f"(t_max = {cfg.t_max})")
+    if batch_size < 1:
+        raise ValueError("batch size must be at least 1")
+
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    types = torch.tensor([lookup[a.GetAtomicNum()] for a in mol.GetAtoms()], device=device)
+    graph = mol_graph(mol) if (cfg.node_features or cfg.edge_features) else None
+    node = None if graph is None or not cfg.node_features else torch.from_numpy(graph.node_features()).to(device)
+    edge = None if graph is None or not cfg.edge_features else torch.from_numpy(graph.edge_features()).to(device)
+
+    centres = coordinates.mean(1, keepdims=True)
+    out = np.empty_like(coordinates)
+    with torch.no_grad():
+        for start in range(0, len(coordinates), batch_size):
+            chunk = coordinates[start:start + batch_size]
+            b = len(chunk)
+            mask = torch.ones(b, n, dtype=torch.bool, device=device)
+            feats = model.node_features(types.expand(b, n), mask, dtype,
+                                        None if node is None else node.expand(b, n, -1))
+            edge_attr = None if edge is None else edge.to(dtype).expand(b, n, n, -1)
+            eps = model.eps_fn(mask, None, feats, edge_attr)
+            x = refine_positions(eps, torch.as_tensor(chunk, dtype=dtype, device=device), mask, model.schedule,
+                                 model.space, t0, sampler, steps, range(seed + start, seed + start + b),
+                                 **sampler_options)
+            out[start:start + b] = x.double().cpu().numpy()
+    return out + centres
