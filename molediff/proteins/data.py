@@ -53,7 +53,9 @@ class ProteinDataConfig:
     """The ``data`` section of the protein task: where the chains come from and how they are chosen.
 
     Attributes:
-        path: a folder of ``.pdb``/``.ent``/``.cif``/``.mmcif`` files (optionally ``.gz``), or one such file.
+        path: a folder of ``.pdb``/``.ent``/``.cif``/``.mmcif`` files (optionally ``.gz``), or one such file;
+            or a prepared ``.npz`` (``ProteinSet.save``: chains already read, deduplicated and split), which is
+            read with numpy alone (no biotite): only ``split`` and the length range apply to it.
         split: ``train`` | ``valid`` | ``test`` | ``all``.
         min_length, max_length: residues per chain kept (inclusive).
         max_ca_gap: Å; consecutive Cα farther apart than this are a chain break.
@@ -158,10 +160,12 @@ class ProteinSet:
         return self.subset([i for i, s in enumerate(self.split) if s == split])
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write as ``.npz`` atomically (coordinates, offsets, sequences, names, split)."""
+        """Write as ``.npz`` atomically (coordinates, offsets, lengths, sequences, names, split); ``load`` needs numpy
+        alone."""
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez_compressed(f, coords=self.coords, offsets=self.offsets, sequences=np.array(self.sequences),
-                                names=np.array(self.names), split=np.array(self.split))
+            np.savez_compressed(f, coords=self.coords, offsets=self.offsets, lengths=self.lengths,
+                                sequences=np.array(self.sequences), names=np.array(self.names),
+                                split=np.array(self.split))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ProteinSet:
@@ -474,6 +478,36 @@ def split_by_clusters(clusters: np.ndarray, valid_fraction: float, test_fraction
 
 
 # --------------------------------------------------------------------------------------------- loading
+def load_prepared(cfg: ProteinDataConfig) -> ProteinSet:
+    """The chains of ``cfg.split`` from a prepared ``.npz`` (``ProteinSet.save``) within ``cfg.min_length``..
+    ``cfg.max_length`` residues; numpy only. FileNotFoundError for a missing file, ValueError for a file
+    that is not a prepared set, a set without split labels (unless ``split: all``) or an empty result."""
+    path = Path(cfg.path)
+    if not path.is_file():
+        raise FileNotFoundError(f"prepared protein set {cfg.path!r} does not exist")
+    try:
+        full = ProteinSet.load(path)
+    except (KeyError, ValueError, OSError) as e:
+        raise ValueError(f"{cfg.path} is not a prepared protein set (ProteinSet.save): {e}") from None
+    if len(full.offsets) != len(full) + 1 or full.offsets[-1] != len(full.coords) or (
+            full.split and len(full.split) != len(full)):
+        raise ValueError(f"{cfg.path} is not a consistent protein set: {len(full)} sequences, "
+                         f"{len(full.offsets)} offsets, {len(full.coords)} coordinates, {len(full.split)} labels")
+    if cfg.split != "all" and not full.split:
+        raise ValueError(f"{cfg.path} has no split labels; use data.split: all")
+    chosen = full.select(cfg.split)
+    lengths = chosen.lengths
+    keep = np.nonzero((lengths >= cfg.min_length) & (lengths <= cfg.max_length))[0]
+    if len(keep) < len(chosen):
+        log.info("dropped %d of %d chains outside %d..%d residues", len(chosen) - len(keep), len(chosen),
+                 cfg.min_length, cfg.max_length)
+        chosen = chosen.subset(keep)
+    if len(chosen) == 0:
+        raise ValueError(f"no {cfg.split} chain of {cfg.min_length}..{cfg.max_length} residues in {cfg.path}")
+    log.info("read %d %s chains from %s", len(chosen), cfg.split, cfg.path)
+    return chosen
+
+
 def _cache_key(files: Sequence[Path], cfg: ProteinDataConfig) -> str:
     h = hashlib.sha256()
     opts = {k: getattr(cfg, k) for k in ("min_length", "max_length", "max_ca_gap", "on_break", "identity",
@@ -497,11 +531,16 @@ def load_proteins(config: ProteinDataConfig | dict, show_progress: bool = False)
     prefilter of ``candidate_pairs``). The split set is cached as ``.npz`` (keyed by the files' paths, sizes and
     times and the options) unless ``config.cache`` is false.
 
+    A ``.npz`` path is a prepared set (``ProteinSet.save``, e.g. from ``scripts/gpu/train_proteins.py prepare``):
+    it is read with numpy alone, and only ``split`` and ``min_length``/``max_length`` apply.
+
     ValueError when no chain is kept; FileNotFoundError for a missing path.
     """
     cfg = build_config(ProteinDataConfig, config, "data.") if isinstance(config, dict) else config
     if not cfg.path:
-        raise ValueError("data.path must name a folder of PDB/mmCIF files")
+        raise ValueError("data.path must name a folder of PDB/mmCIF files or a prepared .npz")
+    if cfg.path.lower().endswith(".npz"):
+        return load_prepared(cfg)
     files = structure_files(cfg.path)
     cache = cache_dir() / "proteins" / f"{_cache_key(files, cfg)}.npz" if cfg.cache else None
     if cache is not None and cache.is_file():
