@@ -1,0 +1,306 @@
+"""Protein benchmarks: the Cα denoiser's graph (full vs radius) by chain length, and sampler wall time.
+
+``graph``: forward + backward time and peak memory of the protein denoiser (the EGNN of a protein config, with
+its node and sequence-offset edge features) at L = 64, 128, 256 for
+
+* ``full``: the dense full graph, as ``molediff.nn.EGNNDenoiser`` runs it (what training uses);
+* ``masked``: the same dense tensors with a distance-cutoff edge mask (radius ``--cutoff`` Å on the input
+  coordinates, plus sequence neighbours |i − j| ≤ 2): a radius graph without a sparse kernel costs what the
+  full graph costs;
+* ``sparse``: a gather/scatter prototype of the same network (same weights) on the radius-graph edge list
+  only. ``molediff.nn`` has no sparse path (its PyG entry densifies), so the prototype lives here; with an
+  infinite cutoff it reproduces the dense output (checked before timing).
+
+Inputs are a noised state at t = 0.5 of compact Gaussian "chains" with Rg = 2.2·L^0.38 Å (real chains' size).
+On CPU peak memory is the growth of the resident set of a fresh process per case; on CUDA
+``torch.cuda.max_memory_allocated``.
+
+``sampling``: wall time of ``molediff protein sample --length 128 -n 4`` with an untrained model (T = 1000)
+for DDPM-1000, DDPM-200 and DPM-Solver++(2M)-50, run as the CLI in a fresh process each.
+
+    python scripts/bench_proteins.py graph --repeats 3
+    python scripts/bench_proteins.py sampling --hidden 16 --layers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = "import sys; from molediff.cli import main; sys.exit(main())"   # `molediff ...` in this interpreter
+
+
+def _machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} torch threads (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '-')})")
+
+
+def _header(args) -> str:
+    return (f"Command: `{' '.join(['python', 'scripts/bench_proteins.py'] + sys.argv[1:])}`  \n"
+            f"Machine: {_machine()}  \nDate: {datetime.date.today().isoformat()}\n")
+
+
+# ------------------------------------------------------------------------------------------------ graph
+def build_model(hidden: int, layers: int, T: int = 1000):
+    from molediff.proteins.model import ProteinBackboneConfig, ProteinBackboneDiffusion
+
+    torch.manual_seed(0)
+    return ProteinBackboneDiffusion(ProteinBackboneConfig.from_dict({
+        "T": T, "denoiser": {"name": "egnn", "hidden": hidden, "layers": layers, "aggregation_normalisation": 32.0}}))
+
+
+def make_inputs(model, L: int, batch: int, device, dtype=torch.float32):
+    """A noised state (t = 0.5) of compact chains of L residues, in model units, with the model's features."""
+    g = torch.Generator().manual_seed(L)
+    rg = 2.2 * L ** 0.38
+    x0 = torch.randn(batch, L, 3, generator=g) * rg / 3 ** 0.5 / model.config.coord_scale
+    t = torch.full((batch,), 0.5)
+    alpha, sigma = model.schedule.alpha(t).view(-1, 1, 1), model.schedule.sigma(t).view(-1, 1, 1)
+    pos = alpha * x0 + sigma * torch.randn(batch, L, 3, generator=g)
+    pos = pos - pos.mean(1, keepdim=True)
+    mask = torch.ones(batch, L, dtype=torch.bool)
+    h = model.node_features(mask, dtype)
+    e = model.edge_features(mask, dtype)
+    return [v.to(device) for v in (pos.to(dtype), h, t.to(dtype), mask, e)]
+
+
+def radius_edges(pos, mask, cutoff: float, seq_neighbours: int = 2):
+    """[B, N, N] bool: pairs within ``cutoff`` (model units) or within ``seq_neighbours`` along the chain, no
+    self-pairs, both ends real."""
+    n = pos.shape[1]
+    idx = torch.arange(n, device=pos.device)
+    near_seq = (idx[:, None] - idx[None, :]).abs() <= seq_neighbours
+    adj = (torch.cdist(pos, pos) < cutoff) | near_seq
+    adj &= mask[:, :, None] & mask[:, None, :]
+    adj &= ~torch.eye(n, dtype=torch.bool, device=pos.device)
+    return adj
+
+
+def dense_masked_forward(net, pos, h, t, mask, edge_attr, adj):
+    """The EGNN's dense body with its full-graph edge weight replaced by ``adj`` (same tensors, same cost)."""
+    import molediff.nn.egnn as egnn
+
+    original = egnn.pairwise_mask
+    egnn.pairwise_mask = lambda m: adj
+    try:
+        return net(pos, h, t, mask, edge_attr=edge_attr)
+    finally:
+        egnn.pairwise_mask = original
+
+
+def sparse_forward(net, pos, h, t, mask, edge_attr, adj):
+    """The same EGNN (same weights, EDM dynamics) by gather/scatter over the edge list of ``adj`` only."""
+    B, N = mask.shape
+    b, i, j = adj.nonzero(as_tuple=True)
+    recv, send = b * N + i, b * N + j
+    ea = edge_attr[b, i, j]
+    flat_pos = pos.reshape(B * N, 3)
+    node_w = mask.reshape(B * N, 1).to(pos.dtype)
+    feats = net.embedding(torch.cat([h, t.view(B, 1, 1).expand(B, N, 1)], -1)).reshape(B * N, -1)
+    d0 = (flat_pos[recv] - flat_pos[send]).square().sum(-1)
+    x = flat_pos
+
+    def edge_in(module, hh, attrs):
+        w, H = module.linear.weight, module.hidden
+        out = F.linear(hh, w[:, :H], module.linear.bias)[recv] + F.linear(hh, w[:, H:2 * H])[send]
+        for k, a in enumerate(attrs):
+            out = out + a.unsqueeze(-1) * w[:, 2 * H + k]
+        return out + module.edge_attr_projection(ea)
+
+    def aggregate(values):
+        return torch.zeros(B * N, values.shape[-1], dtype=values.dtype, device=values.device).index_add(0, recv, values)
+
+    for block in net.blocks:
+        diff = x[recv] - x[send]
+        sq = diff.square().sum(-1)
+        unit = diff / (torch.sqrt(sq + 1e-8) + block.norm_constant).unsqueeze(-1)
+        attrs = [sq, d0]
+        for layer in block.message_layers:
+            m = F.silu(layer.edge_out(F.silu(edge_in(layer.edge_in, feats, attrs))))
+            if layer.attention is not None:
+                m = m * torch.sigmoid(layer.attention(m))
+            agg = aggregate(m) / layer.aggregation_normalisation
+            feats = (feats + layer.node_mlp(torch.cat([feats, agg], -1))) * node_w
+        cu = block.coordinate_update
+        f = F.silu(cu.edge_hidden(F.silu(edge_in(cu.edge_in, feats, attrs))))
+        w = cu.edge_out(f)
+        if cu.tanh:
+            w = torch.tanh(w) * cu.coords_range
+        x = (x + aggregate(unit * w) / cu.aggregation_normalisation) * node_w
+    eps = (x - flat_pos).reshape(B, N, 3)
+    m = mask.unsqueeze(-1).to(eps.dtype)
+    eps = (eps - (eps * m).sum(1, keepdim=True) / m.sum(1, keepdim=True)) * m
+    return eps, None
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def run_case(args) -> dict:
+    """One (graph, L) case in this process; returns timings, memory and the mean degree."""
+    device = torch.device(args.device)
+    model = build_model(args.hidden, args.layers).to(device)
+    net = model.denoiser.train()
+    pos, h, t, mask, e = make_inputs(model, args.length, args.batch, device)
+    cutoff = args.cutoff / model.config.coord_scale
+    target = torch.randn_like(pos)
+
+    def step():
+        if args.graph == "full":
+            eps, _ = net(pos, h, t, mask, edge_attr=e)
+            degree = args.length - 1
+        else:
+            adj = radius_edges(pos, mask, cutoff)
+            degree = float(adj.sum(-1).float().mean())
+            fwd = dense_masked_forward if args.graph == "masked" else sparse_forward
+            eps, _ = fwd(net, pos, h, t, mask, e, adj)
+        (eps - target).square().mean().backward()
+        net.zero_grad(set_to_none=True)
+        return degree
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    base = _rss_bytes()
+    step()  # warm-up
+    times = []
+    for _ in range(args.repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        degree = step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated()
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    return {"graph": args.graph, "L": args.length, "ms": 1000 * sorted(times)[len(times) // 2],
+            "peak_mib": max(peak, 0) / 2**20, "degree": degree}
+
+
+def check_sparse_matches_dense(hidden: int, layers: int) -> float:
+    """Max |sparse − dense| of ε with an infinite cutoff (float64), so the sparse timings are of the same net."""
+    model = build_model(hidden, layers).double()
+    pos, h, t, mask, e = make_inputs(model, 20, 2, torch.device("cpu"), torch.float64)
+    mask[1, 15:] = False
+    pos = pos * mask.unsqueeze(-1)
+    dense, _ = model.denoiser(pos, h, t, mask, edge_attr=e)
+    adj = radius_edges(pos, mask, float("inf"))
+    sparse, _ = sparse_forward(model.denoiser, pos, h, t, mask, e, adj)
+    return float((dense - sparse).abs().max().detach())
+
+
+def graph(args) -> None:
+    err = check_sparse_matches_dense(args.hidden, args.layers)
+    if err > 1e-9:
+        raise SystemExit(f"the sparse prototype differs from the dense EGNN by {err:.2e}")
+    rows = []
+    for L in args.lengths:
+        for g in args.graphs:
+            cmd = [sys.executable, __file__, "case", "--graph", g, "--length", str(L), "--batch", str(args.batch),
+                   "--hidden", str(args.hidden), "--layers", str(args.layers), "--cutoff", str(args.cutoff),
+                   "--repeats", str(args.repeats), "--device", args.device]
+            done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            print(f"  {rows[-1]}", file=sys.stderr)
+    print(_header(args))
+    print(f"EGNN {args.layers} x {args.hidden} with sequence-offset edge features, batch {args.batch}, "
+          f"forward + backward, median of {args.repeats}; radius {args.cutoff:g} Å on the input coordinates "
+          f"plus |i − j| ≤ 2; sparse prototype = dense output to {err:.0e} (float64, infinite cutoff).\n")
+    print("| L | graph | edges per residue | fwd+bwd ms | peak memory MiB |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['L']} | {r['graph']} | {r['degree']:.1f} | {r['ms']:.1f} | {r['peak_mib']:.0f} |")
+
+
+# --------------------------------------------------------------------------------------------- sampling
+def sampling(args) -> None:
+    from molediff.training.checkpoint import write_weights
+
+    model = build_model(args.hidden, args.layers, T=1000)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = Path(tmp) / "untrained.safetensors"
+        write_weights(model.state_dict(), weights, {"format": "molediff-weights", "format_version": "1",
+                                                    "model_class": type(model).__name__,
+                                                    "model_config": json.dumps(model.config.to_dict())}, None)
+        for sampler, steps in args.runs:
+            cmd = [sys.executable, "-c", CLI, "protein", "sample", "--checkpoint", str(weights),
+                   "--length", str(args.length), "-n", str(args.n), "-o", str(Path(tmp) / f"{sampler}{steps}"),
+                   "--sampler", sampler, "--steps", str(steps), "--device", args.device]
+            t0 = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
+            wall = time.perf_counter() - t0
+            rows.append((sampler, steps, wall))
+            print(f"  {sampler}-{steps}: {wall:.1f} s", file=sys.stderr)
+    print(_header(args))
+    print(f"`molediff protein sample --length {args.length} -n {args.n}` with an untrained EGNN {args.layers} x "
+          f"{args.hidden} (T = 1000), whole CLI process (start-up and file writing included).\n")
+    print("| sampler | steps | network evaluations | wall s | vs DDPM-1000 |")
+    print("|---|---|---|---|---|")
+    ref = next((w for s, n, w in rows if s == "ddpm" and n == 1000), None)
+    for s, n, w in rows:
+        evals = n + 1 if s == "dpm2m" else n
+        print(f"| {s} | {n} | {evals} | {w:.1f} | {f'{ref / w:.1f}x' if ref else '-'} |")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="mode", required=True)
+    for name in ("graph", "case"):
+        a = sub.add_parser(name)
+        a.add_argument("--hidden", type=int, default=64, help="EGNN width (configs/protein_cpu_small.yaml: 64)")
+        a.add_argument("--layers", type=int, default=4, help="EGNN blocks (configs/protein_cpu_small.yaml: 4)")
+        a.add_argument("--batch", type=int, default=2, help="chains per batch")
+        a.add_argument("--cutoff", type=float, default=10.0, help="radius graph cutoff (Å)")
+        a.add_argument("--repeats", type=int, default=3, help="timed steps (after one warm-up)")
+        a.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+        if name == "graph":
+            a.add_argument("--lengths", type=int, nargs="+", default=[64, 128, 256])
+            a.add_argument("--graphs", nargs="+", default=["full", "masked", "sparse"],
+                           choices=["full", "masked", "sparse"])
+        else:
+            a.add_argument("--graph", required=True)
+            a.add_argument("--length", type=int, required=True)
+    s = sub.add_parser("sampling")
+    s.add_argument("--hidden", type=int, default=16, help="EGNN width of the untrained model")
+    s.add_argument("--layers", type=int, default=2, help="EGNN blocks of the untrained model")
+    s.add_argument("--length", type=int, default=128)
+    s.add_argument("-n", type=int, default=4)
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--runs", nargs="+", default=[("ddpm", 1000), ("ddpm", 200), ("dpm2m", 50)],
+                   type=lambda v: (v.split(":")[0], int(v.split(":")[1])), help="sampler:steps pairs")
+    args = p.parse_args()
+    if args.mode == "case":
+        print(json.dumps(run_case(args)))
+    else:
+        {"graph": graph, "sampling": sampling}[args.mode](args)
+
+
+if __name__ == "__main__":
+    main()

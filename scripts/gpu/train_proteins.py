@@ -1,0 +1,243 @@
+"""One self-contained Cα backbone job for a lent GPU, in three stages.
+
+1. ``prepare`` (CPU, here; biotite): read, deduplicate and split the structure folder exactly as the
+   ``proteins`` task does (30 % identity clusters, ``molediff.proteins.data``), and write the training and
+   validation chains (not the test chains: they stay here as the held-out reference) as one compact
+   ``ProteinSet`` .npz (Cα coordinates, sequences, lengths/offsets, names, split labels) that travels with
+   the tree (``gpu_data/`` is git-ignored; carry it).
+
+       python scripts/gpu/train_proteins.py prepare --source ../shared/data/proteins-db55 --out gpu_data
+
+2. ``run`` (GPU machine; needs only torch, numpy, safetensors and PyYAML — no biotite, no RDKit: the
+   ``proteins`` task reads a ``.npz`` data path with numpy alone): train for a wall-time budget (at most
+   9 minutes), resuming from ``--run-dir`` or starting from ``--init`` weights, export the bf16 EMA weights,
+   sample ``--samples`` chains at each of ``--lengths`` (80 and 128) and write everything into ``--out``
+   (the device tool's $OUT): weights, samples.npz, metrics.jsonl, report.json.
+
+       python scripts/gpu/train_proteins.py run --data gpu_data/proteins.npz --config configs/protein_gpu.yaml \
+           --minutes 8 --samples 100 --out $OUT [--init molediff/pretrained/protein_backbone.safetensors]
+
+3. ``score`` (CPU, here; biotite): the samples → one PDB file per chain, and the ``molediff protein score``
+   metrics (overall and per length), with W1 distances against the held-out test chains of ``--source``
+   (or any folder of structures given as ``--reference``).
+
+       python scripts/gpu/train_proteins.py score --samples OUT/samples.npz --pdb-dir out/protein_samples \
+           --source ../shared/data/proteins-db55 --json out/protein_scores.json --png out/protein_scores.png
+
+Test stage 2 on CPU with a tiny config before spending device time (tests/test_protein_gpu_job.py does):
+
+       python scripts/gpu/train_proteins.py run --data gpu_data/proteins.npz \
+           --config configs/protein_tiny_test.yaml --minutes 0.3 --samples 2 --lengths 30 --steps 4 \
+           --sampler dpm2m --out /tmp/gpu_test --device cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+log = logging.getLogger("train_proteins")
+
+MAX_MINUTES = 9.0
+WEIGHTS = "protein_backbone.safetensors"
+
+
+# ------------------------------------------------------------------------------------------- prepare (CPU)
+def prepare(args) -> None:
+    from molediff.proteins.data import ProteinDataConfig, load_proteins
+
+    cfg = ProteinDataConfig(path=args.source, split="all", min_length=args.min_length, max_length=args.max_length)
+    full = load_proteins(cfg, show_progress=True)
+    keep = [i for i, s in enumerate(full.split) if s in ("train", "valid")]
+    chains = full.subset(keep)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "proteins.npz"
+    chains.save(path)
+    size = path.stat().st_size / 2**20
+    counts = {s: chains.split.count(s) for s in ("train", "valid")}
+    print(f"wrote {path}: {len(chains)} chains (train {counts['train']}, valid {counts['valid']}; "
+          f"{len(full) - len(chains)} test chains stay here), {int(chains.lengths.sum())} residues, "
+          f"lengths {int(chains.lengths.min())}..{int(chains.lengths.max())}, {size:.2f} MiB")
+    if size > 60:
+        raise SystemExit(f"{path} is {size:.1f} MiB, over the 60 MB the device tree may carry for data")
+
+
+# ----------------------------------------------------------------------------------------------- run (GPU)
+def _geometry(chains: list[np.ndarray]) -> dict:
+    """Numpy-only geometry of sampled chains (the full score, with P-SEA, needs biotite: the score stage)."""
+    from molediff.proteins.metrics import RG_EXPONENT, ca_distances, clashes, radius_of_gyration
+
+    d = np.concatenate([ca_distances(c) for c in chains])
+    clash = np.array([clashes(c) for c in chains])
+    rg = np.array([radius_of_gyration(c) / len(c) ** RG_EXPONENT for c in chains])
+    return {"ca_ca_mean": float(d.mean()), "ca_ca_std": float(d.std()),
+            "ca_ca_outside": float((np.abs(d - 3.8) > 0.2).mean()),
+            "clash_pair_rate": float(clash[:, 0].sum() / max(clash[:, 1].sum(), 1)),
+            "rg_scaled_mean": float(rg.mean()), "rg_scaled_std": float(rg.std())}
+
+
+def run(args) -> None:
+    from molediff.proteins.model import ProteinBackboneDiffusion
+    from molediff.training import build_task, export_weights, load_config, train
+    from molediff.training.weights import load_model
+
+    if not 0 < args.minutes <= MAX_MINUTES:
+        raise SystemExit(f"--minutes must lie in (0, {MAX_MINUTES:g}]: a lent GPU has 15 minutes in all")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    config = load_config(args.config)
+    run_dir = Path(args.run_dir)
+    config = dataclasses.replace(config, out_dir=str(run_dir), time_limit_s=60 * args.minutes,
+                                 data={**config.data, "path": str(args.data), "split": "train"})
+    task = build_task(config)
+    resuming = (run_dir / "checkpoints").exists()
+    if args.init and not resuming:
+        init = load_model(ProteinBackboneDiffusion, args.init)
+        mine = task.model.config
+        for key in ("denoiser", "index_frequencies", "offset_frequencies"):
+            if getattr(init.config, key) != getattr(mine, key):
+                raise ValueError(f"--init {args.init} has {key}={getattr(init.config, key)} but the config asks for "
+                                 f"{getattr(mine, key)}; drop --init or use a matching config")
+        task.model.load_state_dict(init.state_dict())
+        log.info("initialised from %s", args.init)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    t0 = time.perf_counter()
+    metrics = train(task, config, resume=resuming, device=device)
+    train_s = time.perf_counter() - t0
+
+    export_weights(run_dir, out / WEIGHTS, dtype=torch.bfloat16)
+    shutil.copy(run_dir / "metrics.jsonl", out / "metrics.jsonl")
+
+    model = load_model(ProteinBackboneDiffusion, out / WEIGHTS, device=device).to(torch.float32)
+    lengths = [int(n) for n in args.lengths for _ in range(args.samples)]
+    if max(lengths) > model.config.max_length:
+        raise SystemExit(f"--lengths up to {max(lengths)} exceed the model's max_length {model.config.max_length}")
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t1 = time.perf_counter()
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and args.bf16_sampling):
+        chains = model.sample_chains(lengths, seeds=range(len(lengths)), batch_size=args.sample_batch,
+                                     sampler=args.sampler, steps=args.steps)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    sample_s = time.perf_counter() - t1
+    coords = np.zeros((len(chains), max(lengths), 3), np.float32)
+    for i, c in enumerate(chains):
+        coords[i, :len(c)] = c
+    np.savez_compressed(out / "samples.npz", coords=coords, lengths=np.array(lengths, np.int64),
+                        seeds=np.arange(len(lengths)))
+    finite = [c for c in chains if np.isfinite(c).all()]
+    report = {
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "torch": torch.__version__, "train_wall_s": train_s, "sample_wall_s": sample_s,
+        "samples": len(chains), "lengths": list(args.lengths), "sampler": args.sampler,
+        "steps": args.steps or model.schedule.T, "sampling_chains_per_s": len(chains) / sample_s,
+        "geometry": {L: _geometry([c for c in finite if len(c) == L]) for L in args.lengths
+                     if any(len(c) == L for c in finite)},
+        "non_finite_chains": len(chains) - len(finite),
+        "final_metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+        "resumed": resuming, "config": args.config, "init": args.init,
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+
+
+# --------------------------------------------------------------------------------------------- score (CPU)
+def score(args) -> None:
+    from molediff.proteins.io import read_ca_traces, write_ca_trace
+    from molediff.proteins.metrics import format_table, plot_distributions, score_chains
+
+    data = np.load(args.samples)
+    chains = [data["coords"][i, :n] for i, n in enumerate(data["lengths"])]
+    pdb_dir = Path(args.pdb_dir)
+    pdb_dir.mkdir(parents=True, exist_ok=True)
+    non_finite = as_cif = 0
+    for i, c in enumerate(chains):
+        if not np.isfinite(c).all():
+            non_finite += 1
+            continue
+        # PDB's fixed columns hold -999.999..9999.999 Å; a diverged chain is written as mmCIF (as `protein sample`)
+        in_range = c.min() >= -999.999 and c.max() <= 9999.999
+        as_cif += not in_range
+        write_ca_trace(pdb_dir / f"sample_{i:04d}_L{len(c)}.{'pdb' if in_range else 'cif'}", c)
+    if non_finite == len(chains):
+        raise SystemExit(f"all {len(chains)} sampled chains have NaN or infinite coordinates")
+    # score what the files hold (what `molediff protein score DIR` reads), not the arrays
+    written, names, bad = read_ca_traces(pdb_dir)
+    print(f"wrote and re-read {len(written)} of {len(chains)} chains in {pdb_dir} ({as_cif} as mmCIF: beyond the "
+          f"PDB range; {non_finite} non-finite skipped)" + (f"; {len(bad)} unreadable" if bad else ""))
+    reference, ref_label = None, None
+    if args.reference:
+        reference, _, _ = read_ca_traces(args.reference)
+        ref_label = Path(args.reference).name
+    elif args.source:
+        from molediff.proteins.data import load_proteins
+
+        test = load_proteins({"path": args.source, "split": "test"})
+        reference, ref_label = [test[i].coords for i in range(len(test))], "held-out test chains"
+    summaries = {"all": score_chains(written, reference)}
+    for L in sorted({len(c) for c in written}):
+        summaries[f"L={L}"] = score_chains([c for c in written if len(c) == L], reference)
+    if reference is not None:
+        summaries["reference"] = score_chains(reference, reference)
+    for name, summary in summaries.items():
+        print(f"\n## {name}\n{format_table(summary)}")
+    if args.json:
+        clean = {name: {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in s.items()}
+                 for name, s in summaries.items()}
+        Path(args.json).write_text(json.dumps({"samples": str(args.samples), "reference": ref_label, **clean},
+                                              indent=1) + "\n")
+    if args.png:
+        plot_distributions(args.png, written, reference, label="samples", reference_label=ref_label or "reference")
+        print(f"drew the distributions to {args.png}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="stage", required=True)
+    a = sub.add_parser("prepare", help="training and validation chains -> one compact .npz (CPU, biotite)")
+    a.add_argument("--source", required=True, help="folder of PDB/mmCIF files (e.g. ../shared/data/proteins-db55)")
+    a.add_argument("--out", default="gpu_data", help="folder for proteins.npz (git-ignored, carried)")
+    a.add_argument("--min-length", type=int, default=40, help="shortest chain kept (residues)")
+    a.add_argument("--max-length", type=int, default=256, help="longest chain kept (residues)")
+    b = sub.add_parser("run", help="train for a time budget, export, sample (GPU; no biotite)")
+    b.add_argument("--data", required=True, help="proteins.npz from the prepare stage")
+    b.add_argument("--config", default="configs/protein_gpu.yaml", help="training config (YAML)")
+    b.add_argument("--run-dir", default="gpu_data/protein_run", help="checkpoints and metrics of the run")
+    b.add_argument("--init", default=None, help="start from these weights when the run dir is empty")
+    b.add_argument("--minutes", type=float, default=8.0, help=f"training wall-time budget (at most {MAX_MINUTES:g})")
+    b.add_argument("--samples", type=int, default=100, help="chains sampled at each length")
+    b.add_argument("--lengths", type=int, nargs="+", default=[80, 128], help="chain lengths to sample")
+    b.add_argument("--sample-batch", type=int, default=100, help="chains sampled together")
+    b.add_argument("--sampler", default="ddpm", help="core sampler (ddpm, ddim, heun, dpm2m)")
+    b.add_argument("--steps", type=int, default=None, help="sampling steps (default: all T)")
+    b.add_argument("--bf16-sampling", action="store_true", help="sample under bf16 autocast on CUDA")
+    b.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    b.add_argument("--out", required=True, help="output folder (the device tool's $OUT)")
+    c = sub.add_parser("score", help="samples -> PDB files and the protein score metrics (CPU, biotite)")
+    c.add_argument("--samples", required=True, help="samples.npz from the run stage")
+    c.add_argument("--pdb-dir", required=True, help="folder for one PDB file per sampled chain")
+    c.add_argument("--source", default=None, help="structure folder whose held-out test split is the reference")
+    c.add_argument("--reference", default=None, help="or a folder of reference structures")
+    c.add_argument("--json", default=None, help="write the summaries as JSON")
+    c.add_argument("--png", default=None, help="draw the distributions as a PNG")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    {"prepare": prepare, "run": run, "score": score}[args.stage](args)
+
+
+if __name__ == "__main__":
+    main()
