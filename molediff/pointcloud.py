@@ -105,10 +105,10 @@ class PointCloudConfig:
     def build_schedule(self) -> NoiseSchedule:
         return make_schedule(self.schedule, T=self.T, **self.schedule_options)
 
-    def build_denoiser(self, in_node_features: int, **widths: int) -> nn.Module:
-        """The denoiser with the widths the model sets (node features, context, and e.g. edge features)."""
+    def build_denoiser(self, in_node_features: int, **settings) -> nn.Module:
+        """The denoiser with the settings the model fixes (node features, context, e.g. edge features or a graph)."""
         return build_denoiser({**self.denoiser, "in_node_features": in_node_features,
-                               "context_features": self.context_features, **widths})
+                               "context_features": self.context_features, **settings})
 
     def to_dict(self) -> dict:
         """JSON-ready data (tuples → lists, integer keys → strings); ``from_dict`` reads it back."""

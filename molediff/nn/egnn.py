@@ -4,6 +4,15 @@ The graph is fully connected within each molecule and stored densely: node tenso
 edge tensors ``[B, N, N, ·]`` where entry ``[b, i, j]`` is the message j → i. A QM9 batch then costs a
 few large matrix products instead of gathers and scatters, and needs neither torch-cluster nor pyg-lib.
 
+With ``graph="radius"`` the same weights run on an edge list instead (long chains: a protein of 256 residues
+has ~25 neighbours within 10 Å, not 255): per forward call the pairs of real atoms whose *input* distance is
+below ``radius_cutoff`` (plus, optionally, the pairs of node slots at most ``keep_sequence_neighbours`` apart)
+are selected without gradient, the edge tensors become ``[n_edges, ·]`` (``edge_attr`` is gathered at those
+pairs) and messages are summed with ``index_add``. The graph stays fixed through the blocks. Sums are divided by
+the same ``aggregation_normalisation`` as the dense path, so with a cutoff above the diameter both modes compute
+the same function (equal to round-off). The selection depends on distances only, so the net stays exactly
+E(3)-equivariant.
+
 Per block (``sublayers`` message-passing layers, then one coordinate update), with
 ``d_ij = ‖x_i − x_j‖²`` and ``d⁰_ij`` the squared distance of the *input* coordinates (EDM feeds it to
 every block as an extra edge attribute)::
@@ -46,7 +55,7 @@ from torch import Tensor, nn
 
 from molediff.nn.common import DenoiserBase, pairwise_mask
 
-__all__ = ["EGNNConfig", "EGNNDenoiser"]
+__all__ = ["EGNNConfig", "EGNNDenoiser", "radius_edges"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,13 @@ class EGNNConfig:
         autocast_bf16: run the body under ``torch.autocast(bfloat16)`` when inputs are float32 on CUDA.
             Outputs are returned in the input dtype. Float64 inputs and CPU inputs are never autocast by
             the net (an enclosing ``torch.autocast`` still applies).
+        graph: ``"full"`` (every pair of real atoms, dense; EDM) or ``"radius"`` (sparse edge list: pairs
+            whose input distance is below ``radius_cutoff``, plus the sequence neighbours below).
+        radius_cutoff: the cutoff of the radius graph, in the coordinate units the net sees (``graph="radius"``
+            only; ``inf`` keeps every pair, which reproduces ``"full"``).
+        keep_sequence_neighbours: k; with ``graph="radius"``, the pairs of node slots with ``|i − j| ≤ k`` are
+            edges whatever their distance (chains: residues in sequence order). The slot order then matters,
+            so for k > 0 the net is permutation-equivariant only together with the caller's features.
     """
 
     in_node_features: int
@@ -83,6 +99,9 @@ class EGNNConfig:
     norm_constant: float = 1.0
     aggregation_normalisation: float = 1.0
     autocast_bf16: bool = True
+    graph: str = "full"
+    radius_cutoff: float = 0.0
+    keep_sequence_neighbours: int = 0
 
     def __post_init__(self) -> None:
         if self.in_node_features < 1:
@@ -96,10 +115,55 @@ class EGNNConfig:
                              f"{self.sublayers}")
         if self.aggregation_normalisation <= 0:
             raise ValueError(f"aggregation_normalisation must be > 0, got {self.aggregation_normalisation}")
+        if self.graph not in ("full", "radius"):
+            raise ValueError(f"graph must be 'full' or 'radius', got {self.graph!r}")
+        if self.graph == "radius":
+            if not self.radius_cutoff > 0:
+                raise ValueError(f"graph='radius' needs radius_cutoff > 0, got {self.radius_cutoff}")
+            if self.keep_sequence_neighbours < 0:
+                raise ValueError(f"keep_sequence_neighbours must be >= 0, got {self.keep_sequence_neighbours}")
+        elif self.radius_cutoff or self.keep_sequence_neighbours:
+            raise ValueError("radius_cutoff and keep_sequence_neighbours apply only with graph='radius'")
 
 
 # Number of scalar edge attributes: current squared distance d_ij and input squared distance d⁰_ij.
 _EDGE_ATTRIBUTES = 2
+
+# The sparse path's edge list as flat node indices (receiver i, sender j) into [B * N] node rows: edge j → i.
+_Edges = tuple[Tensor, Tensor]
+
+
+@torch.no_grad()
+def radius_edges(pos: Tensor, mask: Tensor, cutoff: float, keep_sequence_neighbours: int = 0
+                 ) -> tuple[Tensor, Tensor, Tensor]:
+    """The radius graph as index triples ``(b, i, j)`` of the edges j → i (no gradient).
+
+    An edge joins two different real atoms whose distance is below ``cutoff`` or whose slots satisfy
+    ``|i − j| ≤ keep_sequence_neighbours``; padding never appears. Both directions of a pair are listed.
+
+    Shapes:
+        pos: [B, N, 3], mask: [B, N] bool → b, i, j: [n_edges] int64, sorted by (b, i, j)
+    """
+    num_nodes = mask.shape[1]
+    sq_dist = (pos.unsqueeze(2) - pos.unsqueeze(1)).square().sum(-1)
+    adjacency = sq_dist < cutoff * cutoff
+    if keep_sequence_neighbours:
+        index = torch.arange(num_nodes, device=mask.device)
+        adjacency |= (index[:, None] - index[None, :]).abs() <= keep_sequence_neighbours
+    adjacency &= pairwise_mask(mask)
+    b, i, j = adjacency.nonzero(as_tuple=True)
+    return b, i, j
+
+
+def _scatter_sum(values: Tensor, receiver: Tensor, num_nodes: int) -> Tensor:
+    """Σ over the edges of each receiver, accumulated in at least float32 (bf16 edge tensors under autocast).
+
+    Shapes:
+        values: [n_edges, D], receiver: [n_edges] → [num_nodes, D] (dtype of values)
+    """
+    accumulate = torch.promote_types(values.dtype, torch.float32)
+    out = values.new_zeros(num_nodes, values.shape[-1], dtype=accumulate)
+    return out.index_add_(0, receiver, values.to(accumulate)).to(values.dtype)
 
 
 class _FactoredEdgeInput(nn.Module):
@@ -138,6 +202,24 @@ class _FactoredEdgeInput(nn.Module):
             out.add_(self.edge_attr_projection(edge_attr).to(out.dtype))
         return out
 
+    def forward_sparse(self, h: Tensor, edges: _Edges, edge_attributes: list[Tensor],
+                       edge_attr: Tensor | None = None) -> Tensor:
+        """The same layer on an edge list: per-node projections gathered at the receivers and senders.
+
+        Shapes:
+            h: [M, H] (M = B·N flat nodes), edges: ([n_edges], [n_edges]), edge_attributes: list of [n_edges],
+            edge_attr: [n_edges, E] or None → [n_edges, H]
+        """
+        weight, hidden = self.linear.weight, self.hidden
+        receiver, sender = edges
+        out = (F.linear(h, weight[:, :hidden], self.linear.bias)[receiver]
+               + F.linear(h, weight[:, hidden:2 * hidden])[sender])
+        for k, attribute in enumerate(edge_attributes):
+            out.addcmul_(attribute.unsqueeze(-1), weight[:, 2 * hidden + k].to(out.dtype))
+        if self.edge_attr_projection is not None:
+            out.add_(self.edge_attr_projection(edge_attr).to(out.dtype))
+        return out
+
 
 class _MessageLayer(nn.Module):
     """EDM's invariant graph convolution (GCL): gated messages, sum aggregation, residual node MLP.
@@ -164,6 +246,22 @@ class _MessageLayer(nn.Module):
             logits = (messages * self.attention.weight[0].to(messages.dtype)).sum(-1)
             gate = torch.sigmoid(logits + self.attention.bias.to(messages.dtype)) * edge_weight
         aggregated = (messages * gate.unsqueeze(-1)).sum(2) / self.aggregation_normalisation
+        h = h + self.node_mlp(torch.cat([h, aggregated], dim=-1))
+        return h * node_weight
+
+    def forward_sparse(self, h: Tensor, edges: _Edges, edge_attributes: list[Tensor], node_weight: Tensor,
+                       edge_attr: Tensor | None = None) -> Tensor:
+        """:meth:`forward` on an edge list (every listed edge has weight 1).
+
+        Shapes:
+            h: [M, H], edges: ([n_edges], [n_edges]), edge_attributes: list of [n_edges], node_weight: [M, 1],
+            edge_attr: [n_edges, E] or None → [M, H]
+        """
+        messages = F.silu(self.edge_out(F.silu(self.edge_in.forward_sparse(h, edges, edge_attributes, edge_attr))))
+        if self.attention is not None:
+            logits = (messages * self.attention.weight[0].to(messages.dtype)).sum(-1)
+            messages = messages * torch.sigmoid(logits + self.attention.bias.to(messages.dtype)).unsqueeze(-1)
+        aggregated = _scatter_sum(messages, edges[0], h.shape[0]) / self.aggregation_normalisation
         h = h + self.node_mlp(torch.cat([h, aggregated], dim=-1))
         return h * node_weight
 
@@ -196,6 +294,21 @@ class _CoordinateUpdate(nn.Module):
         weight = weight * edge_weight
         return x + (unit_diff * weight.unsqueeze(-1)).sum(2) / self.aggregation_normalisation
 
+    def forward_sparse(self, h: Tensor, x: Tensor, unit_diff: Tensor, edges: _Edges, edge_attributes: list[Tensor],
+                       edge_attr: Tensor | None = None) -> Tensor:
+        """:meth:`forward` on an edge list.
+
+        Shapes:
+            h: [M, H], x: [M, 3], unit_diff: [n_edges, 3], edges: ([n_edges], [n_edges]),
+            edge_attributes: list of [n_edges], edge_attr: [n_edges, E] or None → [M, 3]
+        """
+        features = F.silu(self.edge_hidden(F.silu(self.edge_in.forward_sparse(h, edges, edge_attributes,
+                                                                               edge_attr))))
+        weight = (features * self.edge_out.weight[0].to(features.dtype)).sum(-1).to(x.dtype)
+        if self.tanh:
+            weight = torch.tanh(weight) * self.coords_range
+        return x + _scatter_sum(unit_diff * weight.unsqueeze(-1), edges[0], x.shape[0]) / self.aggregation_normalisation
+
 
 class _EquivariantBlock(nn.Module):
     """``sublayers`` message layers followed by one coordinate update (EDM ``EquivariantBlock``).
@@ -226,6 +339,25 @@ class _EquivariantBlock(nn.Module):
         for layer in self.message_layers:
             h = layer(h, edge_attributes, edge_weight, node_weight, edge_attr)
         x = self.coordinate_update(h, x, unit_diff, edge_attributes, edge_weight.to(x.dtype), edge_attr)
+        x = x * node_weight.to(x.dtype)
+        return h, x
+
+    def forward_sparse(self, h: Tensor, x: Tensor, edges: _Edges, initial_sq_dist: Tensor, node_weight: Tensor,
+                       edge_attr: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """:meth:`forward` on flat nodes and an edge list; the compute dtype is that of ``node_weight``.
+
+        Shapes:
+            h: [M, H], x: [M, 3], edges: ([n_edges], [n_edges]), initial_sq_dist: [n_edges],
+            node_weight: [M, 1], edge_attr: [n_edges, E] or None → (h [M, H], x [M, 3])
+        """
+        receiver, sender = edges
+        diff = x[receiver] - x[sender]
+        sq_dist = diff.square().sum(-1)
+        unit_diff = diff / (torch.sqrt(sq_dist + 1e-8) + self.norm_constant).unsqueeze(-1)
+        edge_attributes = [sq_dist.to(node_weight.dtype), initial_sq_dist]
+        for layer in self.message_layers:
+            h = layer.forward_sparse(h, edges, edge_attributes, node_weight, edge_attr)
+        x = self.coordinate_update.forward_sparse(h, x, unit_diff, edges, edge_attributes, edge_attr)
         x = x * node_weight.to(x.dtype)
         return h, x
 
@@ -267,8 +399,21 @@ class EGNNDenoiser(DenoiserBase):
         with autocast:
             return self._body(pos, h, t, mask, context, edge_attr)
 
+    def edge_index(self, pos: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The edges ``(b, i, j)`` (j → i) that ``graph="radius"`` uses for these coordinates; see
+        :func:`radius_edges`. ValueError with ``graph="full"``.
+
+        Shapes:
+            pos: [B, N, 3], mask: [B, N] bool → b, i, j: [n_edges] int64
+        """
+        if self.config.graph != "radius":
+            raise ValueError("edge_index needs graph='radius' (the full graph is dense)")
+        return radius_edges(pos, mask, self.config.radius_cutoff, self.config.keep_sequence_neighbours)
+
     def _body(self, pos: Tensor, h: Tensor, t: Tensor, mask: Tensor, context: Tensor | None,
               edge_attr: Tensor | None) -> tuple[Tensor, Tensor]:
+        if self.config.graph == "radius":
+            return self._body_sparse(pos, h, t, mask, context, edge_attr)
         batch_size, num_nodes = mask.shape
         node_inputs = [h, t.view(batch_size, 1, 1).expand(batch_size, num_nodes, 1)]
         if context is not None:
@@ -287,3 +432,26 @@ class EGNNDenoiser(DenoiserBase):
             features, x = block(features, x, initial_sq_dist, edge_weight, node_weight, edge_attr)
         out = self.embedding_out(features)
         return x - pos, out[..., : self.config.in_node_features]
+
+    def _body_sparse(self, pos: Tensor, h: Tensor, t: Tensor, mask: Tensor, context: Tensor | None,
+                     edge_attr: Tensor | None) -> tuple[Tensor, Tensor]:
+        """:meth:`_body` on the radius graph: nodes flattened to ``[B·N, ·]``, edges to ``[n_edges, ·]``."""
+        batch_size, num_nodes = mask.shape
+        node_inputs = [h, t.view(batch_size, 1, 1).expand(batch_size, num_nodes, 1)]
+        if context is not None:
+            node_inputs.append(context.unsqueeze(1).expand(batch_size, num_nodes, context.shape[-1]))
+        features = self.embedding(torch.cat(node_inputs, dim=-1)).reshape(batch_size * num_nodes, -1)
+        compute_dtype = features.dtype
+        node_weight = mask.reshape(-1, 1).to(compute_dtype)
+        b, i, j = self.edge_index(pos, mask)
+        edges = (b * num_nodes + i, b * num_nodes + j)
+        flat_pos = pos.reshape(-1, 3)
+        initial_sq_dist = (flat_pos[edges[0]] - flat_pos[edges[1]]).square().sum(-1).to(compute_dtype)
+        if edge_attr is not None:
+            edge_attr = edge_attr[b, i, j].to(compute_dtype)
+
+        x = flat_pos
+        for block in self.blocks:
+            features, x = block.forward_sparse(features, x, edges, initial_sq_dist, node_weight, edge_attr)
+        out = self.embedding_out(features).reshape(batch_size, num_nodes, -1)
+        return (x - flat_pos).reshape(batch_size, num_nodes, 3), out[..., : self.config.in_node_features]
