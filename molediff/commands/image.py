@@ -101,22 +101,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from ..training import distributed
     from ..training.config import load_config
-    from ..training.tasks import run_training
+    from . import train as train_command
 
     task = load_config(args.config).task
     if task != "images":
         raise ValueError(f"{args.config} is a config for task {task!r}; 'molediff image train' trains task "
                          f"'images' (use 'molediff train' for other tasks)")
-    if distributed.env_rank() != 0:
-        logging.getLogger("molediff").setLevel(logging.WARNING)
-    metrics = run_training(args.config, resume=args.resume, out_dir=args.out, steps=args.steps,
-                           device=args.device, time_limit_s=args.time_limit)
-    shown = {k: v for k, v in metrics.items() if isinstance(v, float)}
-    if shown:
-        log.info("final: %s", ", ".join(f"{k}={v:.4g}" for k, v in shown.items()))
-    return 0
+    return train_command.run(args)   # the one training verb; this one only checks the task
 
 
 def _load(checkpoint: str | None, device: str):
