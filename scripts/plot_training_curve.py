@@ -47,7 +47,7 @@ def main() -> None:
     ax_loss.plot(hours, loss, lw=0.8)
     ax_loss.set_xlabel("cumulative CPU core-hours")
     ax_loss.set_ylabel("training loss (ε-MSE, 50-step means)")
-    ax_loss.set_title("training loss of the continued run")
+    ax_loss.set_title("training loss of the continued runs (joined)")
     for key, label in (("atom_stability", "atom stability"), ("mol_stability", "molecule stability"),
                        ("validity", "validity")):
         xs = [q["core_hours"] for q in points if key in q]
