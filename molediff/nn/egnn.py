@@ -412,13 +412,9 @@ class EGNNDenoiser(DenoiserBase):
 
     def _body(self, pos: Tensor, h: Tensor, t: Tensor, mask: Tensor, context: Tensor | None,
               edge_attr: Tensor | None) -> tuple[Tensor, Tensor]:
+        features = self._embed_nodes(h, t, mask, context)
         if self.config.graph == "radius":
-            return self._body_sparse(pos, h, t, mask, context, edge_attr)
-        batch_size, num_nodes = mask.shape
-        node_inputs = [h, t.view(batch_size, 1, 1).expand(batch_size, num_nodes, 1)]
-        if context is not None:
-            node_inputs.append(context.unsqueeze(1).expand(batch_size, num_nodes, context.shape[-1]))
-        features = self.embedding(torch.cat(node_inputs, dim=-1))
+            return self._body_sparse(pos, features, mask, edge_attr)
         compute_dtype = features.dtype  # bf16 under autocast, else the input dtype
         edge_weight = pairwise_mask(mask).to(compute_dtype)
         node_weight = mask.unsqueeze(-1).to(compute_dtype)
@@ -433,14 +429,20 @@ class EGNNDenoiser(DenoiserBase):
         out = self.embedding_out(features)
         return x - pos, out[..., : self.config.in_node_features]
 
-    def _body_sparse(self, pos: Tensor, h: Tensor, t: Tensor, mask: Tensor, context: Tensor | None,
-                     edge_attr: Tensor | None) -> tuple[Tensor, Tensor]:
-        """:meth:`_body` on the radius graph: nodes flattened to ``[B·N, ·]``, edges to ``[n_edges, ·]``."""
+    def _embed_nodes(self, h: Tensor, t: Tensor, mask: Tensor, context: Tensor | None) -> Tensor:
+        """The embedded node inputs ``[h | t | context]``: [B, N, H] (bf16 under autocast)."""
         batch_size, num_nodes = mask.shape
         node_inputs = [h, t.view(batch_size, 1, 1).expand(batch_size, num_nodes, 1)]
         if context is not None:
             node_inputs.append(context.unsqueeze(1).expand(batch_size, num_nodes, context.shape[-1]))
-        features = self.embedding(torch.cat(node_inputs, dim=-1)).reshape(batch_size * num_nodes, -1)
+        return self.embedding(torch.cat(node_inputs, dim=-1))
+
+    def _body_sparse(self, pos: Tensor, features: Tensor, mask: Tensor, edge_attr: Tensor | None
+                     ) -> tuple[Tensor, Tensor]:
+        """:meth:`_body` on the radius graph, from the embedded nodes ``features`` [B, N, H]: nodes flattened to
+        ``[B·N, ·]``, edges to ``[n_edges, ·]``."""
+        batch_size, num_nodes = mask.shape
+        features = features.reshape(batch_size * num_nodes, -1)
         compute_dtype = features.dtype
         node_weight = mask.reshape(-1, 1).to(compute_dtype)
         b, i, j = self.edge_index(pos, mask)
