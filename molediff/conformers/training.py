@@ -188,7 +188,5 @@ def build_task(config) -> ConformerTask:
     section = {"node_features": NODE_FEATURES, "edge_features": EDGE_FEATURES, **dict(config.model)}
     model_cfg = ConformerDiffusionConfig.from_dict(section)
     data = build_config(MoleculeDataConfig, config.data, "data.")
-    if model_cfg.context_features:
-        raise ValueError("the conformer task does not build context from data yet; set model.context_features to 0")
     dataset = load_molecule_dataset(data, model_cfg.vocabulary, model_cfg.max_atoms)
     return ConformerTask(model=ConformerDiffusion(model_cfg), dataset=dataset)
