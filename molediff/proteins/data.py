@@ -160,12 +160,11 @@ class ProteinSet:
         return self.subset([i for i, s in enumerate(self.split) if s == split])
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write as ``.npz`` atomically (coordinates, offsets, lengths, sequences, names, split); ``load`` needs numpy
+        """Write as ``.npz`` atomically (coordinates, offsets, sequences, names, split); ``load`` needs numpy
         alone."""
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez_compressed(f, coords=self.coords, offsets=self.offsets, lengths=self.lengths,
-                                sequences=np.array(self.sequences), names=np.array(self.names),
-                                split=np.array(self.split))
+            np.savez_compressed(f, coords=self.coords, offsets=self.offsets, sequences=np.array(self.sequences),
+                                names=np.array(self.names), split=np.array(self.split))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ProteinSet:

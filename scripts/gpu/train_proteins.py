@@ -3,7 +3,7 @@
 1. ``prepare`` (CPU, here; biotite): read, deduplicate and split the structure folder exactly as the
    ``proteins`` task does (30 % identity clusters, ``molediff.proteins.data``), and write the training and
    validation chains (not the test chains: they stay here as the held-out reference) as one compact
-   ``ProteinSet`` .npz (Cα coordinates, sequences, lengths/offsets, names, split labels) that travels with
+   ``ProteinSet`` .npz (Cα coordinates, sequences, offsets, names, split labels) that travels with
    the tree (``gpu_data/`` is git-ignored; carry it).
 
        python scripts/gpu/train_proteins.py prepare --source ../shared/data/proteins-db55 --out gpu_data
