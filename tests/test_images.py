@@ -212,7 +212,8 @@ def _jpeg(img_chw: np.ndarray) -> bytes:
 
 
 def _packed(path: Path, n_train: int = 5, n_test: int = 3, corrupt: int | None = None) -> Path:
-    """A tiny packed-JPEG file in the format of ../shared/data/README.md; ``corrupt`` garbles one train image."""
+    """A tiny packed-JPEG CIFAR file (keys train_jpeg/train_offsets/train_labels, test_*, classes);
+    ``corrupt`` garbles one train image."""
     arrays = {}
     for split, n in (("train", n_train), ("test", n_test)):
         blobs = [_jpeg(img) for img in _images(n, 10 + n)]
