@@ -120,3 +120,22 @@ def test_categorical_decoder_matches_integrated_gaussian_masses():
     for k in range(3):
         onehot = torch.nn.functional.one_hot(torch.full((2,), k), 3).to(torch.float64)
         torch.testing.assert_close(categorical_decoder_log_prob(onehot, estimate, std).exp(), expected[:, k])
+
+
+def test_full_chain_bound_of_a_zero_predictor_matches_its_closed_form():
+    """ε̂ ≡ 0 gives x̂ = z_t / α_t, so step i of the bound costs ½ expm1(λ_{i−1} − λ_i) ‖ε_i‖²: summed over the full
+    chain, ½ Σ expm1(Δλ) per dimension in expectation. A few steps carry most of the sum, so its relative spread
+    is about √(2 / dimensions) = 0.7 % at 40,000 dimensions: checked within 3 %."""
+    from molediff.diffusion import EuclideanSpace, make_schedule, vlb
+
+    schedule = make_schedule("polynomial", T=50, precision=1e-5)
+    x = torch.randn(4, 40000, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).clamp(-1, 1)
+    zero = lambda z, t: torch.zeros_like(z)  # noqa: E731
+    terms = vlb(zero, x, schedule, EuclideanSpace(), generator=torch.Generator().manual_seed(1), full_chain=True)
+    lam = schedule.table
+    expected = 0.5 * float(torch.expm1(lam[:-1] - lam[1:]).sum()) * 40000
+    torch.testing.assert_close(terms["diffusion"], torch.full((4,), expected, dtype=torch.float64), rtol=0.03,
+                               atol=0)
+    assert torch.allclose(terms["total"], terms["prior"] + terms["diffusion"] + terms["decoder"])
+    with pytest.raises(ValueError, match="full_chain"):
+        vlb(zero, x, schedule, EuclideanSpace(), t_index=torch.ones(4, dtype=torch.long), full_chain=True)

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 from torch.special import log_ndtr
 
+from ..utils import progress
 from .process import predict_x0, q_sample
 from .schedule import NoiseSchedule
 from .space import EuclideanSpace, expand_like
@@ -169,19 +170,32 @@ def categorical_decoder_log_prob(onehot: Tensor, estimate: Tensor, std: Tensor |
 
 def vlb(eps_fn: EpsFn, x: Tensor, schedule: NoiseSchedule, space: EuclideanSpace,
         mask: Tensor | None = None, decoder: Decoder = gaussian_decoder_nll, generator=None,
-        t_index: Tensor | None = None) -> dict[str, Tensor]:
+        t_index: Tensor | None = None, full_chain: bool = False, show_progress: bool = False) -> dict[str, Tensor]:
     """The bound's three terms and their sum, each per sample ``[B]`` in nats.
 
     ``decoder(x, z_0, ε̂, schedule, space, mask)`` gives −log p(x | z_0); use ``gaussian_decoder_nll``
-    for continuous data and ``discretized_decoder_nll`` for 8-bit pixels.
+    for continuous data and ``discretized_decoder_nll`` for 8-bit pixels. The diffusion term is the one-draw
+    estimate of ``diffusion_kl`` (at ``t_index`` when given), or with ``full_chain=True`` the sum over every
+    step i = 1 … T with one noise draw each (T network calls; DDPM's reported bits/dim).
     """
+    if full_chain and t_index is not None:
+        raise ValueError("full_chain sums over every step: give no t_index")
     x = space.project(x, mask)
     t0 = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
     noise = space.randn(x.shape, mask, generator, x.dtype, x.device)
     z_0 = q_sample(x, t0, schedule, noise)
+    if full_chain:
+        diffusion = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        for i in progress(range(1, schedule.T + 1), desc="bound", disable=None if show_progress else True,
+                          leave=False):
+            step = torch.full((x.shape[0],), i, dtype=torch.long, device=x.device)
+            # diffusion_kl returns T × the term of step i (its one-draw estimate of the whole sum)
+            diffusion += diffusion_kl(eps_fn, x, schedule, space, mask, step, generator) / schedule.T
+    else:
+        diffusion = diffusion_kl(eps_fn, x, schedule, space, mask, t_index, generator)
     terms = {
         "prior": prior_kl(x, schedule, space, mask),
-        "diffusion": diffusion_kl(eps_fn, x, schedule, space, mask, t_index, generator),
+        "diffusion": diffusion,
         "decoder": decoder(x, z_0, eps_fn(z_0, t0.to(x.dtype)), schedule, space, mask),
     }
     terms["total"] = terms["prior"] + terms["diffusion"] + terms["decoder"]

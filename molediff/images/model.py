@@ -24,16 +24,13 @@ from ..diffusion import (
     EuclideanSpace,
     NoiseSchedule,
     bits_per_dim,
-    diffusion_kl,
     discretized_decoder_nll,
     epsilon_loss,
     make_schedule,
-    prior_kl,
-    q_sample,
     sample,
     vlb,
 )
-from ..utils import build_config, progress
+from ..utils import build_config
 from .unet import UNet, UNetConfig
 
 __all__ = ["ImageDiffusionConfig", "ImageDiffusion", "to_model_range", "to_uint8"]
@@ -136,21 +133,8 @@ class ImageDiffusion(nn.Module):
         ``x`` must hold 8-bit values mapped to [−1, 1] (``to_model_range``).
         """
         self._check(x)
-        eps = self.eps_fn()
-        if not full_chain:
-            terms = vlb(eps, x, self.schedule, self.space, decoder=discretized_decoder_nll, generator=generator)
-        else:
-            T = self.schedule.T
-            diffusion = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-            for i in progress(range(1, T + 1), desc="bound", disable=None if show_progress else True, leave=False):
-                t_index = torch.full((x.shape[0],), i, dtype=torch.long, device=x.device)
-                # diffusion_kl returns T × the term of step i (its one-draw estimate of the sum)
-                diffusion += diffusion_kl(eps, x, self.schedule, self.space, t_index=t_index, generator=generator) / T
-            t0 = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
-            z_0 = q_sample(x, t0, self.schedule, self.space.randn(x.shape, None, generator, x.dtype, x.device))
-            terms = {"prior": prior_kl(x, self.schedule, self.space), "diffusion": diffusion,
-                     "decoder": discretized_decoder_nll(x, z_0, eps(z_0, t0.to(x.dtype)), self.schedule, self.space)}
-            terms["total"] = terms["prior"] + terms["diffusion"] + terms["decoder"]
+        terms = vlb(self.eps_fn(), x, self.schedule, self.space, decoder=discretized_decoder_nll,
+                    generator=generator, full_chain=full_chain, show_progress=show_progress)
         terms["bits_per_dim"] = bits_per_dim(terms["total"], self.space.dof(x))
         return terms
 
