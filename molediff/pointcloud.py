@@ -43,6 +43,9 @@ __all__ = ["PointCloudConfig", "PointCloudDiffusion", "draw_sizes", "node_mask",
            "size_histogram"]
 
 
+PREDICTIONS = ("eps", "v")
+
+
 def size_histogram(sizes) -> dict[int, int]:
     """{size: number of samples} of a training set (atoms per molecule, residues per chain)."""
     values, freq = torch.unique(torch.as_tensor(sizes, dtype=torch.long).flatten(), return_counts=True)
@@ -77,6 +80,11 @@ class PointCloudConfig:
             Min-SNR-5 is (0, 5)); None: EDM's unweighted ε-loss.
         denoiser: ``{"name": "egnn" | "e3nn", **fields}``; the widths in ``denoiser_set_by_model`` are filled
             in by the model from its data and must not be given.
+        prediction: what the network's output F is. ``eps``: ε̂ = F (EDM). ``v``: F predicts
+            v = α_t ε − σ_t x (Salimans & Ho 2022, §4), read as ε̂ = σ_t z_t + α_t F; the objective stays the
+            ε-loss. ``v`` gives ε̂ → z_t as α_t → 0 whatever F is, which a network that sees only local
+            neighbourhoods (a radius graph) cannot learn on its own: ε ≈ z_t at high noise is a global
+            quantity (each point's offset from the centre).
     """
 
     schedule: str = "polynomial"
@@ -85,6 +93,7 @@ class PointCloudConfig:
     context_features: int = 0
     snr_clip: tuple[float, float] | None = None
     denoiser: dict = field(default_factory=lambda: {"name": "egnn", "hidden": 256, "layers": 9})
+    prediction: str = "eps"
 
     denoiser_set_by_model: ClassVar[tuple[str, ...]] = ("in_node_features", "context_features")
 
@@ -94,6 +103,8 @@ class PointCloudConfig:
         if self.T < 1 or self.context_features < 0:
             raise ValueError(f"T must be >= 1 and context_features >= 0, got {self.T}, {self.context_features}")
         check_denoiser_config(self.denoiser, fixed=self.denoiser_set_by_model)
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
         if self.snr_clip is not None:
             if len(self.snr_clip) != 2:
                 raise ValueError(f"snr_clip must be [low, high] or null, got {self.snr_clip!r}")
@@ -144,14 +155,19 @@ class PointCloudDiffusion(nn.Module):
         schedule: the noise schedule (``molediff.diffusion``).
         diffused_features: D, node feature channels that are diffused together with the coordinates.
         max_nodes: the largest point count accepted when sampling (a model trained on small clouds says so).
+        loss_weighting: w(λ) of the ε-loss (None: unweighted).
+        prediction: ``eps`` or ``v``, the meaning of the denoiser's output (``PointCloudConfig.prediction``).
     """
 
     def __init__(self, denoiser: nn.Module, schedule: NoiseSchedule, diffused_features: int, max_nodes: int,
-                 loss_weighting: Callable[[Tensor], Tensor] | None = None):
+                 loss_weighting: Callable[[Tensor], Tensor] | None = None, prediction: str = "eps"):
         super().__init__()
         if diffused_features < 0 or max_nodes < 1:
             raise ValueError(f"diffused_features must be >= 0 and max_nodes >= 1, got {diffused_features}, "
                              f"{max_nodes}")
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+        self.prediction = prediction
         self.denoiser = denoiser
         self.schedule = schedule
         self.space = ZeroCoMSpace(com_dims=3)
@@ -180,7 +196,13 @@ class PointCloudDiffusion(nn.Module):
             if given_features is not None:
                 h = torch.cat([h, given_features.to(z.dtype)], -1) if d else given_features.to(z.dtype)
             eps_pos, eps_h = self.denoiser(z[..., :3], h, t, mask, context, edge_attr)
-            return torch.cat([eps_pos, eps_h[..., :d]], -1) if d else eps_pos
+            out = torch.cat([eps_pos, eps_h[..., :d]], -1) if d else eps_pos
+            if self.prediction == "v":   # ε̂ = σ_t z_t + α_t v̂
+                tt = torch.as_tensor(t, dtype=torch.float64, device=z.device).reshape(-1, 1, 1)
+                alpha = self.schedule.alpha(tt).to(z.dtype)
+                sigma = self.schedule.sigma(tt).to(z.dtype)
+                out = sigma * z + alpha * out
+            return out
 
         return eps
 

@@ -374,9 +374,13 @@ def test_image_train_sample_and_eval_from_the_command_line(tmp_path, capsys):
     assert result["n"] == 3 and math.isfinite(result["bits_per_dim"])
 
 
-def test_image_commands_fail_in_one_line(tmp_path, capsys):
-    assert main(["image", "sample", "-n", "2", "-o", str(tmp_path / "g.png")]) == 1
-    assert "no image weights ship with molediff yet" in capsys.readouterr().err
+def test_image_commands_fail_in_one_line(tmp_path, capsys, monkeypatch):
+    import molediff.training.weights as weights
+
+    with monkeypatch.context() as m:
+        m.setattr(weights, "PRETRAINED_DIR", tmp_path)   # an installation without the shipped file
+        assert main(["image", "sample", "-n", "2", "-o", str(tmp_path / "g.png")]) == 1
+        assert "no image weights are shipped in this installation" in capsys.readouterr().err
     assert main(["image", "sample", "-o", str(tmp_path / "g.jpg"), "--checkpoint", "x"]) == 1
     assert "must name a .png file" in capsys.readouterr().err
     toy = tmp_path / "toy.yaml"

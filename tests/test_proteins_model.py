@@ -35,6 +35,33 @@ def test_denoiser_with_sequence_features_is_equivariant():
     assert_equivariant(model.denoiser, {"pos": pos, "h": h, "t": t, "mask": mask, "edge_attr": edge}, atol=1e-8)
 
 
+@pytest.mark.parametrize("graph", [{}, {"graph": "radius", "graph_radius": 3.0}])
+def test_v_prediction_reads_the_network_as_v_and_is_exact_at_pure_noise(graph):
+    """ε̂ = σ_t z + α_t F with the same network F as the ε-model; at α_t = 0 ε̂ is z exactly (what a radius graph
+    cannot compute from local messages), and the ε-model stays equivariant."""
+    eps_model = _model(**graph).double()
+    v_model = _model(prediction="v", **graph).double()
+    v_model.load_state_dict(eps_model.state_dict())
+    mask = torch.arange(9)[None] < torch.tensor([[9], [6]])
+    z = v_model.space.project(torch.randn(2, 9, 3, generator=torch.Generator().manual_seed(2),
+                                          dtype=torch.float64), mask)
+    h, e = v_model.node_features(mask, torch.float64), v_model.edge_features(mask, torch.float64)
+    t = torch.tensor([0.3, 0.8], dtype=torch.float64)
+    f = eps_model.eps_fn(mask, given_features=h, edge_attr=e)(z, t)
+    eps = v_model.eps_fn(mask, given_features=h, edge_attr=e)(z, t)
+    a, s = v_model.schedule.alpha(t).view(-1, 1, 1), v_model.schedule.sigma(t).view(-1, 1, 1)
+    torch.testing.assert_close(eps, s * z + a * f)
+    t_end = torch.ones(2, dtype=torch.float64)
+    assert float(v_model.schedule.alpha(t_end).max()) < 1e-2
+    eps_end = v_model.eps_fn(mask, given_features=h, edge_attr=e)(z, t_end)
+    assert (eps_end - z).abs().max() < 1e-2 * (f.abs().max() + 1)
+    R = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64))[0]
+    rotated = v_model.eps_fn(mask, given_features=h, edge_attr=e)(z @ R.T, t)
+    torch.testing.assert_close(rotated, eps @ R.T)
+    with pytest.raises(ValueError, match="prediction"):
+        ProteinBackboneConfig.from_dict({**SMALL, "prediction": "x0"})
+
+
 def test_features_know_the_order_and_vanish_at_padding():
     model = _model()
     mask = torch.arange(5)[None] < torch.tensor([[5], [3]])
@@ -114,10 +141,16 @@ def test_the_task_fills_the_length_histogram(tmp_path):
     assert loss.ndim == 0 and "loss" in logged
 
 
-def test_cli_help_says_checkpoint_is_required(capsys):
+def test_sample_defaults_to_the_shipped_weights_and_says_when_there_are_none(tmp_path, monkeypatch, capsys):
+    import molediff.training.weights as weights
+
     with pytest.raises(SystemExit):
         main(["protein", "sample", "--help"])
-    assert "no protein weights" in " ".join(capsys.readouterr().out.split())
+    assert "shipped 'protein_ca_egnn' weights" in " ".join(capsys.readouterr().out.split())
+    monkeypatch.setattr(weights, "PRETRAINED_DIR", tmp_path)   # an installation without the shipped file
+    assert main(["protein", "sample", "-n", "1", "-o", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "no protein weights are shipped" in err and len(err.strip().splitlines()) == 1
 
 
 def test_sample_writes_mmcif_only_beyond_the_pdb_range(tmp_path, monkeypatch, capsys):

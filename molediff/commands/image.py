@@ -4,8 +4,9 @@
       train from a YAML config (configs/cifar_small.yaml for CPU, configs/cifar_ddpm.yaml: DDPM's 35.7M U-Net).
   molediff image sample -n 16 -o grid.png --checkpoint W [--sampler --steps --seed]
       draw images with a trained model and write them as a PNG grid.
-  molediff image eval --checkpoint W --data PATH [-n 100]
-      bits/dim of the variational bound on test images (DDPM's discretized 8-bit decoder).
+  molediff image eval --checkpoint W --data PATH [-n 100] [--fd --fd-images 1000 --sampler --steps --seed]
+      bits/dim of the variational bound on test images (DDPM's discretized 8-bit decoder); with --fd also
+      FD-CIFARNet of sampled images against test images, with its floor and a pixel-Gaussian baseline.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     sample.add_argument("-o", "--output", default="grid.png", help="PNG file to write")
     sample.add_argument("--checkpoint", default=None,
                         help=f"exported .safetensors weights or a training run/checkpoint directory (default: the "
-                             f"shipped '{SHIPPED}' weights, once they ship)")
+                             f"shipped '{SHIPPED}' weights)")
     sample.add_argument("--sampler", default="ddpm", choices=sorted(SAMPLERS),
                         help="ddpm (ancestral), ddim, heun (Karras et al.) or dpm2m (DPM-Solver++(2M))")
     sample.add_argument("--steps", type=int, default=None,
@@ -67,25 +68,55 @@ def configure(parser: argparse.ArgumentParser) -> None:
     sample.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     sample.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
 
-    ev = sub.add_parser("eval", help="bits/dim of the bound on test images", formatter_class=HelpFormatter,
+    ev = sub.add_parser("eval", help="bits/dim on test images; FD-CIFARNet of samples (--fd)",
+                        formatter_class=HelpFormatter,
                         description="Bits/dim of the variational bound on the first N images of a CIFAR-10 split, "
                                     "with DDPM's discretized 8-bit decoder. The full chain takes T network calls "
                                     "per image (T = 999 for DDPM's schedule); --one-draw takes two. On the "
                                     "packed JPEG copy the pixels are lossy: compare against a reference model on "
-                                    "the same data, not with published CIFAR-10 numbers. (The Fréchet distance "
-                                    "of the image issue is not implemented yet.)")
+                                    "the same data, not with published CIFAR-10 numbers. "
+                                    "With --fd, also FD-CIFARNet: the Fréchet distance (FID's formula, Heusel et "
+                                    "al. 2017) between --fd-images sampled images and as many test images (a "
+                                    "fixed random subset, the same on every run), in the "
+                                    "features of CIFARNet, a small CIFAR-10 classifier shipped with molediff "
+                                    "(molediff/pretrained/cifarnet.md). It is printed beside its floor (the test "
+                                    "images against as many training images) and the FD of a Gaussian fitted to "
+                                    "the training pixels (mean and full covariance), at the same N. FD-CIFARNet "
+                                    "compares models evaluated with the same N only; it is not an FID and not "
+                                    "comparable with FID values in papers.")
     ev.add_argument("--checkpoint", default=None,
                     help=f"exported .safetensors weights or a training run/checkpoint directory (default: the "
-                         f"shipped '{SHIPPED}' weights, once they ship)")
+                         f"shipped '{SHIPPED}' weights)")
     ev.add_argument("--data", required=True, metavar="PATH",
                     help="cifar-10-python.tar.gz, the cifar-10-batches-py folder, or a packed-JPEG .npz")
-    ev.add_argument("--split", default="test", choices=["train", "test"], help="CIFAR-10 split")
-    ev.add_argument("-n", "--num-images", type=int, default=100, help="first N images of the split")
+    ev.add_argument("--split", default="test", choices=["train", "test"], help="CIFAR-10 split of the bits/dim")
+    ev.add_argument("-n", "--num-images", type=int, default=100,
+                    help="bits/dim on N images of the split (a fixed random subset, the same on every run: the packed "
+                         "file is sorted by class)")
     ev.add_argument("--one-draw", action="store_true",
                     help="estimate the diffusion term from one random step per image instead of summing all T")
-    ev.add_argument("--batch-size", type=int, default=100, help="images per batch")
-    ev.add_argument("--seed", type=int, default=0, help="seed of the noise draws")
-    ev.add_argument("--json", metavar="OUT", default=None, help="also write the result as JSON")
+    ev.add_argument("--no-bits-per-dim", action="store_true",
+                    help="skip the bits/dim (with --fd: compute FD-CIFARNet only)")
+    ev.add_argument("--fd", action="store_true",
+                    help="also compute FD-CIFARNet of --fd-images sampled images against --fd-images test images "
+                         "(a fixed random subset: the packed JPEG file is sorted by class), with the floor (those "
+                         "test images against as many training images) and the pixel-Gaussian baseline")
+    ev.add_argument("--fd-images", type=int, default=1000, metavar="N",
+                    help="images per set for FD-CIFARNet (at least 2; FD values compare only at equal N)")
+    ev.add_argument("--sampler", default="ddpm", choices=sorted(SAMPLERS),
+                    help="with --fd: ddpm (ancestral), ddim, heun (Karras et al.) or dpm2m (DPM-Solver++(2M))")
+    ev.add_argument("--steps", type=int, default=None,
+                    help="with --fd: sampling steps (default: all T for ddpm, 100 for ddim, 50 for dpm2m, 18 for "
+                         "heun)")
+    ev.add_argument("--eta", type=float, default=0.0,
+                    help="with --fd: DDIM's η (0: deterministic ODE step; ddim only)")
+    ev.add_argument("--classifier", default=None, metavar="WEIGHTS",
+                    help="with --fd: CIFARNet weights (default: the shipped molediff/pretrained/cifarnet.safetensors)")
+    ev.add_argument("--batch-size", type=int, default=100, help="images per batch (bits/dim and sampling)")
+    ev.add_argument("--seed", type=int, default=0,
+                    help="seed of the bound's noise draws; with --fd, sampled image i uses seed + i (as 'image "
+                         "sample') and the Gaussian baseline draws from seed")
+    ev.add_argument("--json", metavar="OUT", default=None, help="also write the results as JSON")
     ev.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     ev.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
 
@@ -119,8 +150,8 @@ def _load(checkpoint: str | None, device: str):
         try:
             checkpoint = pretrained_path(SHIPPED)
         except FileNotFoundError:
-            raise ValueError("no image weights ship with molediff yet: pass --checkpoint (a training run "
-                             "directory or an exported .safetensors file)") from None
+            raise ValueError("no image weights are shipped in this installation: pass --checkpoint (a training "
+                             "run directory or an exported .safetensors file)") from None
     return load_model(ImageDiffusion, checkpoint, device=device)
 
 
@@ -158,28 +189,77 @@ def _sample(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from ..images.cifar import load_cifar10
-    from ..images.metrics import bits_per_dim_on
+    from ..images.metrics import bits_per_dim_on, fixed_subset
     from ..utils import atomic_write, check_output_path
 
     if args.num_images < 1 or args.batch_size < 1:
         raise ValueError("--num-images and --batch-size must be at least 1")
+    if args.no_bits_per_dim and not args.fd:
+        raise ValueError("--no-bits-per-dim leaves nothing to evaluate without --fd")
+    if args.fd and args.fd_images < 2:
+        raise ValueError("--fd-images must be at least 2 (a covariance needs two images)")
+    if args.eta != 0.0 and args.sampler != "ddim":
+        raise ValueError("--eta applies to --sampler ddim only")
     if args.json is not None:
         check_output_path(args.json, "--json")
     model = _load(args.checkpoint, args.device)
-    data = load_cifar10(args.data, args.split)
-    if args.num_images > len(data):
-        raise ValueError(f"--num-images {args.num_images} exceeds the {len(data)} images of the {args.split} split")
-    result = bits_per_dim_on(model, data.images[:args.num_images], full_chain=not args.one_draw,
-                             batch_size=args.batch_size, seed=args.seed, show_progress=True)
-    chain = "one-draw estimate" if args.one_draw else f"full chain, T = {model.schedule.T}"
-    sem = "" if math.isnan(result["sem"]) else f" ± {result['sem']:.3f}"
-    print(f"bits/dim {result['bits_per_dim']:.3f}{sem} on {result['n']} {args.split} images of {args.data} ({chain}); "
-          f"prior {result['prior_bits_per_dim']:.4f}, diffusion {result['diffusion_bits_per_dim']:.3f}, "
-          f"decoder {result['decoder_bits_per_dim']:.3f}")
+    if args.fd and args.steps is not None and not 1 <= args.steps <= model.schedule.T:
+        raise ValueError(f"--steps must lie in 1..{model.schedule.T} for this model")
+    out: dict = {"data": str(args.data), "checkpoint": str(args.checkpoint)}
+    if not args.no_bits_per_dim:
+        data = load_cifar10(args.data, args.split)
+        if args.num_images > len(data):
+            raise ValueError(f"--num-images {args.num_images} exceeds the {len(data)} images of the {args.split} "
+                             f"split")
+        # a fixed random subset (seed 0, as FD-CIFARNet's test images): files sorted by class (the packed JPEG
+        # copy is) would otherwise give the first class's bound only
+        images = data.images[fixed_subset(len(data), args.num_images, seed=0)]
+        result = bits_per_dim_on(model, images, full_chain=not args.one_draw,
+                                 batch_size=args.batch_size, seed=args.seed, show_progress=True)
+        chain = "one-draw estimate" if args.one_draw else f"full chain, T = {model.schedule.T}"
+        sem = "" if math.isnan(result["sem"]) else f" ± {result['sem']:.3f}"
+        print(f"bits/dim {result['bits_per_dim']:.3f}{sem} on {result['n']} {args.split} images of {args.data} "
+              f"({chain}); prior {result['prior_bits_per_dim']:.4f}, diffusion "
+              f"{result['diffusion_bits_per_dim']:.3f}, decoder {result['decoder_bits_per_dim']:.3f}")
+        out.update({"split": args.split, "chain": chain,
+                    **{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in result.items()}})
+    if args.fd:
+        out["fd_cifarnet"] = _fd(args, model)
     if args.json:
         with atomic_write(args.json) as f:
-            f.write(json.dumps({"data": str(args.data), "split": args.split, "chain": chain,
-                                "checkpoint": str(args.checkpoint),
-                                **{k: None if isinstance(v, float) and math.isnan(v) else v
-                                   for k, v in result.items()}}, indent=1) + "\n")
+            f.write(json.dumps(out, indent=1) + "\n")
     return 0
+
+
+def _fd(args: argparse.Namespace, model) -> dict:
+    """FD-CIFARNet of sampled images with its floor and the pixel-Gaussian baseline: print a table, return it."""
+    from ..images.cifar import load_cifar10
+    from ..images.classifier import load_cifarnet
+    from ..images.metrics import fd_cifarnet_report
+
+    T = model.schedule.T
+    steps = args.steps if args.steps is not None else DEFAULT_STEPS[args.sampler]
+    steps = None if steps is None else min(steps, T)
+    classifier = load_cifarnet(args.classifier, args.device)
+    test, train = load_cifar10(args.data, "test"), load_cifar10(args.data, "train")
+    n = args.fd_images
+    if n > len(test) or n > len(train):
+        raise ValueError(f"--fd-images {n} exceeds the {len(test)} test or {len(train)} training images of "
+                         f"{args.data}")
+    options = {"eta": args.eta} if args.sampler == "ddim" else {}
+    r = fd_cifarnet_report(model, test.images, train.images, n, args.sampler, steps, args.seed, args.batch_size,
+                           classifier, show_progress=True, **options)
+    rows = [(f"samples ({args.sampler}, {steps or T} steps, seeds {args.seed}..{args.seed + n - 1})", r["fd_samples"]),
+            (f"floor: {n} training images", r["fd_floor"]),
+            (f"Gaussian fitted to the {len(train)} training images' pixels", r["fd_gaussian"])]
+    width = max(len(name) for name, _ in rows)
+    print(f"FD-CIFARNet against {n} test images of {args.data} (a fixed random subset; CIFARNet features, D = "
+          f"{r['feature_dim']}; comparable at equal N only, not an FID)")
+    print(f"  {'images':<{width}}  FD-CIFARNet")
+    for name, value in rows:
+        print(f"  {name:<{width}}  {value:11.3f}")
+    return {**r, "sampler": args.sampler, "steps": steps or T, "seed": args.seed,
+            "classifier": str(args.classifier) if args.classifier else "shipped cifarnet",
+            "reference": f"{n} test images drawn by numpy default_rng(0)",
+            "floor": f"{n} training images drawn by numpy default_rng(1)",
+            "gaussian_fit_images": len(train)}

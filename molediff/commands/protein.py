@@ -3,8 +3,9 @@
   molediff protein score DIR [--reference DIR] [--json OUT] [--png OUT]
       geometry of Cα traces (PDB/mmCIF files, optionally .gz): Cα–Cα distances, clashes, P-SEA secondary
       structure, Rg / N^0.38, and with --reference the W1 distances of virtual bond angles and dihedrals.
-  molediff protein sample --length L -n N -o DIR --checkpoint W
-      sample Cα traces with a trained backbone model; one PDB and one mmCIF file per chain.
+  molediff protein sample --length L -n N -o DIR [--checkpoint W]
+      sample Cα traces with the shipped backbone model (or your own weights); one PDB and one mmCIF file per
+      chain.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import json
 import math
 import sys
 from pathlib import Path
+
+SHIPPED = "protein_ca_egnn"   # molediff/pretrained/protein_ca_egnn.safetensors and its card protein_ca_egnn.md
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -32,21 +35,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
     score.add_argument("--json", metavar="OUT", default=None, help="write the summary as JSON")
     score.add_argument("--png", metavar="OUT", default=None, help="draw the distributions as a PNG")
     sample = sub.add_parser("sample", help="sample Cα traces with a trained model", formatter_class=HelpFormatter,
-                            description="Sample Cα traces and write NAME.pdb and NAME.cif per chain into DIR. No "
-                                        "protein weights ship with molediff yet, so --checkpoint is required: "
-                                        "train one with 'molediff train configs/protein_cpu_small.yaml'.")
+                            description="Sample Cα traces and write NAME.pdb and NAME.cif per chain into DIR, "
+                                        f"with the shipped '{SHIPPED}' weights unless --checkpoint names others "
+                                        "(train your own with 'molediff train configs/protein_cpu_small.yaml').")
     sample.add_argument("--length", type=int, default=None,
                         help="residues per chain (default: drawn from the training length histogram)")
     sample.add_argument("-n", "--num-chains", type=int, default=10, help="number of chains")
     sample.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
-    sample.add_argument("--checkpoint", required=True,
-                        help="exported .safetensors weights or a training run/checkpoint directory (required: no "
-                             "protein weights are shipped yet)")
+    sample.add_argument("--checkpoint", default=None,
+                        help=f"exported .safetensors weights or a training run/checkpoint directory (default: the "
+                             f"shipped '{SHIPPED}' weights)")
     sample.add_argument("--sampler", default="ddpm", choices=sorted(SAMPLERS), help="sampler")
     sample.add_argument("--steps", type=int, default=None, help="sampler steps (default: all T)")
     sample.add_argument("--seed", type=int, default=0, help="chain i uses seed + i")
     sample.add_argument("--batch-size", type=int, default=16, help="chains sampled together")
     sample.add_argument("--device", default="cpu", help="torch device")
+    sample.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -93,14 +97,25 @@ def _sample(args: argparse.Namespace) -> int:
 
     from ..proteins.io import write_ca_trace
     from ..proteins.model import ProteinBackboneDiffusion
-    from ..training.weights import load_model
+    from ..training.weights import load_model, pretrained_path
 
     if args.num_chains < 1 or args.batch_size < 1:
         raise ValueError("--num-chains and --batch-size must be at least 1")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError("--threads must be at least 1")
+        torch.set_num_threads(args.threads)
+    checkpoint = args.checkpoint
+    if checkpoint is None:
+        try:
+            checkpoint = pretrained_path(SHIPPED)
+        except FileNotFoundError:
+            raise ValueError("no protein weights are shipped in this installation: pass --checkpoint (a training "
+                             "run directory or an exported .safetensors file)") from None
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--output {args.output!r} is a file; give a folder")
-    model = load_model(ProteinBackboneDiffusion, args.checkpoint, device=args.device)
+    model = load_model(ProteinBackboneDiffusion, checkpoint, device=args.device)
     if args.length is not None and not 2 <= args.length <= model.config.max_length:
         raise ValueError(f"--length must lie in 2..{model.config.max_length} for this model")
     if args.steps is not None and not 1 <= args.steps <= model.schedule.T:

@@ -79,7 +79,7 @@ class ConformerDiffusion(PointCloudDiffusion):
         super().__init__(config.build_denoiser(atoms.width + config.node_features,
                                                edge_features=config.edge_features),
                          config.build_schedule(), diffused_features=0, max_nodes=config.max_atoms,
-                         loss_weighting=config.build_loss_weighting())
+                         loss_weighting=config.build_loss_weighting(), prediction=config.prediction)
         self.config = config
         self.atom_encoding = atoms
 

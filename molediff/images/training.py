@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from ..utils import build_config
 from .cifar import ImageSet, hflip, load_cifar10
+from .metrics import fixed_subset
 from .model import ImageDiffusion, ImageDiffusionConfig, to_model_range
 
 __all__ = ["ImageDataConfig", "ImageTask", "build_task"]
@@ -30,8 +31,9 @@ class ImageDataConfig:
         split: ``train`` or ``test``.
         hflip: mirror each image left–right with probability ½ (DDPM's only augmentation).
         limit: train on the first ``limit`` images only (0: all).
-        eval_images: at each evaluation (``eval_every``), the bound's one-draw estimate of bits/dim on the first
-            ``eval_images`` test images with fixed noise (0: no evaluation).
+        eval_images: at each evaluation (``eval_every``), the bound's one-draw estimate of bits/dim on
+            ``eval_images`` test images (a fixed random subset, ``metrics.fixed_subset`` seed 0) with fixed noise
+            (0: no evaluation).
     """
 
     path: str
@@ -98,5 +100,9 @@ def build_task(config) -> ImageTask:
                          f"({u.in_channels}, {u.image_size}, {u.image_size})")
     eval_set = None
     if data.eval_images:
-        eval_set = load_cifar10(data.path, "test").subset(slice(0, data.eval_images))
+        test = load_cifar10(data.path, "test")
+        if data.eval_images > len(test):
+            raise ValueError(f"data.eval_images {data.eval_images} exceeds the {len(test)} test images of {data.path}")
+        # a fixed random subset: a file sorted by class (the packed JPEG copy is) starts with one class only
+        eval_set = test.subset(fixed_subset(len(test), data.eval_images, seed=0))
     return ImageTask(ImageDiffusion(model_cfg), dataset, data.hflip, eval_set)

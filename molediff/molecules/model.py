@@ -106,7 +106,7 @@ class MoleculeDiffusion(PointCloudDiffusion):
         atoms = AtomTypeEncoding(config.vocabulary, config.type_scale, config.charge_scale, config.include_charges)
         super().__init__(config.build_denoiser(atoms.width), config.build_schedule(),
                          diffused_features=atoms.width, max_nodes=config.max_atoms,
-                         loss_weighting=config.build_loss_weighting())
+                         loss_weighting=config.build_loss_weighting(), prediction=config.prediction)
         self.config = config
         self.atom_encoding = atoms
 

@@ -108,7 +108,7 @@ class ProteinBackboneDiffusion(PointCloudDiffusion):
         super().__init__(config.build_denoiser(config.node_features, edge_features=config.edge_features,
                                                **config.graph_options()),
                          config.build_schedule(), diffused_features=0, max_nodes=config.max_length,
-                         loss_weighting=config.build_loss_weighting())
+                         loss_weighting=config.build_loss_weighting(), prediction=config.prediction)
         self.config = config
 
     # -- features -------------------------------------------------------------------------------------

@@ -28,11 +28,16 @@ import dataclasses
 import json
 import logging
 import shutil
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))   # the working tree's molediff: the GPU machine does not install the package
 
 log = logging.getLogger("train_qm9")
 
