@@ -30,6 +30,7 @@ from .diffusion import (
     SCHEDULES,
     NoiseSchedule,
     ZeroCoMSpace,
+    eps_from_v,
     epsilon_loss,
     make_schedule,
     q_sample,
@@ -191,20 +192,14 @@ class PointCloudDiffusion(nn.Module):
         """
         d = self.diffused_features
 
-        def eps(z: Tensor, t: Tensor) -> Tensor:
+        def net(z: Tensor, t: Tensor) -> Tensor:
             h = z[..., 3:]
             if given_features is not None:
                 h = torch.cat([h, given_features.to(z.dtype)], -1) if d else given_features.to(z.dtype)
-            eps_pos, eps_h = self.denoiser(z[..., :3], h, t, mask, context, edge_attr)
-            out = torch.cat([eps_pos, eps_h[..., :d]], -1) if d else eps_pos
-            if self.prediction == "v":   # ε̂ = σ_t z_t + α_t v̂
-                tt = torch.as_tensor(t, dtype=torch.float64, device=z.device).reshape(-1, 1, 1)
-                alpha = self.schedule.alpha(tt).to(z.dtype)
-                sigma = self.schedule.sigma(tt).to(z.dtype)
-                out = sigma * z + alpha * out
-            return out
+            out_pos, out_h = self.denoiser(z[..., :3], h, t, mask, context, edge_attr)
+            return torch.cat([out_pos, out_h[..., :d]], -1) if d else out_pos
 
-        return eps
+        return eps_from_v(net, self.schedule) if self.prediction == "v" else net
 
     def loss(self, x: Tensor, mask: Tensor, context: Tensor | None = None, given_features: Tensor | None = None,
              edge_attr: Tensor | None = None, generator: torch.Generator | None = None,

@@ -107,3 +107,21 @@ def test_per_sample_generators_make_samples_independent_of_batch():
     z_sub = EuclideanSpace().randn((2, 2), generator=gens_sub(), dtype=torch.float64)
     sub = ddpm_sample(eps, z_sub, schedule, EuclideanSpace(), generator=gens_sub())
     torch.testing.assert_close(full[2:], sub)
+
+
+def test_eps_from_v_recovers_eps_from_the_exact_v_and_tends_to_z_at_pure_noise():
+    """With v̂ = α ε − σ x (the exact v of a known x), eps_from_v returns ε exactly; at α → 0 it returns z."""
+    from molediff.diffusion import eps_from_v, make_schedule, q_sample
+
+    schedule = make_schedule("linear", T=999)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 3, 5, 5, generator=g, dtype=torch.float64) * 2 - 1
+    eps = torch.randn(x.shape, generator=g, dtype=torch.float64)
+    t = torch.tensor([0.0, 0.2, 0.7, 1.0], dtype=torch.float64)
+    z = q_sample(x, t, schedule, eps)
+    a, s = schedule.alpha(t).view(-1, 1, 1, 1), schedule.sigma(t).view(-1, 1, 1, 1)
+    exact_v = a * eps - s * x
+    torch.testing.assert_close(eps_from_v(lambda z_, t_: exact_v, schedule)(z, t), eps)
+    zero_v = eps_from_v(lambda z_, t_: torch.zeros_like(z_), schedule)(z, t)
+    torch.testing.assert_close(zero_v, s * z)                       # ε̂ = σ z: → z as α → 0
+    assert (zero_v[3] - z[3]).abs().max() < 1e-4

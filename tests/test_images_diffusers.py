@@ -17,7 +17,9 @@ Timestep conventions (worked out from both codes):
   start at 888, and "trailing" would end at 110: neither lands on molediff's grid, which always runs from
   t = 1 to t = 0).
 
-Both schedulers are built with ``clip_sample=False`` (molediff does not clip x̂ inside its samplers).
+Both schedulers are built with ``clip_sample=False`` (molediff's samplers do not clip x̂), except in the last test:
+there diffusers' ``clip_sample=True`` (DDIM: with ``use_clipped_model_output``) is compared with the core's
+samplers run on ``clip_denoised(ε-model)``.
 
 "Step by step": molediff's samplers are whole-chain functions, but they call ``guide(z, t)`` after every
 update, which records each state; each recorded state is then fed to diffusers' ``step`` and its output compared
@@ -33,7 +35,14 @@ import torch
 
 diffusers = pytest.importorskip("diffusers")
 
-from molediff.diffusion import EuclideanSpace, ddim_sample, ddpm_sample, make_schedule, q_sample  # noqa: E402
+from molediff.diffusion import (  # noqa: E402
+    EuclideanSpace,
+    clip_denoised,
+    ddim_sample,
+    ddpm_sample,
+    make_schedule,
+    q_sample,
+)
 from molediff.images.model import ImageDiffusion, ImageDiffusionConfig  # noqa: E402
 from molediff.images.unet import UNetConfig  # noqa: E402
 
@@ -105,8 +114,8 @@ def test_q_sample_equals_add_noise(k):
 def _scheduler(cls, tables: str, **options):
     """diffusers' scheduler for the linear β schedule; ``tables="float64"`` recomputes its β/ᾱ tables (float32 in
     diffusers) from the same linspace in float64, so that only the update formulas are compared."""
-    sched = cls(num_train_timesteps=N, beta_schedule="linear", beta_start=1e-4, beta_end=0.02, clip_sample=False,
-                **options)
+    options = {"clip_sample": False, **options}
+    sched = cls(num_train_timesteps=N, beta_schedule="linear", beta_start=1e-4, beta_end=0.02, **options)
     if tables == "float64":
         sched.betas = torch.linspace(1e-4, 0.02, N, dtype=torch.float64)
         sched.alphas = 1.0 - sched.betas
@@ -188,3 +197,48 @@ def test_ddim_sampler_matches_ddim_scheduler_step_by_step(eta, tables):
         again = ddim_sample(_eps_fn(model), z1, model.schedule, EuclideanSpace(), steps=steps, eta=0.0,
                             generator=torch.Generator().manual_seed(99))
         assert torch.equal(again, out)
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim_eta0", "ddim_eta1"])
+def test_clipped_denoised_matches_clip_sample(sampler):
+    """The core samplers on ``clip_denoised(ε-model)`` walk diffusers' chains with ``clip_sample=True``: DDPM
+    (the clipped x̂ in the posterior mean) and DDIM with ``use_clipped_model_output`` (ε recomputed from the
+    clipped x̂), 9 strided steps, float64 tables."""
+    model = _tiny_model()
+    eps = _eps_of_k(model)
+    clipped = clip_denoised(_eps_fn(model), model.schedule)
+    ks = [T - 111 * j for j in range(10)]
+    steps = len(ks) - 1
+    z1 = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(13), dtype=torch.float64) * 1.5
+    with torch.no_grad():
+        x_hat = (z1 - model.schedule.sigma(torch.ones(1, dtype=torch.float64)) * eps(z1, T)) \
+            / model.schedule.alpha(torch.ones(1, dtype=torch.float64))
+        assert (x_hat.abs() > 1).float().mean() > 0.3          # clipping does act on this chain
+        if sampler == "ddpm":
+            sched = _scheduler(diffusers.DDPMScheduler, "float64", variance_type="fixed_small", clip_sample=True)
+            sched.set_timesteps(timesteps=ks)
+            out = ddpm_sample(clipped, z1, model.schedule, EuclideanSpace(), steps=steps,
+                              generator=torch.Generator().manual_seed(3))
+            g, z = torch.Generator().manual_seed(3), z1
+            for k in ks:
+                z = sched.step(eps(z, k), k, z, generator=g).prev_sample
+        else:
+            eta = 0.0 if sampler == "ddim_eta0" else 1.0
+            sched = _scheduler(diffusers.DDIMScheduler, "float64", set_alpha_to_one=True, steps_offset=0,
+                               clip_sample=True)
+            sched.set_timesteps(steps)
+            out = ddim_sample(clipped, z1, model.schedule, EuclideanSpace(), steps=steps, eta=eta,
+                              generator=torch.Generator().manual_seed(5))
+            g = torch.Generator().manual_seed(5)
+            noises = [torch.randn(z1.shape, generator=g, dtype=z1.dtype) if eta > 0 else None for _ in range(steps)]
+            noises.append(torch.zeros_like(z1) if eta > 0 else None)
+            z = z1
+            for i, k in enumerate(ks):
+                z = sched.step(eps(z, k), k, z, eta=eta, variance_noise=noises[i],
+                               use_clipped_model_output=True).prev_sample
+        unclipped = (ddpm_sample(_eps_fn(model), z1, model.schedule, EuclideanSpace(), steps=steps,
+                                 generator=torch.Generator().manual_seed(3)) if sampler == "ddpm" else
+                     ddim_sample(_eps_fn(model), z1, model.schedule, EuclideanSpace(), steps=steps, eta=eta,
+                                 generator=torch.Generator().manual_seed(5)))
+    assert (z - out).abs().max() < TOL, float((z - out).abs().max())
+    assert (unclipped - out).abs().max() > 1e-2                   # and the clipping changed the samples

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file, save_file
 
 from molediff.training import (
@@ -304,3 +305,37 @@ def test_cli_train_and_resume(tmp_path, capsys):
     text = capsys.readouterr().out
     for option in ("CONFIG", "--resume", "--out", "--steps", "--device", "--threads", "--time-limit"):
         assert option in text
+
+
+def test_init_starts_a_new_run_from_weights_and_refuses_another_architecture(tmp_path, capsys):
+    """--init: a fresh run starts from the given weights (its first checkpoint's EMA starts there too), a
+    run with a checkpoint resumes instead, and weights of another shape fail in one line naming the parameter."""
+    from molediff.cli import main
+    from molediff.training.tasks import initialise_from
+
+    first = tmp_path / "first"
+    assert main(["train", str(ROOT / "configs" / "toy.yaml"), "--out", str(first), "--steps", "3"]) == 0
+    source = weights(first, "ema")
+    toy = ToyMLP(ToyMLPConfig(**yaml_model(ROOT / "configs" / "toy.yaml")))
+    initialise_from(toy, first)
+    assert_bitwise_equal({k: v for k, v in toy.state_dict().items()}, source)
+    with pytest.raises(ValueError, match="does not fit this model's architecture: parameter"):
+        initialise_from(ToyMLP(ToyMLPConfig(in_dim=toy.config.in_dim, hidden=toy.config.hidden + 1,
+                                            layers=toy.config.layers)), first)
+
+    second = tmp_path / "second"    # lr tiny: after one step the weights are still those of the init
+    cfg = tmp_path / "tiny_lr.yaml"
+    d = yaml.safe_load((ROOT / "configs" / "toy.yaml").read_text())
+    d["optim"] = {**d.get("optim", {}), "lr": 1e-12, "warmup_steps": 0}
+    cfg.write_text(yaml.safe_dump(d))
+    assert main(["train", str(cfg), "--out", str(second), "--steps", "1", "--init", str(first)]) == 0
+    for k, v in weights(second).items():
+        assert torch.allclose(v, source[k], atol=1e-6), k
+    # resuming ignores --init: the run continues from its own step 1
+    assert main(["train", str(cfg), "--out", str(second), "--steps", "2", "--resume", "--init",
+                 str(tmp_path / "nowhere")]) == 0
+    assert json.loads((second / "checkpoints" / "last" / "state.json").read_text())["step"] == 2
+
+
+def yaml_model(path) -> dict:
+    return yaml.safe_load(Path(path).read_text())["model"]

@@ -44,6 +44,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                        help="torch device, e.g. cpu or cuda (default: this process's GPU if any, else cpu)")
     train.add_argument("--threads", type=int, default=None, metavar="N",
                        help="CPU threads for torch (default: torch's choice)")
+    train.add_argument("--init", default=None, metavar="WEIGHTS",
+                       help="start a new run from these weights (an exported .safetensors file, e.g. the shipped "
+                            "model, or a run directory); the config may change the recipe but not the "
+                            "architecture; ignored when --resume finds a checkpoint")
     train.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                        help="stop after this much wall time with a checkpoint (overrides time_limit_s)")
 
@@ -62,6 +66,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     sample.add_argument("--eta", type=float, default=0.0,
                         help="DDIM's η: 0 is the deterministic ODE step, 1 matches ancestral DDPM (ddim only)")
     sample.add_argument("--seed", type=int, default=0, help="random seed; image i uses seed + i")
+    sample.add_argument("--no-clip", action="store_true",
+                        help="do not clip the clean estimate x̂ to [-1, 1] at each step (DDPM's sampler and "
+                             "diffusers' clip_sample do; see molediff.diffusion.clip_denoised)")
     sample.add_argument("--nrow", type=int, default=None, help="images per row of the grid (default: near square)")
     sample.add_argument("--scale", type=int, default=1, help="draw each pixel as a scale x scale block")
     sample.add_argument("--batch-size", type=int, default=64, help="images sampled together")
@@ -156,10 +163,8 @@ def _load(checkpoint: str | None, device: str):
 
 
 def _sample(args: argparse.Namespace) -> int:
-    import torch
-
     from ..images.grid import save_grid
-    from ..images.model import to_uint8
+    from ..images.metrics import sample_uint8
     from ..utils import check_output_path
 
     if args.num_images < 1 or args.batch_size < 1 or args.scale < 1:
@@ -178,11 +183,9 @@ def _sample(args: argparse.Namespace) -> int:
     steps = args.steps if args.steps is not None else DEFAULT_STEPS[args.sampler]
     steps = None if steps is None else min(steps, T)
     options = {"eta": args.eta} if args.sampler == "ddim" else {}
-    chunks = []
-    for start in range(args.seed, args.seed + args.num_images, args.batch_size):
-        seeds = range(start, min(start + args.batch_size, args.seed + args.num_images))
-        chunks.append(to_uint8(model.sample(len(seeds), args.sampler, steps, seeds, show_progress=True, **options)))
-    save_grid(torch.cat(chunks), args.output, args.nrow, args.scale)
+    images = sample_uint8(model, args.num_images, args.sampler, steps, args.seed, args.batch_size,
+                          show_progress=True, clip=not args.no_clip, **options)
+    save_grid(images, args.output, args.nrow, args.scale)
     print(f"wrote {args.num_images} images to {args.output} ({args.sampler}, {steps or T} steps)")
     return 0
 

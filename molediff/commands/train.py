@@ -28,6 +28,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help="CPU threads for torch in each process (default: torch's choice); on a shared "
                              "machine leave cores for other work")
+    parser.add_argument("--init", default=None, metavar="WEIGHTS",
+                        help="start a new run from these weights (an exported .safetensors file, e.g. a shipped "
+                             "model, or a run directory) so that training adds up across sessions; the config may "
+                             "change the recipe but not the architecture; ignored when --resume finds a checkpoint")
     parser.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                         help="stop after this much wall time, writing a checkpoint first (overrides "
                              "time_limit_s); resume later with --resume")
@@ -46,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     if distributed.env_rank() != 0:
         logging.getLogger("molediff").setLevel(logging.WARNING)
     metrics = run_training(args.config, resume=args.resume, out_dir=args.out, steps=args.steps,
-                           device=args.device, time_limit_s=args.time_limit)
+                           device=args.device, time_limit_s=args.time_limit, init=args.init)
     shown = {k: v for k, v in metrics.items() if isinstance(v, float)}
     if shown:
         log.info("final: %s", ", ".join(f"{k}={v:.4g}" for k, v in shown.items()))

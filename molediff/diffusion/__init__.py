@@ -18,7 +18,7 @@ from .objective import (
     truncated_snr_weight,
     vlb,
 )
-from .process import posterior, posterior_from_eps, predict_x0, q_sample
+from .process import clip_denoised, eps_from_v, posterior, posterior_from_eps, predict_x0, q_sample
 from .samplers import SAMPLERS, ddim_sample, ddpm_sample, dpm_solver_2m_sample, heun_sample, sample
 from .schedule import (
     SCHEDULES,
@@ -33,7 +33,7 @@ from .space import EuclideanSpace, ZeroCoMSpace, expand_like, randn
 __all__ = [
     "SCHEDULES", "NoiseSchedule", "LinearBetaSchedule", "CosineSchedule", "PolynomialSchedule", "make_schedule",
     "EuclideanSpace", "ZeroCoMSpace", "expand_like", "randn",
-    "q_sample", "posterior", "posterior_from_eps", "predict_x0",
+    "q_sample", "posterior", "posterior_from_eps", "predict_x0", "clip_denoised", "eps_from_v",
     "epsilon_loss", "sample_time", "min_snr_weight", "truncated_snr_weight", "prior_kl", "diffusion_kl",
     "gaussian_decoder_nll",
     "discretized_gaussian_log_prob", "discretized_decoder_nll", "categorical_decoder_log_prob", "vlb",

@@ -15,7 +15,7 @@ from torch import Tensor
 from .schedule import NoiseSchedule
 from .space import expand_like
 
-__all__ = ["q_sample", "posterior", "predict_x0", "posterior_from_eps"]
+__all__ = ["q_sample", "posterior", "predict_x0", "posterior_from_eps", "clip_denoised", "eps_from_v"]
 
 
 def _per_sample_time(t: Tensor | float, x: Tensor) -> Tensor:
@@ -33,6 +33,47 @@ def predict_x0(z_t: Tensor, t: Tensor | float, schedule: NoiseSchedule, eps: Ten
     """x̂ = (z_t − σ_t ε̂) / α_t."""
     t = _per_sample_time(t, z_t)
     return (z_t - expand_like(schedule.sigma(t), z_t) * eps) / expand_like(schedule.alpha(t), z_t)
+
+
+def eps_from_v(v_fn, schedule: NoiseSchedule):
+    """The ε-model of a network that predicts v = α_t ε − σ_t x (Salimans & Ho 2022, §4 and App. D):
+    ``eps(z_t, t) = σ_t z_t + α_t v̂(z_t, t)``, so samplers, the ε-loss and the bound use it unchanged.
+
+    As α_t → 0 the ε̂ tends to z_t whatever the network does, so x̂ = α_t z_t − σ_t v̂ stays bounded: what an
+    ε-network learns only slowly (and a network that sees local neighbourhoods alone cannot). Shapes: z_t
+    ``[B, ...]``, t ``[B]`` or scalar.
+    """
+    def eps(z: Tensor, t: Tensor | float) -> Tensor:
+        tt = _per_sample_time(t, z)
+        alpha = expand_like(schedule.alpha(tt), z).to(z.dtype)
+        sigma = expand_like(schedule.sigma(tt), z).to(z.dtype)
+        return sigma * z + alpha * v_fn(z, t)
+
+    return eps
+
+
+def clip_denoised(eps_fn, schedule: NoiseSchedule, low: float = -1.0, high: float = 1.0):
+    """The ε-model whose clean estimate is clipped to the data's range: ``eps(z_t, t) → ε̃`` with
+    x̂(z_t, ε̃) = clip(x̂(z_t, ε̂), low, high), i.e. ε̃ = ε̂ + α_t (x̂ − clip(x̂)) / σ_t (equal to ε̂ where nothing
+    is clipped).
+
+    DDPM's sampler clips x̂ to [−1, 1] at every step (Ho et al. 2020, official code: ``clip_denoised``;
+    diffusers: ``clip_sample=True``, with ``use_clipped_model_output`` for DDIM). Any core sampler run with the
+    wrapped model does the same; without it an undertrained image model's x̂ = (z − σ ε̂) / α explodes at
+    high noise (α_T ≈ 0.006 on DDPM's schedule), where a small error in ε̂ is amplified 150-fold.
+    Shapes: z_t, ε̂ ``[B, ...]``, t ``[B]`` or scalar.
+    """
+    if not low < high:
+        raise ValueError(f"clip_denoised needs low < high, got {low}, {high}")
+
+    def eps_clipped(z: Tensor, t: Tensor | float) -> Tensor:
+        eps = eps_fn(z, t)
+        x0 = predict_x0(z, t, schedule, eps)
+        tt = _per_sample_time(t, z)
+        ratio = expand_like(schedule.alpha(tt) / schedule.sigma(tt), z).to(z.dtype)
+        return eps + ratio * (x0 - x0.clamp(low, high))
+
+    return eps_clipped
 
 
 def posterior(z_t: Tensor, x: Tensor, s: Tensor | float, t: Tensor | float,

@@ -24,7 +24,9 @@ from ..diffusion import (
     EuclideanSpace,
     NoiseSchedule,
     bits_per_dim,
+    clip_denoised,
     discretized_decoder_nll,
+    eps_from_v,
     epsilon_loss,
     make_schedule,
     sample,
@@ -53,19 +55,26 @@ class ImageDiffusionConfig:
     Attributes:
         schedule, T, schedule_options: the noise schedule (``molediff.diffusion.make_schedule``); the default
             is DDPM's: linear β from 1e-4 to 0.02 over 1000 noisy levels (T = 999, see the module docstring).
-        unet: the ε-network (``UNetConfig``; presets in ``molediff.images.unet.UNET_PRESETS``).
+        unet: the network (``UNetConfig``; presets in ``molediff.images.unet.UNET_PRESETS``).
+        prediction: ``eps`` (DDPM: the U-Net predicts ε) or ``v`` (the U-Net predicts v = α_t ε − σ_t x,
+            Salimans & Ho 2022; read through ``molediff.diffusion.eps_from_v``, the objective stays the ε-loss).
+            ``v`` is what a short (CPU) training run needs: an ε-network's small errors at high noise are
+            amplified 1/α_T ≈ 160-fold in x̂, and deterministic samplers (DDIM) then draw noise.
     """
 
     schedule: str = "linear"
     T: int = 999
     schedule_options: dict = field(default_factory=dict)
     unet: UNetConfig = field(default_factory=UNetConfig)
+    prediction: str = "eps"
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown noise schedule {self.schedule!r}; choose one of {sorted(SCHEDULES)}")
         if self.T < 1:
             raise ValueError(f"T must be >= 1, got {self.T}")
+        if self.prediction not in ("eps", "v"):
+            raise ValueError(f"prediction must be 'eps' or 'v', got {self.prediction!r}")
         self.build_schedule()  # checks the schedule options
 
     def build_schedule(self) -> NoiseSchedule:
@@ -109,7 +118,7 @@ class ImageDiffusion(nn.Module):
     # -- the ε-model ----------------------------------------------------------------------------------
     def eps_fn(self) -> Callable[[Tensor, Tensor], Tensor]:
         """``eps(z_t [B, C, H, W], t [B]) → ε̂`` for the core's samplers, loss and bound."""
-        return self.net
+        return eps_from_v(self.net, self.schedule) if self.config.prediction == "v" else self.net
 
     def loss(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Per-image ε-loss ``[B]``: ‖ε̂(z_t, t) − ε‖² averaged over pixels, t uniform on the grid."""
@@ -141,11 +150,13 @@ class ImageDiffusion(nn.Module):
     # -- sampling -------------------------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, n: int, sampler: str = "ddpm", steps: int | None = None, seeds: Sequence[int] | None = None,
-               show_progress: bool = False, **sampler_options) -> Tensor:
+               show_progress: bool = False, clip: bool = True, **sampler_options) -> Tensor:
         """``n`` images ``[n, C, H, W]`` in [−1, 1] from the core sampler ``sampler`` (``ddpm``, ``ddim``,
         ``heun``, ``dpm2m``) with ``steps`` steps (default all T).
 
         ``seeds[i]`` seeds image i alone (default ``0..n−1``), so an image does not depend on its batch.
+        ``clip`` clips the clean estimate x̂ to [−1, 1] at every step (``molediff.diffusion.clip_denoised``, as
+        DDPM's sampler and diffusers' ``clip_sample`` do); ``False`` runs the plain ε-model.
         """
         if n < 1:
             raise ValueError(f"number of images must be at least 1, got {n}")
@@ -155,6 +166,6 @@ class ImageDiffusion(nn.Module):
         param = next(self.parameters())
         gens = [torch.Generator(device=param.device).manual_seed(s) for s in seeds]
         z = self.space.randn((n, *self.image_shape), None, gens, param.dtype, param.device)
-        x = sample(sampler, self.eps_fn(), z, self.schedule, self.space, steps, None, gens, show_progress,
-                   **sampler_options)
+        eps = clip_denoised(self.eps_fn(), self.schedule) if clip else self.eps_fn()
+        x = sample(sampler, eps, z, self.schedule, self.space, steps, None, gens, show_progress, **sampler_options)
         return x.clamp(-1, 1)

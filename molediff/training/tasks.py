@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import logging
 import os
 
 from .config import TrainConfig, load_config
 from .trainer import seed_everything, train
+
+log = logging.getLogger(__name__)
 
 TASKS: dict[str, str] = {
     "toy": "molediff.training.toy:build_task",
@@ -51,9 +54,32 @@ def build_task(config: TrainConfig):
     return builder(config)
 
 
+def initialise_from(model, path: str | os.PathLike) -> None:
+    """Copy the weights at ``path`` (an exported file or a run/checkpoint directory) into ``model``, in place.
+
+    The stored model config may differ (e.g. the prediction target or the schedule: a warm start of a changed
+    recipe), but every parameter name and shape must match: ValueError naming the first difference otherwise.
+    """
+    from .weights import load_model
+
+    source = load_model(type(model), path).state_dict()
+    target = model.state_dict()
+    for name in sorted(set(source) | set(target)):
+        if name not in source or name not in target or source[name].shape != target[name].shape:
+            raise ValueError(f"--init {path} does not fit this model's architecture: parameter {name!r} is "
+                             f"{tuple(source[name].shape) if name in source else 'missing'} there and "
+                             f"{tuple(target[name].shape) if name in target else 'missing'} here")
+    model.load_state_dict(source)
+
+
 def run_training(config_path: str | os.PathLike, resume: bool | str = False, out_dir: str | None = None,
-                 steps: int | None = None, device: str | None = None, time_limit_s: float | None = None) -> dict:
-    """Load the YAML config, apply the overrides, build the task and train; returns the final metrics."""
+                 steps: int | None = None, device: str | None = None, time_limit_s: float | None = None,
+                 init: str | os.PathLike | None = None) -> dict:
+    """Load the YAML config, apply the overrides, build the task and train; returns the final metrics.
+
+    ``init``: start a fresh run from these weights (``initialise_from``); ignored when ``resume`` finds a
+    checkpoint to continue from.
+    """
     config = load_config(config_path)
     changes = {}
     if out_dir is not None:
@@ -67,4 +93,16 @@ def run_training(config_path: str | os.PathLike, resume: bool | str = False, out
     if changes:
         config = dataclasses.replace(config, **changes)
     task = build_task(config)
+    if init is not None:
+        from .checkpoint import find_checkpoint
+
+        try:
+            found = find_checkpoint(resume if isinstance(resume, str) else config.out_dir) if resume else None
+        except FileNotFoundError:
+            found = None
+        if found is None:
+            initialise_from(task.model, init)
+            log.info("initialised the model from %s", init)
+        else:
+            log.info("resuming from %s; --init %s is not used", found, init)
     return train(task, config, resume=resume, device=device)

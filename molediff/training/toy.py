@@ -32,6 +32,8 @@ class ToyMLPConfig:
 class ToyMLP(nn.Module):
     """x [B, in_dim] -> y [B, out_dim]."""
 
+    config_class = ToyMLPConfig
+
     def __init__(self, config: ToyMLPConfig):
         super().__init__()
         self.config = config
