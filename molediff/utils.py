@@ -198,6 +198,18 @@ def progress(iterable: Iterable | None = None, *, total: int | None = None, desc
                 **kwargs)
 
 
+def set_threads(threads: int | None) -> None:
+    """``torch.set_num_threads(threads)`` for a command's ``--threads`` (None: leave torch's choice);
+    ValueError below 1."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise ValueError("--threads must be at least 1")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def check_device(device) -> None:
     """ValueError with a clear message when ``device`` names an accelerator this torch cannot use."""
     import torch

@@ -24,7 +24,6 @@ import datetime
 import json
 import math
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -44,23 +43,15 @@ from molediff.images.metrics import (
 from molediff.images.model import ImageDiffusion
 from molediff.training.weights import load_model, pretrained_path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_images import machine  # noqa: E402  (the same machine line as the throughput benchmark)
+
 
 def parse_setting(text: str) -> tuple[str, int, float]:
     parts = text.split(":")
     if len(parts) not in (2, 3):
         raise argparse.ArgumentTypeError(f"expected SAMPLER:STEPS[:ETA], got {text!r}")
     return parts[0], int(parts[1]), float(parts[2]) if len(parts) == 3 else 0.0
-
-
-def machine() -> str:
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
-    except OSError:
-        pass
-    return (f"{name}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} torch threads "
-            f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '-')})")
 
 
 def main() -> None:
@@ -118,7 +109,8 @@ def main() -> None:
         bpd = bits_per_dim_on(model, test_all[fixed_subset(len(test_all), args.bpd_images, seed=0)], full_chain=True,
                               show_progress=True)
     print(f"Command: `{' '.join(['python', 'scripts/bench_image_samplers.py'] + sys.argv[1:])}`  ")
-    print(f"Machine: {machine()}  \nDate: {datetime.date.today().isoformat()}  \nWeights: {checkpoint}\n")
+    print(f"Machine: {machine(torch.device('cpu'))}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '-')}  ")
+    print(f"Date: {datetime.date.today().isoformat()}  \nWeights: {checkpoint}\n")
     print(f"FD-CIFARNet against {args.n} CIFAR-10 test images (fixed random subset), {args.n} images per row "
           f"(same seeds for every sampler; {'bf16 autocast' if args.bf16 else 'float32'} sampling).\n")
     print("| sampler | network evaluations | FD-CIFARNet | wall s | s per image |")

@@ -53,7 +53,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..chem.io import write_sdf, write_xyz
     from ..molecules.pretrained import load_model
-    from ..utils import check_output_path, cpu_has_native_bf16
+    from ..utils import check_output_path, cpu_has_native_bf16, set_threads
 
     if args.num_molecules < 1:
         raise ValueError("--num-molecules must be at least 1")
@@ -68,10 +68,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.png.lower().endswith(".png"):
             raise ValueError(f"--png must name a .png file, got {args.png!r}")
         check_output_path(args.png, "--png")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError("--threads must be at least 1")
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     model = load_model(args.checkpoint, device=args.device)
     if args.steps is not None and not 1 <= args.steps <= model.schedule.T:
         raise ValueError(f"--steps must be in 1..{model.schedule.T} for this model")

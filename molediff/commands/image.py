@@ -129,12 +129,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError("--threads must be at least 1")
-        import torch
+    from ..utils import set_threads
 
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     return {"train": _train, "sample": _sample, "eval": _eval}[args.image_command](args)
 
 
@@ -151,15 +148,9 @@ def _train(args: argparse.Namespace) -> int:
 
 def _load(checkpoint: str | None, device: str):
     from ..images.model import ImageDiffusion
-    from ..training.weights import load_model, pretrained_path
+    from ..training.weights import load_model, weights_or_shipped
 
-    if checkpoint is None:
-        try:
-            checkpoint = pretrained_path(SHIPPED)
-        except FileNotFoundError:
-            raise ValueError("no image weights are shipped in this installation: pass --checkpoint (a training "
-                             "run directory or an exported .safetensors file)") from None
-    return load_model(ImageDiffusion, checkpoint, device=device)
+    return load_model(ImageDiffusion, weights_or_shipped(checkpoint, SHIPPED, "image"), device=device)
 
 
 def _sample(args: argparse.Namespace) -> int:

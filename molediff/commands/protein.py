@@ -97,21 +97,13 @@ def _sample(args: argparse.Namespace) -> int:
 
     from ..proteins.io import write_ca_trace
     from ..proteins.model import ProteinBackboneDiffusion
-    from ..training.weights import load_model, pretrained_path
+    from ..training.weights import load_model, weights_or_shipped
+    from ..utils import set_threads
 
     if args.num_chains < 1 or args.batch_size < 1:
         raise ValueError("--num-chains and --batch-size must be at least 1")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError("--threads must be at least 1")
-        torch.set_num_threads(args.threads)
-    checkpoint = args.checkpoint
-    if checkpoint is None:
-        try:
-            checkpoint = pretrained_path(SHIPPED)
-        except FileNotFoundError:
-            raise ValueError("no protein weights are shipped in this installation: pass --checkpoint (a training "
-                             "run directory or an exported .safetensors file)") from None
+    set_threads(args.threads)
+    checkpoint = weights_or_shipped(args.checkpoint, SHIPPED, "protein")
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--output {args.output!r} is a file; give a folder")

@@ -40,13 +40,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..training import distributed
     from ..training.tasks import run_training
+    from ..utils import set_threads
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError("--threads must be at least 1")
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     if distributed.env_rank() != 0:
         logging.getLogger("molediff").setLevel(logging.WARNING)
     metrics = run_training(args.config, resume=args.resume, out_dir=args.out, steps=args.steps,

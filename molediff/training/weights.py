@@ -21,7 +21,7 @@ from .checkpoint import find_checkpoint, load_weights, read_state
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 """Weights shipped inside the package, one ``NAME.safetensors`` and one card ``NAME.md`` per model."""
 
-__all__ = ["PRETRAINED_DIR", "load_model", "pretrained_path", "read_model_config"]
+__all__ = ["PRETRAINED_DIR", "load_model", "pretrained_path", "read_model_config", "weights_or_shipped"]
 
 
 def pretrained_path(name: str) -> Path:
@@ -31,6 +31,18 @@ def pretrained_path(name: str) -> Path:
         shipped = sorted(p.stem for p in PRETRAINED_DIR.glob("*.safetensors"))
         raise FileNotFoundError(f"no shipped weights named {name!r}; available: {shipped or 'none'}")
     return path
+
+
+def weights_or_shipped(checkpoint: str | os.PathLike | None, name: str, what: str) -> str | os.PathLike:
+    """``checkpoint`` if given, else the shipped ``NAME.safetensors``; ValueError (``no WHAT weights are shipped
+    in this installation: pass --checkpoint ...``) when neither exists, as a command's one-line error."""
+    if checkpoint is not None:
+        return checkpoint
+    try:
+        return pretrained_path(name)
+    except FileNotFoundError:
+        raise ValueError(f"no {what} weights are shipped in this installation: pass --checkpoint (a training run "
+                         f"directory or an exported .safetensors file)") from None
 
 
 def read_model_config(path: str | os.PathLike) -> tuple[str | None, dict]:
