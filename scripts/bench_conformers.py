@@ -1,13 +1,24 @@
-"""Benchmark conformer generation against QM9's DFT geometries: RDKit's ETKDGv3, ETKDGv3 + MMFF94, and molediff's
-model-free pipeline (``molediff.generate_conformers``: pool 3, MMFF94, diverse selection) with two ablations
-(pool 1; no relaxation), side by side in one run.
+"""Benchmark conformer generation against reference geometries: RDKit's ETKDGv3, ETKDGv3 + MMFF94, and molediff's
+pipeline (``molediff.generate_conformers``: pool 3, MMFF94, diverse selection) with its ablations (pool 1; no
+relaxation), side by side in one run. With ``--refiner WEIGHTS`` also the diffusion refiner's arms: molediff's
+defaults with refinement (σ₀ = 0.1 Å, 20 DDIM steps), two other σ₀ (``--sigma0-ablations``, default 0.05 and
+0.2 Å) and selection by the model's score (``select="model"``, with refinement); the model-free pipeline is then
+the "no refinement" ablation.
 
-    OMP_NUM_THREADS=1 python scripts/bench_conformers.py [--n-molecules 100] [--seed 0] [--threads 1]
+    OMP_NUM_THREADS=1 python scripts/bench_conformers.py [--set qm9|ccd] [--n-molecules 100] [--seed 0]
+        [--threads 1] [--refiner WEIGHTS] [--device cpu]
 
-Reference set: ``--n-molecules`` molecules drawn (seeded) from EDM's QM9 test split (``load_qm9("test")``, needs
-qm9pack), each built with molediff's bond perception (``molediff.chem.bonds.to_rdkit``) and RDKit sanitisation
-(molecules that fail, or with fewer than 3 heavy atoms, are skipped); stereo is assigned from the DFT geometry, so
-every method is asked for the reference's stereoisomer.
+Reference sets (``--set``):
+
+- ``qm9``: ``--n-molecules`` molecules drawn (seeded) from EDM's QM9 test split (``load_qm9("test")``, needs
+  qm9pack) against their DFT geometries, each built with molediff's bond perception
+  (``molediff.chem.bonds.to_rdkit``) and RDKit sanitisation (molecules that fail, or with fewer than 3 heavy
+  atoms, are skipped);
+- ``ccd``: the 500 held-out Chemical Component Dictionary molecules of ``datasets/ccd_conformer_benchmark.txt``
+  (``molediff.conformers.benchmark``; ``--n-molecules`` of them drawn seeded when fewer are asked for) against
+  their experimental ("model") coordinates, with the CCD's bond orders and charges (biotite's copy of the CCD).
+
+Stereo is assigned from the reference geometry, so every method is asked for the reference's stereoisomer.
 
 For N = 1 and N = 10 conformers per molecule (each generated separately): best-of-N heavy-atom RMSD to the DFT
 geometry (symmetry-aware: ``rdMolAlign.GetBestRMS`` on hydrogen-free copies), its mean and median over molecules,
@@ -35,9 +46,11 @@ MAX_ITERS = 1000  # MMFF94 steps for both the baseline and molediff's pipeline
 N_VALUES = (1, 10)
 
 
-def reference_molecules(n_molecules: int, seed: int):
-    """(name, sanitised RDKit Mol with hydrogens and the DFT conformer) for a seeded sample of QM9 test molecules,
-    and the number skipped."""
+def reference_molecules(n_molecules: int, seed: int, which: str = "qm9"):
+    """Sanitised RDKit Mols with hydrogens, named, with the reference conformer (stereo from it), for a seeded
+    sample of the set ``which`` (``qm9`` or ``ccd``), and the number skipped."""
+    if which == "ccd":
+        return ccd_reference_molecules(n_molecules, seed)
     from rdkit import Chem, rdBase
 
     from molediff.chem.bonds import to_rdkit
@@ -62,6 +75,38 @@ def reference_molecules(n_molecules: int, seed: int):
             continue
         Chem.AssignStereochemistryFrom3D(mol)
         mol.SetProp("_Name", m.name or f"qm9_{int(i)}")
+        out.append(mol)
+    return out, skipped
+
+
+def ccd_reference_molecules(n_molecules: int, seed: int):
+    """The CCD benchmark molecules (all of them, or ``n_molecules`` drawn seeded) with their experimental
+    coordinates, CCD bond orders and formal charges; the number skipped (fewer than 3 heavy atoms, or RDKit
+    refuses them: none for the recorded list)."""
+    from rdkit import Chem, rdBase
+
+    from molediff.chem.bonds import to_rdkit
+    from molediff.conformers.benchmark import read_ccd_benchmark
+    from molediff.data.ccd import build_ccd
+
+    ids = read_ccd_benchmark()
+    if n_molecules < len(ids):
+        ids = [ids[int(k)] for k in np.random.default_rng(seed).permutation(len(ids))[:n_molecules]]
+    data, _ = build_ccd("model", ids=ids)
+    out, skipped = [], len(ids) - len(data)
+    for m in data:
+        with rdBase.BlockLogs():
+            try:
+                mol = to_rdkit(m.atomic_numbers, m.positions, bonds=m.bonds, formal_charges=m.formal_charges)
+                Chem.SanitizeMol(mol)
+            except Exception:  # RDKit refuses the graph: not a usable reference
+                skipped += 1
+                continue
+        if sum(a.GetAtomicNum() > 1 for a in mol.GetAtoms()) < 3:
+            skipped += 1
+            continue
+        Chem.AssignStereochemistryFrom3D(mol)
+        mol.SetProp("_Name", m.name)
         out.append(mol)
     return out, skipped
 
@@ -98,6 +143,28 @@ METHODS = {
 }
 
 
+def methods(model=None, sigma0: float = 0.1, ablations=(0.05, 0.2), steps: int = 20) -> dict:
+    """The arms of the run: ``METHODS`` without a refiner. With a refiner ``model``: the baselines, molediff's
+    defaults with refinement (σ₀ ``sigma0``, ``steps`` DDIM steps) and its ablations: no refinement (the
+    model-free pipeline), pool 1, no relaxation, the other σ₀, selection by the model's score."""
+    if model is None:
+        return dict(METHODS)
+
+    def refined(**kwargs):
+        options = {"refiner": model, "sigma0": sigma0, "steps": steps, **kwargs}
+        return lambda mol, n, t: molediff_pipeline(mol, n, t, **options)
+
+    arms = {"ETKDGv3": METHODS["ETKDGv3"], "ETKDGv3 + MMFF94": METHODS["ETKDGv3 + MMFF94"],
+            f"molediff (pool 3, MMFF94, refined σ₀ {sigma0:g} Å, {steps} DDIM steps, diverse)": refined(),
+            "molediff, no refinement": METHODS["molediff (pool 3, MMFF94, diverse)"],
+            "molediff + refiner, pool 1": refined(pool=1),
+            "molediff + refiner, no relaxation": refined(relax="none")}
+    for s in ablations:
+        arms[f"molediff + refiner, σ₀ {s:g} Å"] = refined(sigma0=s)
+    arms["molediff + refiner, select by model score"] = refined(select="model")
+    return arms
+
+
 def best_rmsd(generated, reference_heavy) -> float:
     """Lowest symmetry-aware heavy-atom RMSD (Å) of any conformer of ``generated`` to the reference."""
     from rdkit import Chem
@@ -107,14 +174,15 @@ def best_rmsd(generated, reference_heavy) -> float:
     return min(rdMolAlign.GetBestRMS(probe, reference_heavy, prbId=c.GetId()) for c in probe.GetConformers())
 
 
-def run(molecules, threads: int) -> dict:
+def run(molecules, threads: int, arms: dict | None = None) -> dict:
     from rdkit import Chem
 
+    arms = METHODS if arms is None else arms
     results = {}
-    for method in METHODS.values():  # warm up (lazy imports, force-field tables) outside the timings
+    for method in arms.values():  # warm up (lazy imports, force-field tables) outside the timings
         method(molecules[0], 1, threads)
-    for name, method in METHODS.items():
-        row = {"failures": {n: 0 for n in N_VALUES}, "fixed": 0, "dropped": 0}
+    for name, method in arms.items():
+        row = {"failures": {n: 0 for n in N_VALUES}, "fixed": 0, "dropped": 0, "refined": 0, "reverted": 0}
         for n in N_VALUES:
             rmsd, cpu, conformers, per_molecule = [], 0.0, 0, []
             for mol in molecules:
@@ -132,6 +200,8 @@ def run(molecules, threads: int) -> dict:
                 if n == max(N_VALUES) and out.HasProp("molediff_stereo_fixed"):
                     row["fixed"] += out.GetIntProp("molediff_stereo_fixed")
                     row["dropped"] += out.GetIntProp("molediff_stereo_dropped")
+                    row["refined"] += out.GetIntProp("molediff_refined")
+                    row["reverted"] += out.GetIntProp("molediff_refine_reverted")
                 rmsd.append(best_rmsd(out, Chem.RemoveHs(mol)))
             r = np.array(rmsd)
             total = len(molecules)  # a molecule a method cannot embed counts as not covered
@@ -156,17 +226,44 @@ def _machine() -> str:
             f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n-molecules", type=int, default=100, help="QM9 test molecules to use")
+    parser.add_argument("--set", choices=["qm9", "ccd"], default="qm9",
+                        help="reference set: QM9 test molecules (DFT) or the held-out CCD list (experimental)")
+    parser.add_argument("--n-molecules", type=int, default=100,
+                        help="molecules to use (ccd: at most the 500 of the list)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the molecule selection")
-    parser.add_argument("--threads", type=int, default=1, help="RDKit threads for embedding and relaxation")
-    args = parser.parse_args()
-    molecules, skipped = reference_molecules(args.n_molecules, args.seed)
-    results = run(molecules, args.threads)
+    parser.add_argument("--threads", type=int, default=1, help="RDKit (and torch) threads")
+    parser.add_argument("--refiner", default=None, metavar="WEIGHTS",
+                        help="conformer refiner weights: adds the refiner's arms (default: none)")
+    parser.add_argument("--sigma0", type=float, default=0.1, help="σ₀ (Å) of the refiner's default arm")
+    parser.add_argument("--sigma0-ablations", type=float, nargs="*", default=[0.05, 0.2],
+                        help="other σ₀ (Å) measured as ablations")
+    parser.add_argument("--steps", type=int, default=20, help="DDIM steps of refinement")
+    parser.add_argument("--device", default="cpu", help="device of the refiner")
+    args = parser.parse_args(argv)
+    if args.n_molecules < 1 or args.threads < 1:
+        parser.error("--n-molecules and --threads must be at least 1")
+    model = None
+    if args.refiner is not None:
+        import torch
+
+        from molediff.conformers.refine import load_refiner
+
+        torch.set_num_threads(args.threads)
+        try:
+            model = load_refiner(args.refiner, args.device)
+        except (FileNotFoundError, ValueError) as e:
+            parser.error(" ".join(str(e).split()))
+    molecules, skipped = reference_molecules(args.n_molecules, args.seed, args.set)
+    results = run(molecules, args.threads, methods(model, args.sigma0, args.sigma0_ablations, args.steps))
     lo, hi = N_VALUES
-    print(f"### Conformers vs QM9 DFT geometries ({len(molecules)} test molecules, seed {args.seed}; "
-          f"{skipped} skipped)\n")
+    what = ("QM9 DFT geometries", "test molecules") if args.set == "qm9" else \
+        ("CCD experimental geometries", "held-out CCD molecules")
+    print(f"### Conformers vs {what[0]} ({len(molecules)} {what[1]}, seed {args.seed}; {skipped} skipped)\n")
+    if model is not None:
+        print(f"Refiner: `{args.refiner}` ({sum(p.numel() for p in model.parameters())} parameters, "
+              f"t_max = {model.config.t_max})  ")
     print(f"Command: `OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} python scripts/bench_conformers.py "
           f"{' '.join(sys.argv[1:])}`  ")
     print(f"Machine: {_machine()}, {args.threads} RDKit thread(s)  ")
@@ -178,6 +275,8 @@ def main() -> None:
     for name, row in results.items():
         a, b = row[lo], row[hi]
         stereo = f"{row['fixed']} / {row['dropped']}" if name.startswith("molediff") else "n/a"
+        if row["refined"] or row["reverted"]:
+            stereo += f" ({row['reverted']} of {row['refined'] + row['reverted']} refined kept unrefined)"
         failures = f"{row['failures'][lo]} / {row['failures'][hi]}"
         print(f"| {name} | {a['mean']:.3f} | {b['mean']:.3f} | {b['median']:.3f} | {a['cov05']:.0%} / {b['cov05']:.0%} "
               f"| {a['cov10']:.0%} / {b['cov10']:.0%} | {1e3 * a['cpu_per_conf']:.1f} / {1e3 * b['cpu_per_conf']:.1f} "

@@ -1,12 +1,15 @@
-"""Generate 3D conformers for given molecules (no trained model needed) and write them as SDF.
+"""Generate 3D conformers for given molecules and write them as SDF.
 
 INPUT is a SMILES string, a .smi file (one 'SMILES [name]' per line; blank lines and # comments skipped) or an
 SDF file (2D, 3D or no coordinates; the title is the name). Each molecule gets N conformers: a pool of
 ETKDGv3 embeddings (Wang et al. 2020), relaxed with MMFF94 (Halgren 1996; UFF where MMFF94 has no parameters),
-checked against the input's stereochemistry (mirror images are reflected, other mismatches dropped) and
-selected for diversity among the low-energy ones. Each conformer is one SD record titled with the molecule's
-name (mol_<k> when it has none) with the fields conformer_index and, when relaxed, MMFF94_energy_kcal_mol
-(kcal/mol).
+checked against the input's stereochemistry (mirror images are reflected, other mismatches dropped), refined
+by the diffusion refiner when one is available (SDEdit from sigma0 Angstrom: noised, then denoised by the
+model; a refined conformer whose stereo changed is put back to its seed) and selected for diversity among the
+low-energy ones. The refiner is --refiner WEIGHTS, else the shipped molediff/pretrained/conformer_refiner.safetensors
+when the installation has it, else none (the model-free pipeline; no torch is loaded); the first output line
+says which. Each conformer is one SD record titled with the molecule's name (mol_<k> when it has none) with the
+fields conformer_index and, when relaxed, MMFF94_energy_kcal_mol (kcal/mol; single-point after refinement).
 
 A molecule that fails (bad SMILES, unsupported element, too many atoms, no embedding) is reported with its
 reason and the others proceed. Exit status: 0 when at least one molecule got conformers, 1 when none did,
@@ -36,16 +39,37 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--relax", choices=["none", "mmff"], default="mmff",
                         help="'mmff': minimise each candidate with MMFF94 (UFF where MMFF94 has no parameters) and "
                              "record its energy; 'none': keep the ETKDGv3 geometries (no energies)")
-    parser.add_argument("--select", choices=["diverse", "energy", "none"], default="diverse",
+    parser.add_argument("--select", choices=["diverse", "energy", "none", "model"], default="diverse",
                         help="'diverse': farthest-point selection on heavy-atom RMSD among candidates within "
                              "10 kcal/mol of the lowest; 'energy': the N lowest in energy (needs --relax mmff); "
-                             "'none': the first N candidates")
+                             "'none': the first N candidates; 'model': farthest-point selection among the "
+                             "best-scored third by the model's denoising error (needs a refiner; writes "
+                             "model_score)")
     parser.add_argument("--max-atoms", type=int, default=500,
                         help="skip molecules with more atoms than this (hydrogens included)")
     parser.add_argument("--threads", type=int, default=1,
                         help="threads for embedding and relaxation (0: all cores)")
     parser.add_argument("--no-hs", action="store_true",
                         help="write conformers without hydrogens (they are still used to generate them)")
+    model = parser.add_argument_group("diffusion refiner")
+    model.add_argument("--refiner", default=None, metavar="WEIGHTS",
+                       help="refiner weights (.safetensors or a training run directory); 'none' for the "
+                            "model-free pipeline; default: the shipped conformer_refiner weights if installed, "
+                            "else none")
+    start = model.add_mutually_exclusive_group()
+    start.add_argument("--sigma0", type=float, default=None,
+                       help="noise added before refinement, in Angstrom (default 0.1; 0: no refinement, the "
+                            "model then only scores for --select model)")
+    start.add_argument("--t0", type=float, default=None,
+                       help="start time of refinement in (0, t_max] instead of --sigma0")
+    model.add_argument("--steps", type=int, default=20,
+                       help="reverse sampler steps from t0 to 0 (from t = 1 with --init noise)")
+    model.add_argument("--sampler", default="ddim", help="core sampler: ddim, ddpm, heun or dpm2m")
+    model.add_argument("--init", choices=["etkdg", "noise"], default="etkdg",
+                       help="'etkdg': refine ETKDGv3 candidates; 'noise': draw the candidates from the model's full "
+                            "reverse process (needs a model trained up to t = 1)")
+    model.add_argument("--device", default="cpu", help="device for the model: cpu or cuda")
+    model.add_argument("--batch-size", type=int, default=32, help="conformers per model call")
 
 
 def _usage_error(message: str) -> int:
@@ -62,8 +86,53 @@ def _summary(rec, mol) -> str:
     parts = [f"{k} conformer{'s' if k != 1 else ''}", f"force field {mol.GetProp('molediff_forcefield')}"]
     fixed, dropped = mol.GetIntProp("molediff_stereo_fixed"), mol.GetIntProp("molediff_stereo_dropped")
     parts.append(f"stereo: {fixed} mirrored, {dropped} dropped")
+    if mol.HasProp("molediff_refined") and (mol.GetIntProp("molediff_refined")
+                                            or mol.GetIntProp("molediff_refine_reverted")):
+        parts.append(f"refined {mol.GetIntProp('molediff_refined')} "
+                     f"({mol.GetIntProp('molediff_refine_reverted')} kept unrefined: stereo)")
     notes = mol.GetProp("molediff_notes")
     return f"{rec.name}: " + ", ".join(parts) + (f" ({notes})" if notes else "")
+
+
+def _refiner_path(args) -> tuple[str | None, str]:
+    """The refiner weights to use and how they were chosen (for the first output line)."""
+    if args.refiner is not None and args.refiner.lower() == "none":
+        return None, "none (--refiner none)"
+    if args.refiner is not None:
+        return args.refiner, args.refiner
+    from ..conformers.pipeline import shipped_refiner
+
+    shipped = shipped_refiner()
+    if shipped is None:
+        return None, "none (no shipped conformer_refiner weights in this installation; pass --refiner WEIGHTS)"
+    return str(shipped), f"{shipped} (shipped)"
+
+
+def _load_model(args, path: str):
+    """The refiner on --device, checked against the model options, and how it will be used (one line);
+    ValueError / FileNotFoundError (one line) for what cannot work."""
+    import torch
+
+    from ..conformers.refine import load_refiner, refine_time
+    from ..diffusion import SAMPLERS
+    from ..utils import set_threads
+
+    if args.threads:
+        set_threads(args.threads)
+    if args.sampler not in SAMPLERS:
+        raise ValueError(f"unknown --sampler {args.sampler!r}; choose one of {', '.join(sorted(SAMPLERS))}")
+    model = load_refiner(path, args.device)
+    if args.init == "noise":
+        if model.config.t_max < 1.0:
+            raise ValueError(f"--init noise needs a model trained on all noise levels (t_max = 1); {path} was "
+                             f"trained up to t_max = {model.config.t_max} only (a refiner: use --init etkdg)")
+        return model, f"candidates sampled from noise, {args.steps} {args.sampler} steps"
+    if args.sigma0 == 0:
+        return model, "no refinement (--sigma0 0)"
+    sigma0 = 0.1 if args.sigma0 is None and args.t0 is None else args.sigma0
+    t0 = refine_time(model, sigma0, args.t0)
+    sigma = float(model.schedule.sigma(torch.tensor(t0, dtype=torch.float64)))
+    return model, f"refining from sigma0 = {sigma:.3f} A (t0 = {t0:.3f}), {args.steps} {args.sampler} steps"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,11 +156,30 @@ def run(args: argparse.Namespace) -> int:
         return _usage_error("--select energy needs energies: use --relax mmff")
     if not args.output.lower().endswith(".sdf"):
         return _usage_error(f"output must end in .sdf, got {args.output!r}")
+    if args.steps < 1 or args.batch_size < 1:
+        return _usage_error("--steps and --batch-size must be at least 1")
+    if args.sigma0 is not None and args.sigma0 < 0:
+        return _usage_error("--sigma0 must be >= 0 (0: no refinement)")
+    path, described = _refiner_path(args)
+    if path is None:
+        for flag, given in (("--select model", args.select == "model"), ("--init noise", args.init == "noise"),
+                            ("--sigma0", args.sigma0 is not None), ("--t0", args.t0 is not None)):
+            if given:
+                return _usage_error(f"{flag} needs a refiner: pass --refiner WEIGHTS (refiner: {described})")
+    model = None
     try:
         check_output_path(args.output)
         records = read_inputs(args.input)
+        if path is not None:
+            model, how = _load_model(args, path)
+            described = f"{described}; {how}"
     except (ValueError, OSError) as e:
         return _usage_error(" ".join(str(e).split()))
+    print(f"refiner: {described}")
+    options = {}
+    if model is not None:
+        options = dict(refiner=model, sigma0=args.sigma0, t0=args.t0, steps=args.steps, sampler=args.sampler,
+                       init=args.init, batch_size=args.batch_size)
 
     verbose = getattr(args, "verbose", False)
     done = failed = total = 0
@@ -105,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
                         try:
                             mol = generate_conformers(rec.mol, n=args.num_conformers, seed=args.seed, pool=args.pool,
                                                       relax=args.relax, select=args.select, max_atoms=args.max_atoms,
-                                                      threads=args.threads)
+                                                      threads=args.threads, **options)
                         except ValueError as e:
                             reason = str(e)
                         except Exception as e:  # an RDKit failure on one molecule must not end the batch

@@ -1,10 +1,11 @@
 """Graph-conditioned conformer generation: the atoms and their graph are given, only coordinates diffuse.
 
-``generate_conformers`` (``pipeline``) is the model-free pipeline (ETKDGv3, MMFF94, stereo check, diverse
-selection). ``ConformerDiffusion`` (``model``) is the graph-conditioned model, ``graph`` its RDKit node and edge
-features, ``training`` its ``molediff train`` task and ``refine_conformers`` (``refine``) the SDEdit refinement
-of seed conformers. Names are imported on first use, so that the pipeline and ``molediff conformers`` do not
-load torch.
+``generate_conformers`` (``pipeline``) is the pipeline (ETKDGv3, MMFF94, stereo check, optional refinement by a
+trained model, diverse selection). ``ConformerDiffusion`` (``model``) is the graph-conditioned model, ``graph``
+its RDKit node and edge features, ``training`` its ``molediff train`` task, ``refine_conformers`` (``refine``)
+the SDEdit refinement of seed conformers, ``score_conformers`` (``scoring``) the model's ranking of conformers
+and ``benchmark`` the held-out CCD benchmark list. Names are imported on first use, so that the model-free
+pipeline and ``molediff conformers`` without a refiner do not load torch.
 """
 
 from __future__ import annotations
@@ -18,7 +19,11 @@ _EXPORTS = {
     "mol_graph": ".graph",
     "molecule_to_rdkit": ".graph",
     "refine_conformers": ".refine",
+    "sample_conformers": ".refine",
+    "load_refiner": ".refine",
     "time_for_sigma": ".refine",
+    "score_conformers": ".scoring",
+    "ccd_benchmark_ids": ".benchmark",
 }
 
 __all__ = list(_EXPORTS)

@@ -1,19 +1,27 @@
-"""Model-free conformer generation: ETKDGv3 embedding, force-field relaxation, stereo check and diverse selection.
+"""Conformer generation: ETKDGv3 embedding, force-field relaxation, stereo check, optional refinement by the
+diffusion model and diverse selection.
 
-``generate_conformers`` is the pipeline behind ``molediff conformers``; the diffusion refiner
-(``ConformerDiffusion``) will later start from its output. Steps, for a molecule with hydrogens added:
+``generate_conformers`` is the pipeline behind ``molediff conformers``. Steps, for a molecule with hydrogens
+added:
 
 1. embed a pool of ``pool × n`` candidates with ETKDGv3 (Wang, Witek, Landrum & Riniker, J. Chem. Inf.
    Model. 2020, 60, 2044), seeded; if fewer than n embed, the missing ones are retried from random starting
-   coordinates (``useRandomCoords``);
+   coordinates (``useRandomCoords``). With ``init="noise"`` the candidates are drawn instead from a
+   ``ConformerDiffusion`` trained on all noise levels (the full reverse process from N(0, I));
 2. relax each candidate with MMFF94 (Halgren, J. Comput. Chem. 1996, 17, 490), or UFF (Rappé et al. 1992)
    when MMFF94 has no parameters for the molecule, and keep its energy (kcal/mol);
 3. check the stereochemistry of every candidate against the input (tetrahedral centres and double bonds
    that the input specifies): a candidate whose centres are all inverted is mirrored (x → −x), any other
    mismatch is dropped and the next candidate takes its place;
-4. select n: ``diverse`` keeps candidates within an energy window of the lowest and picks them by
+4. with a refiner (a trained ``ConformerDiffusion``), refine every candidate by partial diffusion from σ₀
+   (SDEdit, Meng et al. 2022; ``molediff.conformers.refine``), check each refined candidate's stereochemistry
+   again (one that no longer matches is replaced by its unrefined seed and counted) and, when relaxed, give it
+   its single-point force-field energy (no second minimisation);
+5. select n: ``diverse`` keeps candidates within an energy window of the lowest and picks them by
    farthest-point sampling on symmetry-aware heavy-atom RMSD starting from the lowest-energy one;
-   ``energy`` the n lowest in energy; ``none`` the first n in embedding order.
+   ``energy`` the n lowest in energy; ``none`` the first n in embedding order; ``model`` ranks them by the
+   model's denoising error (``molediff.conformers.scoring``), keeps the best-scored third and picks from those
+   by farthest-point sampling starting from the best-scored one.
 
 Also here: reading the inputs of the command (SMILES, ``.smi`` and SDF files) and writing the SD records.
 """
@@ -30,7 +38,11 @@ from typing import NamedTuple
 import numpy as np
 
 RELAX_METHODS = ("mmff", "none")
-SELECT_METHODS = ("diverse", "energy", "none")
+SELECT_METHODS = ("diverse", "energy", "none", "model")
+INIT_METHODS = ("etkdg", "noise")
+MODEL_FRACTION = 1 / 3  # select="model": the best-scored third of the candidates is what farthest-point picks from
+SCORE_PROP = "model_score"
+SHIPPED_REFINER = "conformer_refiner"  # molediff/pretrained/conformer_refiner.safetensors, when a release ships it
 MAX_ATOMIC_NUMBER = 103  # UFF's periodic table (H..Lr) bounds what distance geometry and the force fields know
 MAX_SYMMETRY_MAPS = 1000  # automorphisms tried per RMSD; more only tightens an upper bound (selection is heuristic)
 SMILES_SUFFIXES = (".smi", ".smiles")
@@ -224,6 +236,14 @@ def enforce_stereo(mol, reference: StereoReference, conf_ids: Sequence[int] | No
     return fixed, dropped
 
 
+def shipped_refiner() -> Path | None:
+    """The shipped refiner weights ``molediff/pretrained/conformer_refiner.safetensors``, or None when this
+    installation has none (the path of ``molediff.training.weights.pretrained_path``, found without importing
+    torch)."""
+    path = Path(__file__).resolve().parent.parent / "pretrained" / f"{SHIPPED_REFINER}.safetensors"
+    return path if path.is_file() else None
+
+
 # ------------------------------------------------------------------------------------------ RMSD
 class SymmetricRMSD:
     """Heavy-atom RMSD (Å) after optimal superposition, minimised over the heavy-atom graph's automorphisms, between
@@ -351,12 +371,21 @@ class _Round:
 
 
 def _round(template, count: int, wanted: int, seed: int, relax: str, threads: int, max_iters: int,
-           reference: StereoReference, notes: list[str]) -> _Round:
+           reference: StereoReference, notes: list[str], source=None) -> _Round:
     """Embed ``count`` candidates of ``template`` (if fewer than ``wanted`` embed, the missing ones are retried from
-    random coordinates), relax them and check their stereo. ValueError if none embeds."""
+    random coordinates), relax them and check their stereo. ValueError if none embeds.
+
+    ``source(mol, count, seed) -> conformer ids`` replaces ETKDGv3 (``init="noise"``: the model's samples)."""
     from rdkit import Chem
 
     mol = Chem.Mol(template)
+    if source is not None:
+        ids = source(mol, count, seed)
+        forcefield, energies = _relax(mol, relax, threads, max_iters, notes)
+        fixed, dropped = enforce_stereo(mol, reference, ids)
+        keep = [c for c in ids if c not in set(dropped)]
+        return _Round([mol.GetConformer(c).GetPositions() for c in keep], [energies.get(c) for c in keep],
+                      forcefield, len(ids), len(fixed), len(dropped))
     ids, cause = _embed(mol, count, seed, threads, random_coords=False)
     if len(ids) < count:
         notes.append(f"ETKDGv3 embedded {len(ids)} of {count} candidates (most failures: {cause or 'unknown'})")
@@ -377,17 +406,30 @@ def _round(template, count: int, wanted: int, seed: int, relax: str, threads: in
 
 
 def select_conformers(mol, positions: np.ndarray, energies: Sequence[float] | None, n: int, select: str = "diverse",
-                      energy_window: float = 10.0) -> list[int]:
+                      energy_window: float = 10.0, scores: Sequence[float] | None = None,
+                      model_fraction: float = MODEL_FRACTION) -> list[int]:
     """Indices of the ``n`` conformers chosen from candidates ``positions`` [P, n_atoms, 3] (Å) of ``mol``.
 
     ``energies`` [P] in kcal/mol or None. ``"none"``: the first n. ``"energy"``: the n lowest (needs energies).
     ``"diverse"``: candidates within ``energy_window`` of the lowest (topped up with the next lowest if fewer
     than n), then farthest-point sampling on symmetry-aware heavy-atom RMSD starting from the lowest-energy
     candidate (the first without energies); ties go to the lower energy.
+    ``"model"``: ``scores`` [P] (lower is better: ``scoring.score_conformers``); the best-scored
+    max(n, ⌈model_fraction · P⌉) candidates, then farthest-point sampling on heavy-atom RMSD among them starting
+    from the best-scored one; ties go to the better score.
     """
     count = len(positions)
     if select == "none":
         return list(range(min(n, count)))
+    if select == "model":
+        if scores is None or len(scores) != count:
+            raise ValueError(f"select='model' needs one model score per candidate ({count})")
+        if not 0.0 < model_fraction <= 1.0:
+            raise ValueError(f"model_fraction must lie in (0, 1], got {model_fraction}")
+        best = [int(k) for k in np.argsort(np.asarray(scores, dtype=np.float64), kind="stable")]
+        best = best[:max(n, int(np.ceil(model_fraction * count - 1e-9)))]
+        rmsd = SymmetricRMSD(mol, np.asarray(positions)[best])
+        return [best[k] for k in farthest_point_order(rmsd, range(len(best)), n, start=0)]
     order = list(np.argsort(energies, kind="stable")) if energies is not None else list(range(count))
     order = [int(k) for k in order]
     if select == "energy":
@@ -403,9 +445,150 @@ def select_conformers(mol, positions: np.ndarray, energies: Sequence[float] | No
     return [order[k] for k in farthest_point_order(rmsd, range(len(order)), n, start=0)]
 
 
+def single_point_energies(mol, positions: np.ndarray, forcefield: str) -> list[float | None]:
+    """Force-field energies (kcal/mol) of conformers ``positions`` [K, n_atoms, 3] (Å) of ``mol`` as they are (no
+    minimisation): ``forcefield`` ``MMFF94`` or ``UFF`` (as ``_relax`` chose it); Nones for ``none`` or when the
+    force field cannot be set up."""
+    from rdkit import Chem
+    from rdkit.Chem import rdForceFieldHelpers as ff
+    from rdkit.Geometry import Point3D
+
+    if forcefield not in ENERGY_PROPS:
+        return [None] * len(positions)
+    m = Chem.Mol(mol)
+    m.RemoveAllConformers()
+    conf = Chem.Conformer(m.GetNumAtoms())
+    m.AddConformer(conf, assignId=True)
+    props = ff.MMFFGetMoleculeProperties(m, mmffVariant="MMFF94") if forcefield == "MMFF94" else None
+    out = []
+    for pos in positions:
+        conf = m.GetConformer()
+        for i, p in enumerate(np.asarray(pos, dtype=np.float64).tolist()):
+            conf.SetAtomPosition(i, Point3D(*p))
+        field = (ff.MMFFGetMoleculeForceField(m, props) if props is not None else ff.UFFGetMoleculeForceField(m))
+        out.append(None if field is None else float(field.CalcEnergy()))
+    return out
+
+
+def _conformers_of(template, positions: Sequence[np.ndarray]):
+    """A copy of ``template`` holding ``positions`` as conformers 0..K-1."""
+    from rdkit import Chem
+    from rdkit.Geometry import Point3D
+
+    mol = Chem.Mol(template)
+    mol.RemoveAllConformers()
+    for k, pos in enumerate(positions):
+        conf = Chem.Conformer(mol.GetNumAtoms())
+        for i, p in enumerate(np.asarray(pos, dtype=np.float64).tolist()):
+            conf.SetAtomPosition(i, Point3D(*p))
+        conf.Set3D(True)
+        conf.SetId(k)
+        mol.AddConformer(conf, assignId=False)
+    return mol
+
+
+class _Refined(NamedTuple):
+    positions: list
+    energies: list
+    refined: int
+    reverted: int
+
+
+def _refine_pool(molh, positions: list, energies: list, forcefield: str, model, t0: float, steps: int | None,
+                 sampler: str, seed: int, batch_size: int, reference: StereoReference) -> _Refined:
+    """SDEdit on every candidate; a refined candidate whose stereo no longer matches the input (or that is not
+    finite) is replaced by its seed. Refined candidates get single-point energies when the seeds had energies."""
+    from .refine import refine_conformers
+
+    refined = refine_conformers(model, molh, np.stack(positions), sigma0=None, t0=t0, steps=steps, sampler=sampler,
+                                seed=seed, batch_size=batch_size)
+    check = _conformers_of(molh, refined)
+    ok = [bool(np.isfinite(x).all()) and check_conformer_stereo(check, k, reference) == "ok"
+          for k, x in enumerate(refined)]
+    keep = [k for k, good in enumerate(ok) if good and energies[k] is not None]
+    fresh = dict(zip(keep, single_point_energies(molh, refined[keep], forcefield)))
+    out_pos = [refined[k] if good else positions[k] for k, good in enumerate(ok)]
+    out_e = [fresh.get(k) if good else energies[k] for k, good in enumerate(ok)]
+    return _Refined(out_pos, out_e, sum(ok), len(ok) - sum(ok))
+
+
+def _model_source(model, steps: int | None, sampler: str, batch_size: int):
+    """``_round``'s source for ``init="noise"``: adds ``count`` samples of the model to ``mol`` as conformers."""
+    from rdkit.Geometry import Point3D
+
+    from .refine import sample_conformers
+
+    def source(mol, count: int, seed: int) -> list[int]:
+        from rdkit import Chem
+
+        samples = sample_conformers(model, mol, count, steps=steps, sampler=sampler, seed=seed,
+                                    batch_size=batch_size)
+        ids = []
+        for pos in samples:
+            if not np.isfinite(pos).all():
+                continue
+            conf = Chem.Conformer(mol.GetNumAtoms())
+            for i, p in enumerate(pos.tolist()):
+                conf.SetAtomPosition(i, Point3D(*p))
+            conf.Set3D(True)
+            ids.append(mol.AddConformer(conf, assignId=True))
+        if not ids:
+            raise ValueError(f"the model's {count} samples from noise were all non-finite")
+        return ids
+
+    return source
+
+
+@dataclass(frozen=True)
+class _ModelSettings:
+    model: object
+    t0: float | None  # None: no refinement
+    steps: int | None
+    sampler: str
+    batch_size: int
+
+
+def _model_settings(refiner, sigma0, t0, steps, sampler, init, select, device, batch_size) -> _ModelSettings | None:
+    """Check the model options and load the refiner (once per call); None without a refiner."""
+    if init not in INIT_METHODS:
+        raise ValueError(f"init must be one of {', '.join(INIT_METHODS)}, got {init!r}")
+    if refiner is None:
+        if init == "noise" or select == "model":
+            what = "init='noise'" if init == "noise" else "select='model'"
+            raise ValueError(f"{what} needs a model: give refiner (weights of a trained ConformerDiffusion)")
+        if sigma0 is not None or t0 is not None:
+            raise ValueError("sigma0 / t0 set but no refiner given: refinement needs a trained ConformerDiffusion")
+        return None
+    from ..diffusion import SAMPLERS
+    from .refine import load_refiner, refine_time
+
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(sorted(SAMPLERS))}")
+    if steps is not None and steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if sigma0 is not None and t0 is not None:
+        raise ValueError(f"give sigma0 or t0, not both (got sigma0={sigma0}, t0={t0})")
+    if sigma0 is not None and sigma0 < 0:
+        raise ValueError(f"sigma0 must be >= 0 Å (0: no refinement), got {sigma0}")
+    model = load_refiner(refiner, device)
+    if init == "noise":
+        if model.config.t_max < 1.0:
+            raise ValueError(f"init='noise' needs a model trained on all noise levels (t_max = 1); this refiner was "
+                             f"trained up to t_max = {model.config.t_max} only")
+        return _ModelSettings(model, None, steps, sampler, batch_size)
+    if sigma0 == 0:
+        return _ModelSettings(model, None, steps, sampler, batch_size)
+    start = refine_time(model, 0.1 if sigma0 is None and t0 is None else sigma0, t0)
+    return _ModelSettings(model, start, steps, sampler, batch_size)
+
+
 def generate_conformers(mol_or_smiles, n: int = 10, seed: int = 0, pool: int = 3, relax: str = "mmff",
                         select: str = "diverse", max_atoms: int = 500, *, energy_window: float = 10.0,
-                        threads: int = 1, max_iters: int = 1000):
+                        threads: int = 1, max_iters: int = 1000, refiner=None, sigma0: float | None = None,
+                        t0: float | None = None, steps: int | None = 20, sampler: str = "ddim", init: str = "etkdg",
+                        device: str = "cpu", batch_size: int = 32):
     """``n`` conformers of a molecule, with explicit hydrogens, as one ``rdkit.Chem.Mol``.
 
     Args:
@@ -416,24 +599,43 @@ def generate_conformers(mol_or_smiles, n: int = 10, seed: int = 0, pool: int = 3
         pool: candidates embedded per wanted conformer (``pool × n`` in all; >= 1).
         relax: ``"mmff"``: MMFF94 minimisation (UFF when MMFF94 lacks parameters, no relaxation when both do;
             noted in ``molediff_notes``); ``"none"``: ETKDGv3 geometries as they are (no energies).
-        select: ``"diverse"``, ``"energy"`` (needs ``relax="mmff"``) or ``"none"`` (see ``select_conformers``).
+        select: ``"diverse"``, ``"energy"`` (needs ``relax="mmff"``), ``"none"`` or ``"model"`` (needs a refiner;
+            see ``select_conformers``).
         max_atoms: the largest molecule accepted, hydrogens included.
         energy_window: kcal/mol above the lowest candidate kept by ``"diverse"``.
-        threads: threads for embedding and relaxation (0: all cores).
+        threads: threads for embedding and relaxation (0: all cores); torch's threads are the caller's.
         max_iters: force-field minimisation steps per candidate.
+        refiner: None (the model-free pipeline), a trained ``ConformerDiffusion`` or its weights (a
+            ``.safetensors`` file or run directory, loaded on ``device`` at every call: pass the model to refine
+            many molecules). With a refiner every candidate is refined (step 4 of the module docstring).
+        sigma0: the noise added to each candidate before refinement, in Å (the schedule's σ at t₀; default
+            0.1); 0 turns refinement off (the model then serves ``select="model"`` or ``init="noise"`` only).
+        t0: the start time of refinement instead of ``sigma0`` (a grid time in (0, t_max]).
+        steps: reverse sampler steps from t₀ to 0 (from t = 1 with ``init="noise"``; None: every grid step).
+        sampler: the core sampler (``ddim``, ``ddpm``, ``heun``, ``dpm2m``).
+        init: ``"etkdg"`` (ETKDGv3 candidates) or ``"noise"`` (the model's samples from N(0, I); needs a model
+            trained up to t = 1; candidates are then relaxed and checked as ETKDG's, and not refined again).
+        device: where a refiner given as weights is loaded (``cpu``, ``cuda``).
+        batch_size: conformers per model call.
 
     Returns:
         A Mol with hydrogens and up to ``n`` conformers (ids 0..n-1 in selection order). Each conformer has the
         int property ``conformer_index`` and, when relaxed, ``MMFF94_energy_kcal_mol`` (or ``UFF_energy_kcal_mol``)
-        in kcal/mol. Mol properties: ``molediff_stereo_fixed`` / ``molediff_stereo_dropped`` (candidates
-        mirrored / discarded by the stereo check), ``molediff_candidates`` (candidates embedded),
-        ``molediff_forcefield`` (MMFF94, UFF or none), ``molediff_notes`` ("; "-separated, may be empty). Fewer
-        than ``n`` conformers only when fewer candidates embedded with the right stereo (noted).
+        in kcal/mol (single-point after refinement); with ``select="model"`` also ``model_score``. Mol
+        properties: ``molediff_stereo_fixed`` / ``molediff_stereo_dropped`` (candidates mirrored / discarded by
+        the stereo check), ``molediff_candidates`` (candidates embedded), ``molediff_forcefield`` (MMFF94, UFF or
+        none), ``molediff_refined`` / ``molediff_refine_reverted`` (candidates refined / put back to their seed
+        because refinement broke their stereo), ``molediff_init``, ``molediff_notes`` ("; "-separated, may be
+        empty; e.g. why a molecule the model cannot read was not refined). Fewer than ``n`` conformers only when
+        fewer candidates embedded with the right stereo (noted).
 
     Raises:
-        ValueError (one line) for bad arguments, an unparsable SMILES, an empty molecule, an unsupported element
-        (dummy atoms, Z > 103), more than ``max_atoms`` atoms, embedding failure also from random coordinates, or
-        no candidate with the input's stereochemistry.
+        ValueError (one line) for bad arguments (including model options: σ₀ beyond the refiner's training
+        times, ``init="noise"`` with a refiner trained only on low noise, ``select="model"`` or ``init="noise"``
+        without a model), an unparsable SMILES, an empty molecule, an unsupported element (dummy atoms,
+        Z > 103), more than ``max_atoms`` atoms, embedding failure also from random coordinates, a molecule the
+        model cannot read with ``init="noise"``, or no candidate with the input's stereochemistry.
+        FileNotFoundError for refiner weights that do not exist.
     """
     from rdkit import Chem, rdBase
     from rdkit.Geometry import Point3D
@@ -450,6 +652,7 @@ def generate_conformers(mol_or_smiles, n: int = 10, seed: int = 0, pool: int = 3
         raise ValueError("select='energy' needs energies: use relax='mmff'")
     if threads < 0:
         raise ValueError(f"threads must be >= 0 (0: all cores), got {threads}")
+    settings = _model_settings(refiner, sigma0, t0, steps, sampler, init, select, device, batch_size)
     if isinstance(mol_or_smiles, str):
         mol = parse_smiles(mol_or_smiles)
     elif isinstance(mol_or_smiles, Chem.Mol):
@@ -463,39 +666,76 @@ def generate_conformers(mol_or_smiles, n: int = 10, seed: int = 0, pool: int = 3
         _check_atoms(molh, max_atoms)
         molh.RemoveAllConformers()
         reference = stereo_reference(molh)
-        rounds = [_round(molh, pool * n, n, seed, relax, threads, max_iters, reference, notes)]
+        model_ok = settings is not None
+        if model_ok:
+            from .refine import model_inputs
+
+            try:
+                model_inputs(settings.model, molh)
+            except ValueError as e:
+                if init == "noise":
+                    raise ValueError(f"the model cannot take this molecule: {e}") from None
+                model_ok = False
+                notes.append(f"not {'refined' if settings.t0 is not None else 'scored'} by the model: {e}")
+        source = _model_source(settings.model, settings.steps, settings.sampler, settings.batch_size) \
+            if init == "noise" else None
+        rounds = [_round(molh, pool * n, n, seed, relax, threads, max_iters, reference, notes, source)]
         if len(rounds[0].positions) < n and rounds[0].dropped:
             # replace dropped candidates with one more round under another seed (one no user seed maps to)
             with contextlib.suppress(ValueError):  # that round embedding nothing leaves the first round's
-                rounds.append(_round(molh, pool * n, n, seed + 2**31, relax, threads, max_iters, reference, []))
+                rounds.append(_round(molh, pool * n, n, seed + 2**31, relax, threads, max_iters, reference, [],
+                                     source))
         positions = [p for r in rounds for p in r.positions]
         energies = [e for r in rounds for e in r.energies]
         fixed, dropped = sum(r.fixed for r in rounds), sum(r.dropped for r in rounds)
         if not positions:
             raise ValueError(f"no conformer with the input's stereochemistry: all {dropped} candidates had inverted "
                              f"or flat centres or wrong double bonds")
+        forcefield = rounds[0].forcefield
+        refined = reverted = 0
+        if model_ok and settings.t0 is not None:
+            result = _refine_pool(molh, positions, energies, forcefield, settings.model, settings.t0,
+                                  settings.steps, settings.sampler, seed, settings.batch_size, reference)
+            positions, energies, refined, reverted = result
+            if reverted:
+                notes.append(f"{reverted} refined candidate{'s' if reverted != 1 else ''} lost the input's stereo: "
+                             f"kept unrefined")
+        scores = None
+        if select == "model":
+            if model_ok:
+                from .scoring import score_conformers
+
+                scores = score_conformers(settings.model, molh, np.stack(positions), seed=seed,
+                                          batch_size=max(settings.batch_size, 1))
+            else:
+                notes.append("selected by 'diverse' instead of 'model'")
         known = energies if all(e is not None for e in energies) else None
-        chosen = select_conformers(molh, np.stack(positions), known, n, select, energy_window)
+        how = select if select != "model" or scores is not None else "diverse"
+        chosen = select_conformers(molh, np.stack(positions), known, n, how, energy_window, scores)
     if len(chosen) < n:
         why = "embedded" + (" with the input's stereo" if dropped else "")
         notes.append(f"only {len(chosen)} of {n} conformers: too few candidates {why}")
-    forcefield = rounds[0].forcefield
     key = ENERGY_PROPS.get(forcefield)
     out = Chem.Mol(molh)
     for k, j in enumerate(chosen):
         conf = Chem.Conformer(out.GetNumAtoms())
-        for i, p in enumerate(positions[j].tolist()):
+        for i, p in enumerate(np.asarray(positions[j]).tolist()):
             conf.SetAtomPosition(i, Point3D(*p))
         conf.Set3D(True)
         conf.SetId(k)
         conf.SetIntProp("conformer_index", k)
         if key is not None and energies[j] is not None:
             conf.SetDoubleProp(key, energies[j])
+        if scores is not None:
+            conf.SetDoubleProp(SCORE_PROP, float(scores[j]))
         out.AddConformer(conf, assignId=False)
     out.SetIntProp("molediff_stereo_fixed", fixed)
     out.SetIntProp("molediff_stereo_dropped", dropped)
     out.SetIntProp("molediff_candidates", sum(r.embedded for r in rounds))
+    out.SetIntProp("molediff_refined", refined)
+    out.SetIntProp("molediff_refine_reverted", reverted)
     out.SetProp("molediff_forcefield", forcefield)
+    out.SetProp("molediff_init", init)
     out.SetProp("molediff_notes", "; ".join(notes))
     return out
 
@@ -621,14 +861,15 @@ def sd_writer(path: str | os.PathLike):
     from rdkit import Chem
 
     writer = Chem.SDWriter(str(path))
-    writer.SetProps(["conformer_index", *ENERGY_PROPS.values()])  # missing ones are skipped per record
+    writer.SetProps(["conformer_index", *ENERGY_PROPS.values(), SCORE_PROP])  # missing ones are skipped per record
     return writer
 
 
 def write_sd_records(writer, mol, name: str, hydrogens: bool = True) -> int:
     """Write each conformer of ``mol`` (from ``generate_conformers``) as one SD record titled ``name`` with the
-    fields ``conformer_index`` and its energy in kcal/mol (when it has one); ``hydrogens=False`` strips hydrogens
-    first. ``writer``: from ``sd_writer``. Returns the number of records written."""
+    fields ``conformer_index``, its energy in kcal/mol and its ``model_score`` (when it has them);
+    ``hydrogens=False`` strips hydrogens first. ``writer``: from ``sd_writer``. Returns the number of records
+    written."""
     from rdkit import Chem
 
     out = Chem.RemoveHs(mol) if not hydrogens else Chem.Mol(mol)
@@ -640,6 +881,8 @@ def write_sd_records(writer, mol, name: str, hydrogens: bool = True) -> int:
         for key in ENERGY_PROPS.values():
             if key in props:
                 out.SetProp(key, f"{props[key]:.4f}")
+        if SCORE_PROP in props:
+            out.SetProp(SCORE_PROP, f"{props[SCORE_PROP]:.5f}")
         writer.write(out, confId=conf.GetId())
         written += 1
     return written

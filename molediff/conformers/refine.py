@@ -13,6 +13,7 @@ interpolate the same table linearly in time. Any core sampler and spacing then w
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -22,7 +23,8 @@ from torch import Tensor
 from ..diffusion import NoiseSchedule, q_sample, sample
 from ..diffusion.objective import EpsFn
 
-__all__ = ["time_for_sigma", "refine_positions", "refine_conformers"]
+__all__ = ["time_for_sigma", "refine_time", "refine_positions", "refine_conformers", "sample_conformers",
+           "load_refiner", "model_inputs"]
 
 
 def time_for_sigma(schedule: NoiseSchedule, sigma0: float) -> float:
@@ -36,6 +38,77 @@ def time_for_sigma(schedule: NoiseSchedule, sigma0: float) -> float:
         raise ValueError(f"sigma0 must lie between {float(sig[0]):.4g} (one step) and {float(sig[-1]):.4g} "
                          f"(t = 1) for this schedule, got {sigma0}")
     return float(t[int((sig - float(sigma0)).abs().argmin())])
+
+
+def refine_time(model, sigma0: float | None = None, t0: float | None = None) -> float:
+    """The grid time t₀ = i / T (1 <= i <= T) a refinement starts from, given by ``sigma0`` (Å, the noise added:
+    the nearest grid σ_t, ``time_for_sigma``) or by ``t0`` itself (rounded to the nearest grid time); exactly one
+    of them. ``model`` is a ``ConformerDiffusion``.
+
+    ValueError (one line) for both or neither, values outside the schedule, or a t₀ beyond the times the model
+    was trained on (``config.t_max``).
+    """
+    cfg = model.config
+    if (sigma0 is None) == (t0 is None):
+        raise ValueError(f"give the start of refinement as sigma0 (Å) or as t0, not both or neither "
+                         f"(got sigma0={sigma0}, t0={t0})")
+    if sigma0 is not None:
+        t = time_for_sigma(model.schedule, float(sigma0))
+    else:
+        i = round(float(t0) * cfg.T)
+        if not 0.0 < float(t0) <= 1.0 or i < 1:
+            raise ValueError(f"t0 must lie in (0, 1] and cover at least one grid step (t0 >= {0.5 / cfg.T:.3g} "
+                             f"for T = {cfg.T}), got {t0}")
+        t = i / cfg.T
+    if round(t * cfg.T) > cfg.t_max_index:
+        what = f"sigma0 = {sigma0} Å needs t0 = {t:.3f}" if sigma0 is not None else f"t0 = {t:.3f} lies"
+        raise ValueError(f"{what}, beyond the times this model was trained on (t_max = {cfg.t_max})")
+    return t
+
+
+def load_refiner(refiner, device: str = "cpu"):
+    """A ``ConformerDiffusion`` in eval mode from ``refiner``: a weights file or run directory (loaded on
+    ``device`` with ``molediff.training.weights.load_model``) or a model, returned as it is.
+
+    FileNotFoundError for a missing path; ValueError for weights of another model class or a device this torch
+    cannot use.
+    """
+    from .model import ConformerDiffusion
+
+    if isinstance(refiner, ConformerDiffusion):
+        return refiner
+    if not isinstance(refiner, (str, os.PathLike)):
+        raise ValueError(f"refiner must be a weights path or a ConformerDiffusion, got {type(refiner).__name__}")
+    from ..training.weights import load_model
+
+    return load_model(ConformerDiffusion, refiner, device=device)
+
+
+def model_inputs(model, mol) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """What the model takes for ``mol`` (a sanitised RDKit Mol with explicit hydrogens, atom order kept), on the
+    model's device: type indices [n] into ``config.vocabulary``, graph node features [n, G] and edge features
+    [n, n, E] (None when the model takes none; ``molediff.conformers.graph``).
+
+    ValueError for hydrogens that are not atoms, an element outside the model's vocabulary or more atoms than
+    ``config.max_atoms``; ``graph.GraphError`` (a ValueError) for a bond type the graph features do not know.
+    """
+    from .graph import mol_graph
+
+    cfg = model.config
+    n = mol.GetNumAtoms()
+    if not 1 <= n <= cfg.max_atoms:
+        raise ValueError(f"the molecule has {n} atoms; this model takes 1..{cfg.max_atoms}")
+    _explicit_hydrogens(mol)
+    lookup = {int(z): k for k, z in enumerate(cfg.vocabulary)}
+    missing = sorted({a.GetSymbol() for a in mol.GetAtoms() if a.GetAtomicNum() not in lookup})
+    if missing:
+        raise ValueError(f"elements {missing} are not in the model's vocabulary {tuple(cfg.vocabulary)}")
+    device = next(model.parameters()).device
+    types = torch.tensor([lookup[a.GetAtomicNum()] for a in mol.GetAtoms()], device=device)
+    graph = mol_graph(mol) if (cfg.node_features or cfg.edge_features) else None
+    node = None if graph is None or not cfg.node_features else torch.from_numpy(graph.node_features()).to(device)
+    edge = None if graph is None or not cfg.edge_features else torch.from_numpy(graph.edge_features()).to(device)
+    return types, node, edge
 
 
 def refine_positions(eps_fn: EpsFn, positions: Tensor, mask: Tensor, schedule: NoiseSchedule, space, t0: float,
@@ -82,8 +155,9 @@ def _explicit_hydrogens(mol) -> None:
                              f"add them as atoms first (rdkit.Chem.AddHs)")
 
 
-def refine_conformers(model, mol, coordinates: np.ndarray | None = None, sigma0: float = 0.1, steps: int | None = 20,
-                      sampler: str = "ddim", seed: int = 0, batch_size: int = 32, **sampler_options) -> np.ndarray:
+def refine_conformers(model, mol, coordinates: np.ndarray | None = None, sigma0: float | None = 0.1,
+                      steps: int | None = 20, sampler: str = "ddim", seed: int = 0, batch_size: int = 32,
+                      t0: float | None = None, **sampler_options) -> np.ndarray:
     """Refine K seed conformers of one molecule with a trained ``ConformerDiffusion`` (SDEdit from σ₀ Å).
 
     Args:
@@ -92,6 +166,7 @@ def refine_conformers(model, mol, coordinates: np.ndarray | None = None, sigma0:
         coordinates: [K, n, 3] seed conformers in Å; None takes every conformer of ``mol``.
         sigma0: the noise added to the seeds, as the schedule's σ at t₀ (``time_for_sigma``); the model must have
             been trained up to t₀ (``config.t_max``).
+        t0: the start time itself instead of ``sigma0`` (``refine_time``; pass ``sigma0=None``).
         steps, sampler, sampler_options: the core sampler run from t₀ to 0 (``refine_positions``).
         seed: conformer k is refined with seed ``seed + k`` whatever the batch size.
         batch_size: conformers per model call.
@@ -101,9 +176,6 @@ def refine_conformers(model, mol, coordinates: np.ndarray | None = None, sigma0:
     atoms, coordinates that do not fit the molecule, σ₀ beyond the model's training times, and
     ``graph.GraphError`` for a graph the model cannot read.
     """
-    from .graph import mol_graph
-
-    cfg = model.config
     n = mol.GetNumAtoms()
     if coordinates is None:
         if not mol.GetNumConformers():
@@ -117,27 +189,13 @@ def refine_conformers(model, mol, coordinates: np.ndarray | None = None, sigma0:
                          f"{list(coordinates.shape)}")
     if not np.isfinite(coordinates).all():
         raise ValueError("seed coordinates contain NaN or infinite values")
-    if not 1 <= n <= cfg.max_atoms:
-        raise ValueError(f"the molecule has {n} atoms; this model takes 1..{cfg.max_atoms}")
-    _explicit_hydrogens(mol)
-    lookup = {int(z): k for k, z in enumerate(cfg.vocabulary)}
-    missing = sorted({a.GetSymbol() for a in mol.GetAtoms() if a.GetAtomicNum() not in lookup})
-    if missing:
-        raise ValueError(f"elements {missing} are not in the model's vocabulary {tuple(cfg.vocabulary)}")
-    t0 = time_for_sigma(model.schedule, sigma0)
-    if t0 > cfg.t_max_index / cfg.T + 1e-12:
-        raise ValueError(f"sigma0 = {sigma0} Å needs t0 = {t0:.3f}, beyond the times this model was trained on "
-                         f"(t_max = {cfg.t_max})")
+    types, node, edge = model_inputs(model, mol)
+    t0 = refine_time(model, sigma0, t0)
     if batch_size < 1:
         raise ValueError("batch size must be at least 1")
 
-    device = next(model.parameters()).device
+    device = types.device
     dtype = next(model.parameters()).dtype
-    types = torch.tensor([lookup[a.GetAtomicNum()] for a in mol.GetAtoms()], device=device)
-    graph = mol_graph(mol) if (cfg.node_features or cfg.edge_features) else None
-    node = None if graph is None or not cfg.node_features else torch.from_numpy(graph.node_features()).to(device)
-    edge = None if graph is None or not cfg.edge_features else torch.from_numpy(graph.edge_features()).to(device)
-
     centres = coordinates.mean(1, keepdims=True)
     out = np.empty_like(coordinates)
     with torch.no_grad():
@@ -154,3 +212,33 @@ def refine_conformers(model, mol, coordinates: np.ndarray | None = None, sigma0:
                                  **sampler_options)
             out[start:start + b] = x.double().cpu().numpy()
     return out + centres
+
+
+def sample_conformers(model, mol, count: int, steps: int | None = None, sampler: str = "ddim", seed: int = 0,
+                      batch_size: int = 32, **sampler_options) -> np.ndarray:
+    """``count`` conformers of ``mol`` from the model's full reverse process, started from N(0, I) at t = 1.
+
+    The model must have been trained on all times (``config.t_max = 1``); ``mol`` as for ``refine_conformers``.
+    Conformer k uses seed ``seed + k`` alone. ``steps``: sampler steps from t = 1 to 0 (None: all T).
+
+    Returns [count, n, 3] float64 coordinates (Å, zero centre of mass). ValueError for a model trained only on
+    low noise (t_max < 1), count < 1 or batch_size < 1, and for what ``model_inputs`` refuses.
+    """
+    cfg = model.config
+    if cfg.t_max < 1.0:
+        raise ValueError(f"sampling from noise needs a model trained on all noise levels (t_max = 1); this one was "
+                         f"trained up to t_max = {cfg.t_max} (a refiner: use it on seed conformers)")
+    if count < 1 or batch_size < 1:
+        raise ValueError(f"count and batch_size must be at least 1, got {count}, {batch_size}")
+    types, node, edge = model_inputs(model, mol)
+    n = mol.GetNumAtoms()
+    dtype = next(model.parameters()).dtype
+    out = np.empty((count, n, 3), dtype=np.float64)
+    for start in range(0, count, batch_size):
+        b = min(batch_size, count - start)
+        mask = torch.ones(b, n, dtype=torch.bool, device=types.device)
+        x = model.sample(types.expand(b, n), mask, sampler, steps, range(seed + start, seed + start + b),
+                         edge_attr=None if edge is None else edge.to(dtype).expand(b, n, n, -1),
+                         node_features=None if node is None else node.expand(b, n, -1), **sampler_options)
+        out[start:start + b] = x.double().cpu().numpy()
+    return out

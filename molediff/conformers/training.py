@@ -5,14 +5,20 @@ of ``molediff.conformers.graph``), every training molecule's graph is built once
 carries or from bonds perceived from its 3D coordinates, and kept in memory as compact arrays
 (:class:`GraphStore`: int8 node features, one uint8 code per atom pair). Molecules whose graph cannot be built
 (sanitisation fails, unpaired electrons) are dropped from the training set, each with its reason in the log.
+
+The graphs can also be built beforehand and saved (``GraphStore.save``; ``scripts/gpu/train_conformers.py
+prepare``): a config's ``data`` section then names the file as ``graphs: PATH`` beside ``dataset: npz`` and
+``path:`` (the molecules, saved with the same order), and training needs no RDKit.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -50,6 +56,56 @@ class GraphStore:
         pairs = (np.concatenate([g.pairs.reshape(-1) for g in graphs]) if graphs else np.zeros(0, dtype=np.uint8))
         return cls(node=node.astype(np.int8), atom_offsets=np.concatenate([[0], np.cumsum(counts)]),
                    pairs=pairs.astype(np.uint8), pair_offsets=np.concatenate([[0], np.cumsum(counts ** 2)]))
+
+    _KEYS = ("node", "atom_offsets", "pairs", "pair_offsets")
+
+    @property
+    def atom_counts(self) -> np.ndarray:
+        """[M] atoms per molecule."""
+        return np.diff(self.atom_offsets)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the four arrays to one compressed ``.npz`` (numpy only, no pickles), atomically."""
+        from ..utils import atomic_write
+
+        with atomic_write(path, "wb") as f:
+            np.savez_compressed(f, **{k: getattr(self, k) for k in self._KEYS})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> GraphStore:
+        """Read a file written by ``save`` (numpy only). FileNotFoundError for a missing file; ValueError for a
+        file that is not a graph store or whose arrays do not fit together."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"graph file {path} does not exist")
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                arrays = {k: f[k] for k in cls._KEYS if k in f.files}
+        except (OSError, EOFError, ValueError) as e:  # not a zip, cut off, pickled
+            raise ValueError(f"{path} is not a readable .npz file ({' '.join(str(e).split())})") from None
+        missing = [k for k in cls._KEYS if k not in arrays]
+        if missing:
+            raise ValueError(f"{path} is not a conformer graph file: missing {missing}")
+        store = cls(node=arrays["node"].astype(np.int8), atom_offsets=arrays["atom_offsets"].astype(np.int64),
+                    pairs=arrays["pairs"].astype(np.uint8), pair_offsets=arrays["pair_offsets"].astype(np.int64))
+        counts = store.atom_counts
+        if (store.node.ndim != 2 or store.node.shape[1] != NODE_FEATURES or store.atom_offsets[-1] != len(store.node)
+                or store.pair_offsets[-1] != len(store.pairs) or len(store.pair_offsets) != len(store.atom_offsets)
+                or not np.array_equal(np.diff(store.pair_offsets), counts ** 2)
+                or int(store.pairs.max(initial=0)) >= len(EDGE_TABLE)):
+            raise ValueError(f"{path}: inconsistent graph arrays (offsets, widths or pair codes do not fit)")
+        return store
+
+    def check_matches(self, dataset, what: str = "the graphs") -> None:
+        """ValueError unless the store holds one graph per molecule of ``dataset``, atom counts equal and in order."""
+        counts = np.asarray(dataset.atom_counts)
+        if len(self) != len(counts):
+            raise ValueError(f"{what} hold {len(self)} molecules but the dataset has {len(counts)}; write both "
+                             f"from the same molecules (scripts/gpu/train_conformers.py prepare)")
+        bad = np.flatnonzero(self.atom_counts != counts)
+        if len(bad):
+            raise ValueError(f"{what} do not fit the dataset: molecule {int(bad[0])} has {int(counts[bad[0]])} atoms "
+                             f"but its graph {int(self.atom_counts[bad[0]])}")
 
     def collate(self, indices: Sequence[int], num_atoms: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Padded float32 ``(node_features [B, N, NODE_FEATURES], edge_attr [B, N, N, EDGE_FEATURES])`` of the
@@ -145,8 +201,8 @@ class ConformerTask:
                                  f"{self.skipped[0][1] if self.skipped else 'empty dataset'}")
             if len(kept) < total:
                 self.dataset = self.dataset.subset(kept)
-        if self.graphs is not None and len(self.graphs) != len(self.dataset):
-            raise ValueError(f"{len(self.graphs)} graphs for {len(self.dataset)} molecules")
+        if self.graphs is not None:
+            self.graphs.check_matches(self.dataset)
 
     def loss(self, model: nn.Module, batch) -> tuple[torch.Tensor, dict[str, float]]:
         device = next(model.parameters()).device
@@ -178,15 +234,68 @@ class ConformerTask:
 
 
 def build_task(config) -> ConformerTask:
-    """``molediff train`` entry: ``model`` is a ``ConformerDiffusionConfig``, ``data`` a ``MoleculeDataConfig``.
+    """``molediff train`` entry: ``model`` is a ``ConformerDiffusionConfig``, ``data`` a ``MoleculeDataConfig``
+    plus, for this task, an optional ``graphs: PATH`` (a ``GraphStore.save`` file of the same molecules in the
+    same order: no graph is built, so no RDKit is needed).
 
     ``model.node_features`` and ``model.edge_features`` default to the graph widths (``molediff.conformers.graph``)
-    when the section leaves them out; set both to 0 to train on atom types alone.
+    when the section leaves them out; set both to 0 to train on atom types alone. ValueError when the graph file
+    does not fit the molecules (count or atom counts) or the model takes no graph features.
     """
     from ..utils import build_config
 
     section = {"node_features": NODE_FEATURES, "edge_features": EDGE_FEATURES, **dict(config.model)}
     model_cfg = ConformerDiffusionConfig.from_dict(section)
-    data = build_config(MoleculeDataConfig, config.data, "data.")
+    data_section = dict(config.data or {})
+    graphs_path = data_section.pop("graphs", None)
+    data = build_config(MoleculeDataConfig, data_section, "data.")
+    graphs = None
+    if graphs_path is not None:
+        if not (model_cfg.node_features or model_cfg.edge_features):
+            raise ValueError("data.graphs is given but the model takes no graph features (node_features = "
+                             "edge_features = 0)")
+        graphs = GraphStore.load(graphs_path)
     dataset = load_molecule_dataset(data, model_cfg.vocabulary, model_cfg.max_atoms)
-    return ConformerTask(model=ConformerDiffusion(model_cfg), dataset=dataset)
+    if graphs is not None:
+        graphs.check_matches(dataset, f"graphs {graphs_path}")
+    return ConformerTask(model=ConformerDiffusion(model_cfg), dataset=dataset, graphs=graphs)
+
+
+@torch.no_grad()
+def denoising_error(model: ConformerDiffusion, dataset, graphs: GraphStore | None, sigmas: Sequence[float],
+                    batch_size: int = 64, seed: int = 0) -> dict[float, float]:
+    """Held-out ε-loss of ``model`` at fixed noise levels: for each σ (Å; the nearest grid time,
+    ``refine.time_for_sigma``) the mean over molecules of ‖ε̂ − ε‖² / (3n) (Ho et al. 2020, Eq. 14), with the
+    noise seeded by ``seed``. ``dataset``: a ``MoleculeDataset``; ``graphs``: its ``GraphStore`` (None for a
+    model without graph features). Returns {σ: error}; an untrained model gives about 1.
+
+    ValueError when the graphs do not fit the dataset or σ lies outside the schedule.
+    """
+    from ..data.batching import collate_dense
+    from .refine import time_for_sigma
+
+    uses_graph = bool(model.config.node_features or model.config.edge_features)
+    if uses_graph:
+        if graphs is None:
+            raise ValueError("this model takes graph features: give the dataset's graphs")
+        graphs.check_matches(dataset)
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    gen = torch.Generator(device=device).manual_seed(seed)
+    out = {}
+    for sigma in sigmas:
+        t_value = time_for_sigma(model.schedule, float(sigma))
+        total = 0.0
+        for start in range(0, len(dataset), batch_size):
+            idx = list(range(start, min(start + batch_size, len(dataset))))
+            dense = collate_dense([dataset[i] for i in idx], vocabulary=model.config.vocabulary).to(device)
+            node = edge = None
+            if uses_graph:
+                node, edge = graphs.collate(idx, dense.mask.shape[1])
+                node, edge = node.to(device, dtype), edge.to(device, dtype)
+            x = model.space.project(dense.positions.to(dtype) * dense.mask.unsqueeze(-1).to(dtype), dense.mask)
+            feats = model.node_features(dense.type_index, dense.mask, dtype, node)
+            t = torch.full((len(idx),), t_value, dtype=torch.float64, device=device)
+            total += float(model.loss(x, dense.mask, None, feats, edge, generator=gen, t=t).sum())
+        out[float(sigma)] = total / max(len(dataset), 1)
+    return out

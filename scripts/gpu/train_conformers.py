@@ -1,0 +1,293 @@
+"""One self-contained job for a lent GPU: train the conformer refiner (the ``conformers`` task) on QM9's DFT geometries.
+
+The device command (the prepared files travel as git-ignored paths named in ``carry``):
+
+    run(command="PYTHONUNBUFFERED=1 python3 scripts/gpu/train_conformers.py run "
+                 "--data gpu_data/conformers_qm9_train.npz --config configs/conformers_qm9_gpu.yaml --minutes 6 "
+                 "--out $OUT 2>&1 | tee $OUT/log.txt",
+        carry=["gpu_data/conformers_qm9_train.npz", "gpu_data/conformers_qm9_train_graphs.npz",
+               "gpu_data/conformers_qm9_valid.npz", "gpu_data/conformers_qm9_valid_graphs.npz"], timeout_s=600)
+
+The script puts the working tree's root first on ``sys.path``, so it imports the tree's molediff on a machine where
+the package is not installed. ``tee`` brings the log back even if the command is killed at its limit. Six minutes
+of training and about a minute around it leave room in a 15-minute device budget to rerun after an early failure.
+
+1. ``prepare`` (CPU, here, with RDKit): QM9's train and valid splits (EDM's split, ``load_qm9``) → for each split
+   ``conformers_qm9_{split}.npz`` (the molecules with their DFT coordinates, a compressed ``MoleculeDataset``) and
+   ``conformers_qm9_{split}_graphs.npz`` (their graph features, a compressed ``GraphStore``: int8 node features and
+   one uint8 code per atom pair, ``molediff.conformers.graph``), in the same order. Molecules whose graph cannot
+   be built from bonds perceived in 3D (about 5 % of QM9: charged groups, missed bonds) are left out of both and
+   counted. Prints the sizes and the ``carry`` list. Measured here (2 cores, busy): 95,368 train molecules
+   (4,632 left out) in 116 s, 20.2 + 9.0 MiB; 16,915 valid in 18 s, 3.6 + 1.6 MiB; 34.4 MiB to carry in all.
+
+       python scripts/gpu/train_conformers.py prepare --out gpu_data
+
+2. ``run`` (GPU machine; needs torch, numpy, safetensors and PyYAML only, no RDKit): train with the shared engine
+   (bf16 autocast on CUDA when the config asks, TF32, EMA, checkpoints) for ``--minutes`` of wall time, resuming
+   from ``--run-dir`` when it holds a checkpoint or starting from ``--init`` weights (e.g. the shipped refiner, or
+   a CPU run's export: the GPU config has the CPU config's architecture, so training adds up); export the EMA
+   weights; measure the held-out ε-loss at σ = 0.05, 0.1, 0.2, 0.3 Å on the first ``--eval-molecules`` of the valid
+   split (and of the train split, for the gap); write into ``--out`` (the device tool's $OUT):
+
+       report.json      steps, molecules/s, wall times, loss, held-out ε-loss per σ, peak GPU memory
+       metrics.jsonl    the engine's training log
+       conformer_refiner.safetensors
+                        the EMA weights (bf16, ~0.3 MB for the 4x96 EGNN), when at most --max-file-mib
+
+3. Here, with returned weights: ``molediff conformers "CCO" --refiner OUT/conformer_refiner.safetensors`` and
+   ``python scripts/bench_conformers.py --refiner OUT/conformer_refiner.safetensors``; CPU training continues with
+   ``molediff train configs/conformers_qm9_cpu.yaml --init OUT/conformer_refiner.safetensors``.
+
+Test stage 2 on CPU with a tiny config before spending device time (tests/test_conformer_gpu_job.py does):
+
+    python scripts/gpu/train_conformers.py prepare --out /tmp/gpu_data --limit 64
+    python scripts/gpu/train_conformers.py run --data /tmp/gpu_data/conformers_qm9_train.npz \\
+        --config configs/conformers_tiny_test.yaml --minutes 1 --device cpu --out /tmp/gpu_test
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import shutil
+import statistics
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))   # the working tree's molediff: the GPU machine does not install the package
+
+log = logging.getLogger("train_conformers")
+
+WEIGHTS = "conformer_refiner.safetensors"
+MAX_MINUTES = 8.0
+EVAL_SIGMAS = (0.05, 0.1, 0.2, 0.3)
+
+
+def graphs_path(data: Path) -> Path:
+    """The graph file that belongs to a molecule file: ``X.npz`` → ``X_graphs.npz``."""
+    return data.with_name(data.stem + "_graphs.npz")
+
+
+# ------------------------------------------------------------------------------------------- prepare (CPU)
+def prepare(args) -> None:
+    from molediff.conformers.training import build_graphs
+    from molediff.data.qm9 import load_qm9
+
+    if args.limit < 0:
+        raise SystemExit(f"prepare: --limit must be >= 0 (0: all molecules), got {args.limit}")
+    out = Path(args.out)
+    carry = []
+    for split in args.splits:
+        t0 = time.perf_counter()
+        try:
+            molecules = load_qm9(split)
+        except (FileNotFoundError, ValueError, ImportError) as e:
+            raise SystemExit(f"prepare: QM9 {split} split: {' '.join(str(e).split())}") from None
+        if args.limit:
+            molecules = molecules.subset(range(min(args.limit, len(molecules))))
+        store, kept, skipped = build_graphs(molecules)
+        molecules = molecules.subset(kept)
+        data = out / f"conformers_qm9_{split}.npz"
+        molecules.save(data, compress=True)
+        store.save(graphs_path(data))
+        kinds = Counter("unpaired electrons" if "unpaired" in r else "sanitisation failed" if "sanitisation" in r
+                        else "other" for _, r in skipped)
+        sizes = [p.stat().st_size / 2**20 for p in (data, graphs_path(data))]
+        print(f"wrote {data} ({sizes[0]:.1f} MiB) and {graphs_path(data).name} ({sizes[1]:.1f} MiB): {len(kept)} "
+              f"molecules, {len(skipped)} left out ({', '.join(f'{n} {k}' for k, n in kinds.most_common()) or 'none'}"
+              f"), {time.perf_counter() - t0:.0f} s")
+        for p in (data, graphs_path(data)):
+            try:
+                carry.append(str(p.resolve().relative_to(ROOT)))
+            except ValueError:
+                carry.append(str(p))
+    total = sum((ROOT / c if not Path(c).is_absolute() else Path(c)).stat().st_size for c in carry) / 2**20
+    print(f"carry={carry!r}: {total:.1f} MiB (the device carries 64 MiB with the working tree)")
+
+
+# ----------------------------------------------------------------------------------------------- run (GPU)
+def _last_step(run_dir: Path) -> int:
+    from molediff.training import list_checkpoints
+    from molediff.training.checkpoint import read_state
+
+    found = list_checkpoints(run_dir / "checkpoints")
+    return int(read_state(found[-1])["step"]) if found else 0
+
+
+def _heldout(model, data: Path, n: int, batch_size: int) -> dict | None:
+    """ε-loss per σ on the first ``n`` molecules of a prepared split (None when the files are missing)."""
+    from molediff.chem.molecule import MoleculeDataset
+    from molediff.conformers.training import GraphStore, denoising_error
+
+    if n <= 0 or not data.is_file() or not graphs_path(data).is_file():
+        return None
+    molecules = MoleculeDataset.load(data)
+    graphs = GraphStore.load(graphs_path(data))
+    graphs.check_matches(molecules, f"graphs {graphs_path(data)}")
+    keep = list(range(min(n, len(molecules))))
+    sub = GraphStore(graphs.node[:graphs.atom_offsets[len(keep)]], graphs.atom_offsets[:len(keep) + 1],
+                     graphs.pairs[:graphs.pair_offsets[len(keep)]], graphs.pair_offsets[:len(keep) + 1])
+    t0 = time.perf_counter()
+    errors = denoising_error(model, molecules.subset(keep), sub, EVAL_SIGMAS, batch_size=batch_size, seed=0)
+    return {"file": str(data), "molecules": len(keep), "wall_s": time.perf_counter() - t0,
+            "eps_mse_by_sigma_angstrom": {f"{s:g}": e for s, e in errors.items()}}
+
+
+def run(args) -> None:
+    from molediff.conformers.model import ConformerDiffusion
+    from molediff.training import build_task, export_weights, load_config, train
+    from molediff.training.weights import load_model
+    from molediff.utils import check_device, cpu_has_native_bf16
+
+    t_all = time.perf_counter()
+    if not 0 < args.minutes <= MAX_MINUTES:
+        raise SystemExit(f"run: --minutes must lie in (0, {MAX_MINUTES:g}]: one device command runs 10 minutes "
+                         f"and start-up, export and evaluation need the rest")
+    if args.eval_molecules < 0 or args.eval_batch < 1:
+        raise SystemExit("run: --eval-molecules must be >= 0 and --eval-batch at least 1")
+    data = Path(args.data)
+    graphs = Path(args.graphs) if args.graphs else graphs_path(data)
+    for path, what in ((data, "--data"), (graphs, "--graphs")):
+        if not path.is_file():
+            raise SystemExit(f"run: {what} {path} does not exist; write it with the prepare stage and carry it")
+    out = Path(args.out)
+    try:
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        check_device(device)
+        config = load_config(args.config)
+        if config.task != "conformers":
+            raise ValueError(f"{args.config} is a config for task {config.task!r}, not 'conformers'")
+        run_dir = Path(args.run_dir or f"runs/gpu_{Path(args.config).stem}")
+        changes = {"out_dir": str(run_dir), "time_limit_s": 60 * args.minutes,
+                   "data": {**config.data, "dataset": "npz", "path": str(data), "graphs": str(graphs)}}
+        if args.train_steps is not None:
+            changes["steps"] = args.train_steps
+        if args.ema_decay is not None:
+            changes["optim"] = dataclasses.replace(config.optim, ema_decay=args.ema_decay)
+        config = dataclasses.replace(config, **changes)
+        task = build_task(config)   # reads the molecules and their graphs: files that do not fit fail here
+        start_step = _last_step(run_dir)
+        resuming = start_step > 0
+        if args.init and not resuming:
+            init = load_model(ConformerDiffusion, args.init)
+            if init.config != task.model.config:
+                raise ValueError(f"--init {args.init} holds a model of another config than {args.config}; drop "
+                                 f"--init or use a matching config")
+            task.model.load_state_dict(init.state_dict())
+            log.info("initialised from %s", args.init)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"run: {' '.join(str(e).split())}") from None
+    out.mkdir(parents=True, exist_ok=True)
+    load_s = time.perf_counter() - t_all
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.cuda.reset_peak_memory_stats(device)
+
+    t0 = time.perf_counter()
+    metrics = train(task, config, resume=resuming, device=device)
+    train_s = time.perf_counter() - t0
+    final_step = _last_step(run_dir)
+    logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rates = [r["items_per_s"] for r in logged if r.get("kind") == "train" and r["step"] > start_step
+             and "items_per_s" in r]
+    shutil.copy(run_dir / "metrics.jsonl", out / "metrics.jsonl")
+
+    weights = export_weights(run_dir, run_dir / WEIGHTS, dtype=torch.bfloat16)
+    weights_mib = weights.stat().st_size / 2**20
+    returned = weights_mib <= args.max_file_mib
+    if returned:
+        shutil.copy(weights, out / WEIGHTS)
+    model = load_model(ConformerDiffusion, weights, device=device)   # what comes back (bf16 read as float32)
+    valid = Path(args.valid) if args.valid else data.with_name(data.name.replace("train", "valid"))
+    heldout = {"valid": _heldout(model, valid, args.eval_molecules, args.eval_batch) if valid != data else None,
+               "train": _heldout(model, data, args.eval_molecules, args.eval_batch)}
+
+    ema_decay = config.optim.ema_decay
+    report = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__, "config": args.config, "data": str(data), "graphs": str(graphs),
+        "run_dir": str(run_dir), "resumed": resuming, "init": args.init if not resuming else None,
+        "parameters": sum(p.numel() for p in model.parameters()), "t_max": model.config.t_max,
+        "molecules": len(task.dataset), "start_step": start_step, "final_step": final_step,
+        "steps_this_run": final_step - start_step, "batch_size": config.batch_size, "minutes": args.minutes,
+        "bf16_autocast": bool(config.bf16 and (device.type == "cuda" or cpu_has_native_bf16())),
+        "load_wall_s": load_s, "train_wall_s": train_s,
+        "molecules_per_s": (final_step - start_step) * config.batch_size / train_s if train_s > 0 else None,
+        "molecules_per_s_logged_median": statistics.median(rates) if rates else None,
+        "epochs_this_run": (final_step - start_step) * config.batch_size / max(len(task.dataset), 1),
+        "ema_decay": ema_decay, "ema_weight_of_start": ema_decay ** final_step if ema_decay is not None else None,
+        "final_metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+        "heldout_eps_loss": heldout,
+        "weights": {"file": WEIGHTS, "mib": weights_mib, "returned": returned,
+                    "note": "in --out" if returned else
+                    f"over --max-file-mib {args.max_file_mib:g}: left on the device in {weights}"},
+        "peak_gpu_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+    }
+    report["total_wall_s"] = time.perf_counter() - t_all
+    report["out_files"] = sorted({p.name for p in out.iterdir()} | {"report.json"})
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="stage", required=True)
+    a = sub.add_parser("prepare", help="QM9 splits -> molecules + precomputed graph features (.npz, CPU, RDKit)",
+                       description="Write OUT/conformers_qm9_{split}.npz and OUT/conformers_qm9_{split}_graphs.npz "
+                                   "for each split: the molecules whose graph builds, and their graph features.")
+    a.add_argument("--out", default="gpu_data", help="folder for the files (gpu_data/ is git-ignored; carry them)")
+    a.add_argument("--splits", nargs="+", choices=["train", "valid", "test"], default=["train", "valid"],
+                   help="QM9 splits to prepare (EDM's split; default: train and valid)")
+    a.add_argument("--limit", type=int, default=0,
+                   help="keep the first N molecules of each split (smoke tests); 0 keeps all")
+    b = sub.add_parser("run", help="train for a time budget, export, held-out loss (GPU, no RDKit)",
+                       description="Train the refiner, export the bf16 EMA weights and measure the held-out "
+                                   "eps-loss; write report.json, metrics.jsonl and the weights into --out.")
+    b.add_argument("--data", required=True, help="conformers_qm9_train.npz from the prepare stage")
+    b.add_argument("--graphs", default=None,
+                   help="its graph file (default: the --data name with _graphs before .npz)")
+    b.add_argument("--valid", default=None,
+                   help="held-out molecules for the eps-loss (default: --data with 'train' replaced by 'valid'; "
+                        "its graph file beside it); skipped when missing")
+    b.add_argument("--config", default="configs/conformers_qm9_gpu.yaml",
+                   help="training config (YAML, task: conformers)")
+    b.add_argument("--run-dir", default=None,
+                   help="checkpoints and metrics of the run; a second call resumes from it (default: "
+                        "runs/gpu_<config name>; keep it out of carried paths, which replace what is there)")
+    b.add_argument("--init", default=None,
+                   help="start from these weights (exported .safetensors or a run directory) when the run "
+                        "directory holds no checkpoint; the model config must equal the training config's")
+    b.add_argument("--minutes", type=float, default=6.0,
+                   help=f"training wall-time budget in minutes (at most {MAX_MINUTES:g}; a checkpoint is written "
+                        f"when it runs out)")
+    b.add_argument("--train-steps", type=int, default=None,
+                   help="total optimiser steps (overrides the config's steps; raise it to extend a run)")
+    b.add_argument("--ema-decay", type=float, default=None, help="EMA decay (overrides the config's)")
+    b.add_argument("--eval-molecules", type=int, default=2000,
+                   help="held-out eps-loss on the first N molecules of the valid and train files (0: skip)")
+    b.add_argument("--eval-batch", type=int, default=256, help="molecules per batch for the held-out loss")
+    b.add_argument("--max-file-mib", type=float, default=15.0,
+                   help="put the weights into --out only when the file is at most this size (the device tool "
+                        "brings back files of up to 16 MiB)")
+    b.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    b.add_argument("--out", required=True, help="output folder (the device tool's $OUT)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    {"prepare": prepare, "run": run}[args.stage](args)
+
+
+if __name__ == "__main__":
+    main()
