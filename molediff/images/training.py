@@ -101,8 +101,7 @@ def build_task(config) -> ImageTask:
     eval_set = None
     if data.eval_images:
         test = load_cifar10(data.path, "test")
-        if data.eval_images > len(test):
-            raise ValueError(f"data.eval_images {data.eval_images} exceeds the {len(test)} test images of {data.path}")
-        # a fixed random subset: a file sorted by class (the packed JPEG copy is) starts with one class only
-        eval_set = test.subset(fixed_subset(len(test), data.eval_images, seed=0))
+        # a fixed random subset: a file sorted by class (the packed JPEG copy is) starts with one class only;
+        # a test split smaller than eval_images is used whole
+        eval_set = test.subset(fixed_subset(len(test), min(data.eval_images, len(test)), seed=0))
     return ImageTask(ImageDiffusion(model_cfg), dataset, data.hflip, eval_set)
