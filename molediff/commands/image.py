@@ -59,8 +59,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     sample.add_argument("--checkpoint", default=None,
                         help=f"exported .safetensors weights or a training run/checkpoint directory (default: the "
                              f"shipped '{SHIPPED}' weights)")
-    sample.add_argument("--sampler", default="ddpm", choices=sorted(SAMPLERS),
-                        help="ddpm (ancestral), ddim, heun (Karras et al.) or dpm2m (DPM-Solver++(2M))")
+    sample.add_argument("--sampler", default="heun", choices=sorted(SAMPLERS),
+                        help="heun (Karras et al. 2022; the default: the best FD-CIFARNet of the sampler table in "
+                             "BENCHMARKS.md at 35 network evaluations), ddpm (ancestral), ddim or dpm2m "
+                             "(DPM-Solver++(2M))")
     sample.add_argument("--steps", type=int, default=None,
                         help="sampling steps (default: all T for ddpm, 100 for ddim, 50 for dpm2m, 18 for heun)")
     sample.add_argument("--eta", type=float, default=0.0,
@@ -110,8 +112,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                          "test images against as many training images) and the pixel-Gaussian baseline")
     ev.add_argument("--fd-images", type=int, default=1000, metavar="N",
                     help="images per set for FD-CIFARNet (at least 2; FD values compare only at equal N)")
-    ev.add_argument("--sampler", default="ddpm", choices=sorted(SAMPLERS),
-                    help="with --fd: ddpm (ancestral), ddim, heun (Karras et al.) or dpm2m (DPM-Solver++(2M))")
+    ev.add_argument("--sampler", default="heun", choices=sorted(SAMPLERS),
+                    help="with --fd: heun (Karras et al. 2022, the default), ddpm (ancestral), ddim or dpm2m "
+                         "(DPM-Solver++(2M))")
     ev.add_argument("--steps", type=int, default=None,
                     help="with --fd: sampling steps (default: all T for ddpm, 100 for ddim, 50 for dpm2m, 18 for "
                          "heun)")
