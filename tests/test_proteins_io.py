@@ -34,3 +34,15 @@ def test_bad_traces_are_refused(tmp_path):
         write_ca_trace(tmp_path / "x.pdb", np.full((3, 3), -5000.0))
     with pytest.raises(ValueError, match=r"\[L, 3\]"):
         write_ca_trace(tmp_path / "x.pdb", np.zeros((3, 2)))
+
+
+def test_a_structure_in_two_formats_counts_once(tmp_path):
+    """`protein sample` writes NAME.pdb and NAME.cif: scoring the folder reads each chain once (from the PDB),
+    while a lone mmCIF file is still read."""
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(12, 3)) * 5, rng.normal(size=(9, 3)) * 5
+    write_ca_trace(tmp_path / "sample_0.pdb", a)
+    write_ca_trace(tmp_path / "sample_0.cif", a)
+    write_ca_trace(tmp_path / "sample_1.cif", b)
+    coords, names, bad = read_ca_traces(tmp_path)
+    assert not bad and sorted(len(c) for c in coords) == [9, 12]

@@ -66,11 +66,18 @@ def write_ca_trace(path: str | os.PathLike, coords: np.ndarray) -> Path:
 
 def read_ca_traces(path: str | os.PathLike) -> tuple[list[np.ndarray], list[str], list[tuple[str, str]]]:
     """Every chain's Cα coordinates from a structure file or folder, whatever their geometry (no length or
-    chain-break filter: this is for scoring). Returns ``(coords [L, 3] per chain, names, [(file, reason)])``."""
+    chain-break filter: this is for scoring). Returns ``(coords [L, 3] per chain, names, [(file, reason)])``.
+
+    A structure written in two formats (``NAME.pdb`` beside ``NAME.cif``, as ``molediff protein sample`` writes
+    them) is read once, from the PDB file, so that no chain counts twice.
+    """
     from .data import chains_from_atoms, read_ca_atoms, structure_files
 
+    files = structure_files(path)
+    pdb_stems = {f.name.split(".")[0] for f in files if ".pdb" in f.name.lower() or ".ent" in f.name.lower()}
+    files = [f for f in files if not (".cif" in f.name.lower() and f.name.split(".")[0] in pdb_stems)]
     coords, names, bad = [], [], []
-    for f in structure_files(path):
+    for f in files:
         try:
             atoms = read_ca_atoms(f)
         except (ValueError, OSError) as e:
