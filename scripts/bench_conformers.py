@@ -51,7 +51,6 @@ def reference_molecules(n_molecules: int, seed: int, which: str = "qm9"):
     sample of the set ``which`` (``qm9`` or ``ccd``), and the number skipped."""
     if which == "ccd":
         return ccd_reference_molecules(n_molecules, seed)
-    from rdkit import Chem, rdBase
 
     from molediff.chem.bonds import to_rdkit
     from molediff.data.qm9 import load_qm9
@@ -63,27 +62,36 @@ def reference_molecules(n_molecules: int, seed: int, which: str = "qm9"):
         if len(out) == n_molecules:
             break
         m = data[int(i)]
-        with rdBase.BlockLogs():
-            try:
-                mol = to_rdkit(m.atomic_numbers, m.positions)
-                Chem.SanitizeMol(mol)
-            except Exception:  # RDKit refuses the perceived graph (charges, valence): not a usable reference
-                skipped += 1
-                continue
-        if sum(a.GetAtomicNum() > 1 for a in mol.GetAtoms()) < 3:
+        mol = _reference(m.name or f"qm9_{int(i)}", to_rdkit, m.atomic_numbers, m.positions)
+        if mol is None:
             skipped += 1
-            continue
-        Chem.AssignStereochemistryFrom3D(mol)
-        mol.SetProp("_Name", m.name or f"qm9_{int(i)}")
-        out.append(mol)
+        else:
+            out.append(mol)
     return out, skipped
+
+
+def _reference(name: str, build, *args, **kwargs):
+    """A sanitised reference Mol from ``build(*args, **kwargs)`` with stereo assigned from its 3D coordinates and titled
+    ``name``; None when RDKit refuses the graph (charges, valence) or it has fewer than 3 heavy atoms."""
+    from rdkit import Chem, rdBase
+
+    with rdBase.BlockLogs():
+        try:
+            mol = build(*args, **kwargs)
+            Chem.SanitizeMol(mol)
+        except Exception:  # RDKit refuses the graph: not a usable reference
+            return None
+    if sum(a.GetAtomicNum() > 1 for a in mol.GetAtoms()) < 3:
+        return None
+    Chem.AssignStereochemistryFrom3D(mol)
+    mol.SetProp("_Name", name)
+    return mol
 
 
 def ccd_reference_molecules(n_molecules: int, seed: int):
     """The CCD benchmark molecules (all of them, or ``n_molecules`` drawn seeded) with their experimental
     coordinates, CCD bond orders and formal charges; the number skipped (fewer than 3 heavy atoms, or RDKit
     refuses them: none for the recorded list)."""
-    from rdkit import Chem, rdBase
 
     from molediff.chem.bonds import to_rdkit
     from molediff.conformers.benchmark import read_ccd_benchmark
@@ -95,19 +103,12 @@ def ccd_reference_molecules(n_molecules: int, seed: int):
     data, _ = build_ccd("model", ids=ids)
     out, skipped = [], len(ids) - len(data)
     for m in data:
-        with rdBase.BlockLogs():
-            try:
-                mol = to_rdkit(m.atomic_numbers, m.positions, bonds=m.bonds, formal_charges=m.formal_charges)
-                Chem.SanitizeMol(mol)
-            except Exception:  # RDKit refuses the graph: not a usable reference
-                skipped += 1
-                continue
-        if sum(a.GetAtomicNum() > 1 for a in mol.GetAtoms()) < 3:
+        mol = _reference(m.name, to_rdkit, m.atomic_numbers, m.positions, bonds=m.bonds,
+                         formal_charges=m.formal_charges)
+        if mol is None:
             skipped += 1
-            continue
-        Chem.AssignStereochemistryFrom3D(mol)
-        mol.SetProp("_Name", m.name)
-        out.append(mol)
+        else:
+            out.append(mol)
     return out, skipped
 
 

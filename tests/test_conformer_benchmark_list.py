@@ -1,6 +1,7 @@
 """datasets/ccd_conformer_benchmark.txt follows its rule: 500 unique IDs, none reserved, none in the CCD training
 split, each with complete experimental ('model') coordinates, one per SMILES, at least 3 heavy atoms. Reads the CCD
-shipped inside biotite for those IDs and the reserved ones only (a few seconds), not ../shared."""
+shipped inside biotite for those IDs and the reserved ones only (a few seconds); no data folder outside the
+package is read."""
 
 from __future__ import annotations
 

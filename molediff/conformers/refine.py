@@ -155,6 +155,26 @@ def _explicit_hydrogens(mol) -> None:
                              f"add them as atoms first (rdkit.Chem.AddHs)")
 
 
+def conformer_coordinates(mol, coordinates, purpose: str, kind: str) -> np.ndarray:
+    """``coordinates`` as float64 ``[K, n, 3]`` for ``mol`` (n atoms; ``[n, 3]`` is one conformer), or every
+    conformer of ``mol`` when None. ValueError, naming ``purpose`` ("refine", "score") and the ``kind`` of
+    coordinates, for a molecule without conformers, a shape that does not fit or non-finite values."""
+    n = mol.GetNumAtoms()
+    if coordinates is None:
+        if not mol.GetNumConformers():
+            raise ValueError(f"the molecule has no conformers to {purpose}; give coordinates [K, n, 3]")
+        coordinates = np.stack([c.GetPositions() for c in mol.GetConformers()])
+    coordinates = np.asarray(coordinates, dtype=np.float64)
+    if coordinates.ndim == 2:
+        coordinates = coordinates[None]
+    if coordinates.ndim != 3 or coordinates.shape[1:] != (n, 3) or not len(coordinates):
+        raise ValueError(f"coordinates must be [K, {n}, 3] for this molecule of {n} atoms, got "
+                         f"{list(coordinates.shape)}")
+    if not np.isfinite(coordinates).all():
+        raise ValueError(f"{kind} coordinates contain NaN or infinite values")
+    return coordinates
+
+
 def refine_conformers(model, mol, coordinates: np.ndarray | None = None, sigma0: float | None = 0.1,
                       steps: int | None = 20, sampler: str = "ddim", seed: int = 0, batch_size: int = 32,
                       t0: float | None = None, **sampler_options) -> np.ndarray:
@@ -177,18 +197,7 @@ def refine_conformers(model, mol, coordinates: np.ndarray | None = None, sigma0:
     ``graph.GraphError`` for a graph the model cannot read.
     """
     n = mol.GetNumAtoms()
-    if coordinates is None:
-        if not mol.GetNumConformers():
-            raise ValueError("the molecule has no conformers to refine; give coordinates [K, n, 3]")
-        coordinates = np.stack([c.GetPositions() for c in mol.GetConformers()])
-    coordinates = np.asarray(coordinates, dtype=np.float64)
-    if coordinates.ndim == 2:
-        coordinates = coordinates[None]
-    if coordinates.ndim != 3 or coordinates.shape[1:] != (n, 3) or not len(coordinates):
-        raise ValueError(f"coordinates must be [K, {n}, 3] for this molecule of {n} atoms, got "
-                         f"{list(coordinates.shape)}")
-    if not np.isfinite(coordinates).all():
-        raise ValueError("seed coordinates contain NaN or infinite values")
+    coordinates = conformer_coordinates(mol, coordinates, "refine", "seed")
     types, node, edge = model_inputs(model, mol)
     t0 = refine_time(model, sigma0, t0)
     if batch_size < 1:

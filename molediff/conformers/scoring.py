@@ -33,7 +33,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .refine import model_inputs, time_for_sigma
+from .refine import conformer_coordinates, model_inputs, time_for_sigma
 
 __all__ = ["SCORE_SIGMAS", "canonical_atom_order", "conformer_frame", "score_conformers"]
 
@@ -104,18 +104,7 @@ def score_conformers(model, mol, coordinates: np.ndarray | None = None, sigmas: 
     from rdkit import Chem
 
     n = mol.GetNumAtoms()
-    if coordinates is None:
-        if not mol.GetNumConformers():
-            raise ValueError("the molecule has no conformers to score; give coordinates [K, n, 3]")
-        coordinates = np.stack([c.GetPositions() for c in mol.GetConformers()])
-    coordinates = np.asarray(coordinates, dtype=np.float64)
-    if coordinates.ndim == 2:
-        coordinates = coordinates[None]
-    if coordinates.ndim != 3 or coordinates.shape[1:] != (n, 3) or not len(coordinates):
-        raise ValueError(f"coordinates must be [K, {n}, 3] for this molecule of {n} atoms, got "
-                         f"{list(coordinates.shape)}")
-    if not np.isfinite(coordinates).all():
-        raise ValueError("conformer coordinates contain NaN or infinite values")
+    coordinates = conformer_coordinates(mol, coordinates, "score", "conformer")
     if draws < 1 or batch_size < 1:
         raise ValueError(f"draws and batch_size must be at least 1, got {draws}, {batch_size}")
     if not len(sigmas):

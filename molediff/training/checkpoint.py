@@ -185,6 +185,12 @@ def list_checkpoints(root: str | os.PathLike) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def latest_step(run_dir: str | os.PathLike) -> int:
+    """The step of the newest complete checkpoint of the run at ``run_dir`` (0 when it has none)."""
+    found = list_checkpoints(Path(run_dir) / "checkpoints")
+    return int(read_state(found[-1])["step"]) if found else 0
+
+
 def find_checkpoint(path: str | os.PathLike) -> Path:
     """Resolve a checkpoint directory, a checkpoint root, or a run directory to one checkpoint directory
     (the latest when several)."""

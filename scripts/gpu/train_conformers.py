@@ -114,14 +114,6 @@ def prepare(args) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- run (GPU)
-def _last_step(run_dir: Path) -> int:
-    from molediff.training import list_checkpoints
-    from molediff.training.checkpoint import read_state
-
-    found = list_checkpoints(run_dir / "checkpoints")
-    return int(read_state(found[-1])["step"]) if found else 0
-
-
 def _heldout(model, data: Path, n: int, batch_size: int) -> dict | None:
     """ε-loss per σ on the first ``n`` molecules of a prepared split (None when the files are missing)."""
     from molediff.chem.molecule import MoleculeDataset
@@ -144,6 +136,7 @@ def _heldout(model, data: Path, n: int, batch_size: int) -> dict | None:
 def run(args) -> None:
     from molediff.conformers.model import ConformerDiffusion
     from molediff.training import build_task, export_weights, load_config, train
+    from molediff.training.checkpoint import latest_step
     from molediff.training.weights import load_model
     from molediff.utils import check_device, cpu_has_native_bf16
 
@@ -174,7 +167,7 @@ def run(args) -> None:
             changes["optim"] = dataclasses.replace(config.optim, ema_decay=args.ema_decay)
         config = dataclasses.replace(config, **changes)
         task = build_task(config)   # reads the molecules and their graphs: files that do not fit fail here
-        start_step = _last_step(run_dir)
+        start_step = latest_step(run_dir)
         resuming = start_step > 0
         if args.init and not resuming:
             init = load_model(ConformerDiffusion, args.init)
@@ -195,7 +188,7 @@ def run(args) -> None:
     t0 = time.perf_counter()
     metrics = train(task, config, resume=resuming, device=device)
     train_s = time.perf_counter() - t0
-    final_step = _last_step(run_dir)
+    final_step = latest_step(run_dir)
     logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     rates = [r["items_per_s"] for r in logged if r.get("kind") == "train" and r["step"] > start_step
              and "items_per_s" in r]

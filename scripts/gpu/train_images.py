@@ -27,8 +27,8 @@ a 15-minute device budget to rerun after an early failure.
 2. ``run`` (GPU machine; needs torch, numpy, safetensors, Pillow and PyYAML only): train with the shared engine
    (bf16 autocast on CUDA, TF32, EMA, checkpoints) for ``--minutes`` of wall time, resuming from ``--run-dir``
    when it holds a checkpoint or starting from ``--init`` weights; export the EMA weights in bf16; draw a
-   ``--samples`` image grid; measure bits/dim of the bound on the first ``--bpd-images`` test images; write into
-   ``--out`` (the device tool's $OUT; at most 8 files of 16 MiB, 64 MiB in all come back):
+   ``--samples`` image grid; measure bits/dim of the bound on ``--bpd-images`` test images (a fixed random
+   subset); write into ``--out`` (the device tool's $OUT; at most 8 files of 16 MiB, 64 MiB in all come back):
 
        report.json      steps, images/s, wall times, loss, bits/dim, peak GPU memory, what was returned
        metrics.jsonl    the engine's training log (loss, grad norm, lr, images/s per log window)
@@ -170,21 +170,14 @@ def prepare(args) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- run (GPU)
-def _last_step(run_dir: Path) -> int:
-    from molediff.training import list_checkpoints
-    from molediff.training.checkpoint import read_state
-
-    found = list_checkpoints(run_dir / "checkpoints")
-    return int(read_state(found[-1])["step"]) if found else 0
-
-
 def run(args) -> None:
     from molediff.diffusion import SAMPLERS
     from molediff.images.cifar import load_cifar10
     from molediff.images.grid import save_grid
-    from molediff.images.metrics import bits_per_dim_on
-    from molediff.images.model import ImageDiffusion, to_uint8
+    from molediff.images.metrics import bits_per_dim_on, fixed_subset, sample_uint8
+    from molediff.images.model import ImageDiffusion
     from molediff.training import build_task, export_weights, load_config, train
+    from molediff.training.checkpoint import latest_step
     from molediff.training.weights import load_model
     from molediff.utils import check_device, cpu_has_native_bf16
 
@@ -219,7 +212,7 @@ def run(args) -> None:
         T = task.model.schedule.T
         if args.steps is not None and not 1 <= args.steps <= T:
             raise ValueError(f"--steps must lie in 1..{T} for this model")
-        start_step = _last_step(run_dir)
+        start_step = latest_step(run_dir)
         resuming = start_step > 0
         if args.init and not resuming:
             init = load_model(ImageDiffusion, args.init)
@@ -241,7 +234,7 @@ def run(args) -> None:
     t0 = time.perf_counter()
     metrics = train(task, config, resume=resuming, device=device)
     train_s = time.perf_counter() - t0
-    final_step = _last_step(run_dir)
+    final_step = latest_step(run_dir)
     trained = (final_step - start_step) * config.batch_size
     logged = []
     for line in (run_dir / "metrics.jsonl").read_text().splitlines():
@@ -260,22 +253,20 @@ def run(args) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
     t1 = time.perf_counter()
-    chunks = []
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and args.bf16_sampling):
-        for start in range(0, args.samples, args.sample_batch):
-            seeds = range(start, min(start + args.sample_batch, args.samples))
-            chunks.append(to_uint8(model.sample(len(seeds), args.sampler, args.steps, seeds)).cpu())
+        images = sample_uint8(model, args.samples, args.sampler, args.steps, 0, args.sample_batch)
     if device.type == "cuda":
         torch.cuda.synchronize()
     sample_s = time.perf_counter() - t1
-    save_grid(torch.cat(chunks), out / "samples.png")
+    save_grid(images, out / "samples.png")
 
     bpd = None
     if args.bpd_images:
         test = load_cifar10(data, "test")
         n = min(args.bpd_images, len(test))
         t2 = time.perf_counter()
-        bpd = bits_per_dim_on(model, test.images[:n], full_chain=not args.bpd_one_draw, batch_size=args.bpd_batch,
+        subset = test.images[fixed_subset(len(test), n, seed=0)]   # the packed file is sorted by class
+        bpd = bits_per_dim_on(model, subset, full_chain=not args.bpd_one_draw, batch_size=args.bpd_batch,
                               seed=0)
         bpd = {**bpd, "chain": "one draw" if args.bpd_one_draw else f"full, T = {T}", "split": "test",
                "wall_s": time.perf_counter() - t2}
@@ -349,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--steps", type=int, default=None, help="sampling steps (default: all T)")
     b.add_argument("--bf16-sampling", action="store_true", help="sample under bf16 autocast on CUDA")
     b.add_argument("--bpd-images", type=int, default=100,
-                   help="bits/dim of the bound on the first N test images (0: skip)")
+                   help="bits/dim of the bound on N test images, a fixed random subset (0: skip)")
     b.add_argument("--bpd-one-draw", action="store_true",
                    help="one random step per image instead of the full chain (T network calls per image)")
     b.add_argument("--bpd-batch", type=int, default=100, help="test images per batch for bits/dim")
