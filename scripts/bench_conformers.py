@@ -46,16 +46,17 @@ MAX_ITERS = 1000  # MMFF94 steps for both the baseline and molediff's pipeline
 N_VALUES = (1, 10)
 
 
-def reference_molecules(n_molecules: int, seed: int, which: str = "qm9"):
+def reference_molecules(n_molecules: int, seed: int, which: str = "qm9", tuning: bool = False):
     """Sanitised RDKit Mols with hydrogens, named, with the reference conformer (stereo from it), for a seeded
-    sample of the set ``which`` (``qm9`` or ``ccd``), and the number skipped."""
+    sample of the set ``which`` (``qm9`` or ``ccd``), and the number skipped. ``tuning``: the set on which options
+    are chosen instead (QM9's valid split; the qualifying CCD components outside the benchmark list)."""
     if which == "ccd":
-        return ccd_reference_molecules(n_molecules, seed)
+        return ccd_reference_molecules(n_molecules, seed, tuning)
 
     from molediff.chem.bonds import to_rdkit
     from molediff.data.qm9 import load_qm9
 
-    data = load_qm9("test")
+    data = load_qm9("valid" if tuning else "test")
     order = np.random.default_rng(seed).permutation(len(data))
     out, skipped = [], 0
     for i in order:
@@ -88,16 +89,16 @@ def _reference(name: str, build, *args, **kwargs):
     return mol
 
 
-def ccd_reference_molecules(n_molecules: int, seed: int):
+def ccd_reference_molecules(n_molecules: int, seed: int, tuning: bool = False):
     """The CCD benchmark molecules (all of them, or ``n_molecules`` drawn seeded) with their experimental
     coordinates, CCD bond orders and formal charges; the number skipped (fewer than 3 heavy atoms, or RDKit
     refuses them: none for the recorded list)."""
 
     from molediff.chem.bonds import to_rdkit
-    from molediff.conformers.benchmark import read_ccd_benchmark
+    from molediff.conformers.benchmark import ccd_tuning_ids, read_ccd_benchmark
     from molediff.data.ccd import build_ccd
 
-    ids = read_ccd_benchmark()
+    ids = ccd_tuning_ids() if tuning else read_ccd_benchmark()
     if n_molecules < len(ids):
         ids = [ids[int(k)] for k in np.random.default_rng(seed).permutation(len(ids))[:n_molecules]]
     data, _ = build_ccd("model", ids=ids)
@@ -144,25 +145,31 @@ METHODS = {
 }
 
 
-def methods(model=None, sigma0: float = 0.1, ablations=(0.05, 0.2), steps: int = 20) -> dict:
+def methods(model=None, sigma0: float = 0.1, ablations=(0.05, 0.2), steps: int = 20, select: str = "diverse",
+            pool: int = 3, only_defaults: bool = False) -> dict:
     """The arms of the run: ``METHODS`` without a refiner. With a refiner ``model``: the baselines, molediff's
-    defaults with refinement (σ₀ ``sigma0``, ``steps`` DDIM steps) and its ablations: no refinement (the
-    model-free pipeline), pool 1, no relaxation, the other σ₀, selection by the model's score."""
+    defaults with refinement (σ₀ ``sigma0``, ``steps`` DDIM steps, ``select``, ``pool``) and its ablations: no
+    refinement (the model-free pipeline), pool 1, no relaxation, the other σ₀, the other selection.
+    ``only_defaults``: the baselines, the defaults and the model-free pipeline only."""
     if model is None:
         return dict(METHODS)
 
     def refined(**kwargs):
-        options = {"refiner": model, "sigma0": sigma0, "steps": steps, **kwargs}
+        options = {"refiner": model, "sigma0": sigma0, "steps": steps, "select": select, "pool": pool, **kwargs}
         return lambda mol, n, t: molediff_pipeline(mol, n, t, **options)
 
     arms = {"ETKDGv3": METHODS["ETKDGv3"], "ETKDGv3 + MMFF94": METHODS["ETKDGv3 + MMFF94"],
-            f"molediff (pool 3, MMFF94, refined σ₀ {sigma0:g} Å, {steps} DDIM steps, diverse)": refined(),
-            "molediff, no refinement": METHODS["molediff (pool 3, MMFF94, diverse)"],
-            "molediff + refiner, pool 1": refined(pool=1),
-            "molediff + refiner, no relaxation": refined(relax="none")}
+            f"molediff (pool {pool}, MMFF94, refined σ₀ {sigma0:g} Å, {steps} DDIM steps, {select} selection)":
+                refined(),
+            "molediff, no refinement": lambda mol, n, t: molediff_pipeline(mol, n, t, pool=pool)}
+    if only_defaults:
+        return arms
+    arms["molediff + refiner, pool 1"] = refined(pool=1)
+    arms["molediff + refiner, no relaxation"] = refined(relax="none")
     for s in ablations:
         arms[f"molediff + refiner, σ₀ {s:g} Å"] = refined(sigma0=s)
-    arms["molediff + refiner, select by model score"] = refined(select="model")
+    other = "diverse" if select == "model" else "model"
+    arms[f"molediff + refiner, {other} selection"] = refined(select=other)
     return arms
 
 
@@ -175,18 +182,34 @@ def best_rmsd(generated, reference_heavy) -> float:
     return min(rdMolAlign.GetBestRMS(probe, reference_heavy, prbId=c.GetId()) for c in probe.GetConformers())
 
 
+def stereo_kept(generated, reference) -> tuple[int, int]:
+    """(conformers of ``generated`` whose tetrahedral centres and double bonds match ``reference``'s specified
+    stereo, conformers checked); (0, 0) when the reference specifies none. Checked from 3D on each output
+    conformer independently of the pipeline's own checks (``check_conformer_stereo``)."""
+    from molediff.conformers.pipeline import check_conformer_stereo
+
+    if not reference:
+        return 0, 0
+    ok = sum(check_conformer_stereo(generated, c.GetId(), reference) == "ok" for c in generated.GetConformers())
+    return ok, generated.GetNumConformers()
+
+
 def run(molecules, threads: int, arms: dict | None = None) -> dict:
     from rdkit import Chem
+
+    from molediff.conformers.pipeline import stereo_reference
 
     arms = METHODS if arms is None else arms
     results = {}
     for method in arms.values():  # warm up (lazy imports, force-field tables) outside the timings
         method(molecules[0], 1, threads)
+    references = [stereo_reference(Chem.AddHs(mol)) for mol in molecules]  # the atom order every method outputs
     for name, method in arms.items():
-        row = {"failures": {n: 0 for n in N_VALUES}, "fixed": 0, "dropped": 0, "refined": 0, "reverted": 0}
+        row = {"failures": {n: 0 for n in N_VALUES}, "fixed": 0, "dropped": 0, "refined": 0, "reverted": 0,
+               "stereo_ok": 0, "stereo_checked": 0}
         for n in N_VALUES:
             rmsd, cpu, conformers, per_molecule = [], 0.0, 0, []
-            for mol in molecules:
+            for mol, reference in zip(molecules, references):
                 start = time.process_time()
                 try:
                     out = method(mol, n, threads)
@@ -198,6 +221,10 @@ def run(molecules, threads: int, arms: dict | None = None) -> dict:
                 cpu += seconds
                 conformers += out.GetNumConformers()
                 per_molecule.append(seconds / max(out.GetNumConformers(), 1))
+                if n == max(N_VALUES):
+                    ok, checked = stereo_kept(out, reference)
+                    row["stereo_ok"] += ok
+                    row["stereo_checked"] += checked
                 if n == max(N_VALUES) and out.HasProp("molediff_stereo_fixed"):
                     row["fixed"] += out.GetIntProp("molediff_stereo_fixed")
                     row["dropped"] += out.GetIntProp("molediff_stereo_dropped")
@@ -241,6 +268,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sigma0-ablations", type=float, nargs="*", default=[0.05, 0.2],
                         help="other σ₀ (Å) measured as ablations")
     parser.add_argument("--steps", type=int, default=20, help="DDIM steps of refinement")
+    parser.add_argument("--select", choices=["diverse", "model"], default="diverse",
+                        help="selection of the refiner's default arm (the other one is an ablation)")
+    parser.add_argument("--pool", type=int, default=3, help="candidates per wanted conformer of molediff's arms")
+    parser.add_argument("--only-defaults", action="store_true",
+                        help="with --refiner: the baselines, the defaults and the model-free pipeline only")
+    parser.add_argument("--tuning", action="store_true",
+                        help="use the tuning set instead (QM9's valid split; CCD components outside the list): "
+                             "choose options there, report on the held-out sets")
     parser.add_argument("--device", default="cpu", help="device of the refiner")
     args = parser.parse_args(argv)
     if args.n_molecules < 1 or args.threads < 1:
@@ -256,11 +291,13 @@ def main(argv: list[str] | None = None) -> None:
             model = load_refiner(args.refiner, args.device)
         except (FileNotFoundError, ValueError) as e:
             parser.error(" ".join(str(e).split()))
-    molecules, skipped = reference_molecules(args.n_molecules, args.seed, args.set)
-    results = run(molecules, args.threads, methods(model, args.sigma0, args.sigma0_ablations, args.steps))
+    molecules, skipped = reference_molecules(args.n_molecules, args.seed, args.set, args.tuning)
+    results = run(molecules, args.threads, methods(model, args.sigma0, args.sigma0_ablations, args.steps,
+                                                   args.select, args.pool, args.only_defaults))
     lo, hi = N_VALUES
-    what = ("QM9 DFT geometries", "test molecules") if args.set == "qm9" else \
-        ("CCD experimental geometries", "held-out CCD molecules")
+    what = ("QM9 DFT geometries", "valid-split (tuning) molecules" if args.tuning else "test molecules") \
+        if args.set == "qm9" else ("CCD experimental geometries",
+                                   "CCD tuning molecules" if args.tuning else "held-out CCD molecules")
     print(f"### Conformers vs {what[0]} ({len(molecules)} {what[1]}, seed {args.seed}; {skipped} skipped)\n")
     if model is not None:
         print(f"Refiner: `{args.refiner}` ({sum(p.numel() for p in model.parameters())} parameters, "
@@ -270,18 +307,22 @@ def main(argv: list[str] | None = None) -> None:
     print(f"Machine: {_machine()}, {args.threads} RDKit thread(s)  ")
     print(f"Date: {datetime.date.today().isoformat()}\n")
     print(f"| method | mean RMSD N={lo} (Å) | mean RMSD N={hi} (Å) | median N={hi} (Å) | COV<0.5 Å N={lo} / N={hi} "
-          f"| COV<1.0 Å N={lo} / N={hi} | CPU ms/conformer N={lo} / N={hi} | median ms/conformer N={hi} "
-          f"| stereo mirrored / dropped | failures N={lo} / N={hi} |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          f"| COV<1.0 Å N={lo} / N={hi} | CPU ms/conformer N={lo} / N={hi} | CPU vs ETKDGv3 + MMFF94 N={hi} "
+          f"| median ms/conformer N={hi} | stereo kept N={hi} | stereo mirrored / dropped | failures N={lo} / N={hi} |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    base = results.get("ETKDGv3 + MMFF94", {}).get(hi, {}).get("cpu_per_conf")
     for name, row in results.items():
         a, b = row[lo], row[hi]
         stereo = f"{row['fixed']} / {row['dropped']}" if name.startswith("molediff") else "n/a"
         if row["refined"] or row["reverted"]:
             stereo += f" ({row['reverted']} of {row['refined'] + row['reverted']} refined kept unrefined)"
+        kept = (f"{row['stereo_ok'] / row['stereo_checked']:.1%} of {row['stereo_checked']}"
+                if row["stereo_checked"] else "none specified")
+        ratio = f"{b['cpu_per_conf'] / base:.2f}×" if base else "n/a"
         failures = f"{row['failures'][lo]} / {row['failures'][hi]}"
         print(f"| {name} | {a['mean']:.3f} | {b['mean']:.3f} | {b['median']:.3f} | {a['cov05']:.0%} / {b['cov05']:.0%} "
               f"| {a['cov10']:.0%} / {b['cov10']:.0%} | {1e3 * a['cpu_per_conf']:.1f} / {1e3 * b['cpu_per_conf']:.1f} "
-              f"| {1e3 * b['cpu_median']:.1f} | {stereo} | {failures} |")
+              f"| {ratio} | {1e3 * b['cpu_median']:.1f} | {kept} | {stereo} | {failures} |")
     print("\nRMSD: best of N, heavy atoms, symmetry-aware, mean/median over the molecules a method embedded; coverage "
           "over all molecules (failures not covered); CPU includes failed attempts. Seeds differ between methods, so "
           "single molecules can differ by chance (a best-of-10 of 0.1 vs 1.2 Å on a flexible molecule happens).")

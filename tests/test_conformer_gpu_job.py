@@ -107,7 +107,7 @@ def test_run_resumes_and_starts_from_init(prepared, tmp_path, job):
     report = json.loads((tmp_path / "o3" / "report.json").read_text())
     assert report["init"] == str(weights) and report["final_step"] == 1
     with pytest.raises(SystemExit, match="holds a model of another config") as e:
-        job.main(["run", *common[:2], "--config", str(ROOT / "configs" / "conformers_qm9_gpu.yaml"), "--init",
+        job.main(["run", *common[:2], "--config", str(ROOT / "configs" / "conformers_gpu.yaml"), "--init",
                   str(weights), "--run-dir", str(tmp_path / "big"), "--out", str(tmp_path / "o4")])
     assert "\n" not in str(e.value)
 

@@ -285,9 +285,11 @@ def test_shipped_conformer_config_builds_a_graph_model():
     from molediff.training import load_config
     from molediff.utils import build_config
 
-    cfg = load_config(ROOT / "configs" / "conformers_qm9_cpu.yaml")
-    assert cfg.task == "conformers" and cfg.data["dataset"] == "qm9"
-    build_config(MoleculeDataConfig, cfg.data, "data.")
+    cfg = load_config(ROOT / "configs" / "conformers_cpu.yaml")
+    assert cfg.task == "conformers" and cfg.data["dataset"] == "npz"
+    gpu = load_config(ROOT / "configs" / "conformers_gpu.yaml")
+    assert gpu.model == cfg.model  # the same architecture: weights continue from one to the other
+    build_config(MoleculeDataConfig, {k: v for k, v in cfg.data.items() if k != "graphs"}, "data.")
     # the same section on the four-molecule file: the task fills in the graph widths
     cfg.data.clear()
     cfg.data.update({"dataset": "npz", "path": str(FOUR)})

@@ -21,6 +21,7 @@ from molediff.conformers.pipeline import (
     enforce_stereo,
     generate_conformers,
     mirror_conformer,
+    select_conformers,
     stereo_reference,
 )
 
@@ -163,6 +164,21 @@ def test_diverse_selection_is_at_least_as_spread_as_the_first_n():
     diverse = _mean_and_min_pairwise_rmsd(generate_conformers("CCCCCCCCO", n=8, select="diverse"))
     first = _mean_and_min_pairwise_rmsd(generate_conformers("CCCCCCCCO", n=8, select="none"))
     assert diverse[0] >= first[0] and diverse[1] >= first[1], (diverse, first)
+
+
+def test_hydroxyl_rotamers_count_as_distinct_in_selection():
+    # ethanol's three OH rotamers share their heavy atoms exactly: heavy-atom RMSD alone called them duplicates
+    # and `molediff conformers "CCO" -n 3` wrote one gauche conformer three times
+    from rdkit.Chem import rdMolTransforms
+
+    mol = _embedded("CCO", count=1)
+    h = next(a.GetIdx() for a in mol.GetAtoms() if a.GetAtomicNum() == 1 and a.GetNeighbors()[0].GetAtomicNum() == 8)
+    positions = []
+    for angle in (60.0, 60.0, 60.0, -60.0, 180.0):
+        rdMolTransforms.SetDihedralDeg(mol.GetConformer(), 0, 1, 2, h, angle)
+        positions.append(mol.GetConformer().GetPositions())
+    chosen = select_conformers(mol, np.stack(positions), [0.0] * 5, 3, "diverse")
+    assert sorted(chosen) == [0, 3, 4]
 
 
 # ------------------------------------------------------------------------------------------ the command

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["CCD_BENCHMARK_FILE", "CCD_BENCHMARK_SEED", "CCD_BENCHMARK_SIZE", "ccd_benchmark_ids",
-           "read_ccd_benchmark", "write_ccd_benchmark"]
+           "ccd_tuning_ids", "read_ccd_benchmark", "write_ccd_benchmark"]
 
 CCD_BENCHMARK_FILE = Path(__file__).resolve().parents[2] / "datasets" / "ccd_conformer_benchmark.txt"
 """Where the list lives in the source tree (not in an installed package)."""
@@ -40,6 +40,22 @@ def ccd_benchmark_ids(n: int = CCD_BENCHMARK_SIZE, seed: int = CCD_BENCHMARK_SEE
     """The ``n`` benchmark component IDs (sorted) by the rule of the module docstring. Reads the CCD through the
     data layer (``load_ccd``: about half a minute the first time, cached after). ValueError when fewer than ``n``
     components qualify."""
+    candidates = _candidates()
+    if len(candidates) < n:
+        raise ValueError(f"only {len(candidates)} CCD components qualify for the benchmark, fewer than n={n}")
+    order = np.random.default_rng(seed).permutation(len(candidates))
+    return sorted(candidates[int(k)] for k in order[:n])
+
+
+def ccd_tuning_ids() -> list[str]:
+    """The components that qualify by the same rule but are not in the benchmark list (sorted; about 1,000): the
+    set on which a refiner's options (σ₀, steps, selection) are chosen, so the benchmark's 500 stay untouched."""
+    held_out = set(read_ccd_benchmark())
+    return [c for c in _candidates() if c not in held_out]
+
+
+def _candidates() -> list[str]:
+    """Every component ID that qualifies by the rule of the module docstring (one per SMILES), sorted."""
     from ..data.ccd import ccd_split, load_ccd
 
     dataset = load_ccd("all", coordinates="model")
@@ -55,11 +71,7 @@ def ccd_benchmark_ids(n: int = CCD_BENCHMARK_SIZE, seed: int = CCD_BENCHMARK_SEE
         name, key = names[i].upper(), smiles[i]
         if key not in first or name < first[key]:
             first[key] = name
-    candidates = sorted(first.values())
-    if len(candidates) < n:
-        raise ValueError(f"only {len(candidates)} CCD components qualify for the benchmark, fewer than n={n}")
-    order = np.random.default_rng(seed).permutation(len(candidates))
-    return sorted(candidates[int(k)] for k in order[:n])
+    return sorted(first.values())
 
 
 def _header(n: int, seed: int) -> str:

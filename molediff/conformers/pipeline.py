@@ -18,9 +18,9 @@ added:
    again (one that no longer matches is replaced by its unrefined seed and counted) and, when relaxed, give it
    its single-point force-field energy (no second minimisation);
 5. select n: ``diverse`` keeps candidates within an energy window of the lowest and picks them by
-   farthest-point sampling on symmetry-aware heavy-atom RMSD starting from the lowest-energy one;
-   ``energy`` the n lowest in energy; ``none`` the first n in embedding order; ``model`` ranks them by the
-   model's denoising error (``molediff.conformers.scoring``), keeps the best-scored third and picks from those
+   farthest-point sampling on symmetry-aware RMSD over heavy atoms and polar hydrogens, starting from the
+   lowest-energy one; ``energy`` the n lowest in energy; ``none`` the first n in embedding order; ``model``
+   ranks them by the model's denoising error (``molediff.conformers.scoring``), keeps the best-scored third and picks from those
    by farthest-point sampling starting from the best-scored one.
 
 Also here: reading the inputs of the command (SMILES, ``.smi`` and SDF files) and writing the SD records.
@@ -251,12 +251,19 @@ class SymmetricRMSD:
 
     ``positions`` [P, n_atoms, 3] (Å); automorphisms of the hydrogen-free graph (elements and connectivity) are
     found once (at most ``MAX_SYMMETRY_MAPS``). Superposition is the Kabsch SVD with proper rotations only.
+    ``polar_hydrogens``: also count hydrogens bonded to N, O, S (for selection: rotamers of OH, NH and SH groups
+    differ only there, so heavy atoms alone call them duplicates; benchmarks compare heavy atoms only).
     """
 
-    def __init__(self, mol, positions: np.ndarray):
+    def __init__(self, mol, positions: np.ndarray, polar_hydrogens: bool = False):
         from rdkit import Chem
 
-        heavy = [a.GetIdx() for a in mol.GetAtoms() if a.GetAtomicNum() > 1]
+        def counted(atom) -> bool:
+            if atom.GetAtomicNum() > 1:
+                return True
+            return polar_hydrogens and any(b.GetAtomicNum() in (7, 8, 16) for b in atom.GetNeighbors())
+
+        heavy = [a.GetIdx() for a in mol.GetAtoms() if counted(a)]
         x = np.asarray(positions, dtype=np.float64)[:, heavy]
         self.x = x - x.mean(axis=1, keepdims=True)  # [P, h, 3]
         self.sq = (self.x ** 2).sum(axis=(1, 2))  # [P]
@@ -412,10 +419,11 @@ def select_conformers(mol, positions: np.ndarray, energies: Sequence[float] | No
 
     ``energies`` [P] in kcal/mol or None. ``"none"``: the first n. ``"energy"``: the n lowest (needs energies).
     ``"diverse"``: candidates within ``energy_window`` of the lowest (topped up with the next lowest if fewer
-    than n), then farthest-point sampling on symmetry-aware heavy-atom RMSD starting from the lowest-energy
-    candidate (the first without energies); ties go to the lower energy.
+    than n), then farthest-point sampling on symmetry-aware RMSD over heavy atoms and polar hydrogens (so OH / NH
+    rotamers count as distinct) starting from the lowest-energy candidate (the first without energies); ties go
+    to the lower energy.
     ``"model"``: ``scores`` [P] (lower is better: ``scoring.score_conformers``); the best-scored
-    max(n, ⌈model_fraction · P⌉) candidates, then farthest-point sampling on heavy-atom RMSD among them starting
+    max(n, ⌈model_fraction · P⌉) candidates, then farthest-point sampling on the same RMSD among them starting
     from the best-scored one; ties go to the better score.
     """
     count = len(positions)
@@ -428,7 +436,7 @@ def select_conformers(mol, positions: np.ndarray, energies: Sequence[float] | No
             raise ValueError(f"model_fraction must lie in (0, 1], got {model_fraction}")
         best = [int(k) for k in np.argsort(np.asarray(scores, dtype=np.float64), kind="stable")]
         best = best[:max(n, int(np.ceil(model_fraction * count - 1e-9)))]
-        rmsd = SymmetricRMSD(mol, np.asarray(positions)[best])
+        rmsd = SymmetricRMSD(mol, np.asarray(positions)[best], polar_hydrogens=True)
         return [best[k] for k in farthest_point_order(rmsd, range(len(best)), n, start=0)]
     order = list(np.argsort(energies, kind="stable")) if energies is not None else list(range(count))
     order = [int(k) for k in order]
@@ -441,7 +449,7 @@ def select_conformers(mol, positions: np.ndarray, energies: Sequence[float] | No
     if energies is not None:
         inside = [k for k in order if energies[k] <= energies[order[0]] + energy_window]
         order = order[:max(n, len(inside))]
-    rmsd = SymmetricRMSD(mol, np.asarray(positions)[order])
+    rmsd = SymmetricRMSD(mol, np.asarray(positions)[order], polar_hydrogens=True)
     return [order[k] for k in farthest_point_order(rmsd, range(len(order)), n, start=0)]
 
 

@@ -57,6 +57,20 @@ class GraphStore:
         return cls(node=node.astype(np.int8), atom_offsets=np.concatenate([[0], np.cumsum(counts)]),
                    pairs=pairs.astype(np.uint8), pair_offsets=np.concatenate([[0], np.cumsum(counts ** 2)]))
 
+    @classmethod
+    def concatenate(cls, stores: Sequence[GraphStore]) -> GraphStore:
+        """One store holding the graphs of ``stores`` in order (e.g. QM9's then the CCD's)."""
+        def offsets(key):
+            parts, base = [np.zeros(1, dtype=np.int64)], 0
+            for s in stores:
+                o = getattr(s, key)
+                parts.append(o[1:] + base)
+                base += int(o[-1])
+            return np.concatenate(parts)
+
+        return cls(node=np.concatenate([s.node for s in stores]), atom_offsets=offsets("atom_offsets"),
+                   pairs=np.concatenate([s.pairs for s in stores]), pair_offsets=offsets("pair_offsets"))
+
     _KEYS = ("node", "atom_offsets", "pairs", "pair_offsets")
 
     @property

@@ -1,26 +1,31 @@
-"""One self-contained job for a lent GPU: train the conformer refiner (the ``conformers`` task) on QM9's DFT geometries.
+"""One self-contained job for a lent GPU: train the conformer refiner (task ``conformers``) on QM9 and CCD geometries.
 
 The device command (the prepared files travel as git-ignored paths named in ``carry``):
 
     run(command="PYTHONUNBUFFERED=1 python3 scripts/gpu/train_conformers.py run "
-                 "--data gpu_data/conformers_qm9_train.npz --config configs/conformers_qm9_gpu.yaml --minutes 6 "
+                 "--data gpu_data/conformers_qm9_ccd_train.npz --valid gpu_data/conformers_qm9_valid.npz "
+                 "--config configs/conformers_gpu.yaml --minutes 6 "
                  "--out $OUT 2>&1 | tee $OUT/log.txt",
-        carry=["gpu_data/conformers_qm9_train.npz", "gpu_data/conformers_qm9_train_graphs.npz",
+        carry=["gpu_data/conformers_qm9_ccd_train.npz", "gpu_data/conformers_qm9_ccd_train_graphs.npz",
                "gpu_data/conformers_qm9_valid.npz", "gpu_data/conformers_qm9_valid_graphs.npz"], timeout_s=600)
 
 The script puts the working tree's root first on ``sys.path``, so it imports the tree's molediff on a machine where
 the package is not installed. ``tee`` brings the log back even if the command is killed at its limit. Six minutes
 of training and about a minute around it leave room in a 15-minute device budget to rerun after an early failure.
 
-1. ``prepare`` (CPU, here, with RDKit): QM9's train and valid splits (EDM's split, ``load_qm9``) → for each split
-   ``conformers_qm9_{split}.npz`` (the molecules with their DFT coordinates, a compressed ``MoleculeDataset``) and
-   ``conformers_qm9_{split}_graphs.npz`` (their graph features, a compressed ``GraphStore``: int8 node features and
-   one uint8 code per atom pair, ``molediff.conformers.graph``), in the same order. Molecules whose graph cannot
-   be built from bonds perceived in 3D (about 5 % of QM9: charged groups, missed bonds) are left out of both and
-   counted. Prints the sizes and the ``carry`` list. Measured here (2 cores, busy): 95,368 train molecules
-   (4,632 left out) in 116 s, 20.2 + 9.0 MiB; 16,915 valid in 18 s, 3.6 + 1.6 MiB; 34.4 MiB to carry in all.
+1. ``prepare`` (CPU, here, with RDKit): for each split, the molecules of ``--sources`` (``qm9``: EDM's split of QM9,
+   DFT coordinates, ``load_qm9``; ``ccd``: the Chemical Component Dictionary's experimental 'model' coordinates,
+   ``load_ccd``'s split, no reserved ID) joined in that order → ``conformers_{sources}_{split}.npz`` (a compressed
+   ``MoleculeDataset``) and ``conformers_{sources}_{split}_graphs.npz`` (their graph features, a compressed
+   ``GraphStore``: int8 node features and one uint8 code per atom pair, ``molediff.conformers.graph``), in the same
+   order. Molecules whose graph cannot be built (QM9's bonds are perceived in 3D: about 5 % fail on charged
+   groups and missed bonds; the CCD's own bonds are used) are left out of both and counted. Prints the sizes and
+   the ``carry`` list. Measured here (2 cores, busy): ``--sources qm9 ccd --splits train``: 126,642 molecules
+   (95,368 QM9 + 31,274 CCD; 4,654 left out) in 82 s, 32.7 + 19.1 MiB; QM9's valid split 16,915 in 18 s,
+   3.6 + 1.6 MiB.
 
-       python scripts/gpu/train_conformers.py prepare --out gpu_data
+       python scripts/gpu/train_conformers.py prepare --sources qm9 ccd --splits train --out gpu_data
+       python scripts/gpu/train_conformers.py prepare --splits valid --out gpu_data
 
 2. ``run`` (GPU machine; needs torch, numpy, safetensors and PyYAML only, no RDKit): train with the shared engine
    (bf16 autocast on CUDA when the config asks, TF32, EMA, checkpoints) for ``--minutes`` of wall time, resuming
@@ -36,7 +41,7 @@ of training and about a minute around it leave room in a 15-minute device budget
 
 3. Here, with returned weights: ``molediff conformers "CCO" --refiner OUT/conformer_refiner.safetensors`` and
    ``python scripts/bench_conformers.py --refiner OUT/conformer_refiner.safetensors``; CPU training continues with
-   ``molediff train configs/conformers_qm9_cpu.yaml --init OUT/conformer_refiner.safetensors``.
+   ``molediff train configs/conformers_cpu.yaml --init OUT/conformer_refiner.safetensors``.
 
 Test stage 2 on CPU with a tiny config before spending device time (tests/test_conformer_gpu_job.py does):
 
@@ -77,9 +82,21 @@ def graphs_path(data: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------------- prepare (CPU)
+def _load_source(source: str, split: str):
+    """The molecules of one training source: ``qm9`` (DFT geometries, EDM's split) or ``ccd`` (the Chemical
+    Component Dictionary's experimental 'model' coordinates; ``load_ccd``'s split, reserved IDs never in it)."""
+    if source == "qm9":
+        from molediff.data.qm9 import load_qm9
+
+        return load_qm9(split)
+    from molediff.data.ccd import load_ccd
+
+    return load_ccd(split, coordinates="model")
+
+
 def prepare(args) -> None:
-    from molediff.conformers.training import build_graphs
-    from molediff.data.qm9 import load_qm9
+    from molediff.chem.molecule import MoleculeDataset
+    from molediff.conformers.training import GraphStore, build_graphs
 
     if args.limit < 0:
         raise SystemExit(f"prepare: --limit must be >= 0 (0: all molecules), got {args.limit}")
@@ -87,15 +104,23 @@ def prepare(args) -> None:
     carry = []
     for split in args.splits:
         t0 = time.perf_counter()
-        try:
-            molecules = load_qm9(split)
-        except (FileNotFoundError, ValueError, ImportError) as e:
-            raise SystemExit(f"prepare: QM9 {split} split: {' '.join(str(e).split())}") from None
-        if args.limit:
-            molecules = molecules.subset(range(min(args.limit, len(molecules))))
-        store, kept, skipped = build_graphs(molecules)
-        molecules = molecules.subset(kept)
-        data = out / f"conformers_qm9_{split}.npz"
+        parts, stores, skipped = [], [], []
+        for source in args.sources:
+            try:
+                molecules = _load_source(source, split)
+            except (FileNotFoundError, ValueError, ImportError) as e:
+                raise SystemExit(f"prepare: {source} {split} split: {' '.join(str(e).split())}") from None
+            if args.limit:
+                molecules = molecules.subset(range(min(args.limit, len(molecules))))
+            # each source's graphs are built from its own bonds (the CCD's) or from 3D (QM9's) before joining
+            store, kept, left_out = build_graphs(molecules)
+            parts.append(molecules.subset(kept))
+            stores.append(store)
+            skipped += left_out
+        molecules = parts[0] if len(parts) == 1 else MoleculeDataset.from_molecules(m for p in parts for m in p)
+        store = stores[0] if len(stores) == 1 else GraphStore.concatenate(stores)
+        kept = range(len(molecules))
+        data = out / f"conformers_{'_'.join(args.sources)}_{split}.npz"
         molecules.save(data, compress=True)
         store.save(graphs_path(data))
         kinds = Counter("unpaired electrons" if "unpaired" in r else "sanitisation failed" if "sanitisation" in r
@@ -234,24 +259,28 @@ def run(args) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="stage", required=True)
-    a = sub.add_parser("prepare", help="QM9 splits -> molecules + precomputed graph features (.npz, CPU, RDKit)",
-                       description="Write OUT/conformers_qm9_{split}.npz and OUT/conformers_qm9_{split}_graphs.npz "
-                                   "for each split: the molecules whose graph builds, and their graph features.")
+    a = sub.add_parser("prepare", help="QM9 / CCD splits -> molecules + precomputed graph features (.npz, CPU, RDKit)",
+                       description="Write OUT/conformers_{sources}_{split}.npz and OUT/conformers_{sources}_{split}"
+                                   "_graphs.npz for each split: the molecules whose graph builds, and their graph "
+                                   "features.")
     a.add_argument("--out", default="gpu_data", help="folder for the files (gpu_data/ is git-ignored; carry them)")
+    a.add_argument("--sources", nargs="+", choices=["qm9", "ccd"], default=["qm9"],
+                   help="training molecules: QM9's DFT geometries and/or the CCD's experimental coordinates "
+                        "(joined in this order into one file)")
     a.add_argument("--splits", nargs="+", choices=["train", "valid", "test"], default=["train", "valid"],
-                   help="QM9 splits to prepare (EDM's split; default: train and valid)")
+                   help="splits to prepare (default: train and valid)")
     a.add_argument("--limit", type=int, default=0,
                    help="keep the first N molecules of each split (smoke tests); 0 keeps all")
     b = sub.add_parser("run", help="train for a time budget, export, held-out loss (GPU, no RDKit)",
                        description="Train the refiner, export the bf16 EMA weights and measure the held-out "
                                    "eps-loss; write report.json, metrics.jsonl and the weights into --out.")
-    b.add_argument("--data", required=True, help="conformers_qm9_train.npz from the prepare stage")
+    b.add_argument("--data", required=True, help="conformers_qm9_ccd_train.npz from the prepare stage")
     b.add_argument("--graphs", default=None,
                    help="its graph file (default: the --data name with _graphs before .npz)")
     b.add_argument("--valid", default=None,
                    help="held-out molecules for the eps-loss (default: --data with 'train' replaced by 'valid'; "
                         "its graph file beside it); skipped when missing")
-    b.add_argument("--config", default="configs/conformers_qm9_gpu.yaml",
+    b.add_argument("--config", default="configs/conformers_gpu.yaml",
                    help="training config (YAML, task: conformers)")
     b.add_argument("--run-dir", default=None,
                    help="checkpoints and metrics of the run; a second call resumes from it (default: "
