@@ -20,8 +20,8 @@ added:
 5. select n: ``diverse`` keeps candidates within an energy window of the lowest and picks them by
    farthest-point sampling on symmetry-aware RMSD over heavy atoms and polar hydrogens, starting from the
    lowest-energy one; ``energy`` the n lowest in energy; ``none`` the first n in embedding order; ``model``
-   ranks them by the model's denoising error (``molediff.conformers.scoring``), keeps the best-scored third and picks from those
-   by farthest-point sampling starting from the best-scored one.
+   ranks them by the model's denoising error (``molediff.conformers.scoring``), keeps the best-scored third and
+   picks from those by farthest-point sampling starting from the best-scored one.
 
 Also here: reading the inputs of the command (SMILES, ``.smi`` and SDF files) and writing the SD records.
 """
