@@ -259,7 +259,8 @@ def quality(args) -> None:
             seeds = range(args.seed, args.seed + args.n)
             t0 = time.perf_counter()
             chains = model.sample_chains(torch.full((args.n,), L), seeds=seeds, batch_size=args.batch_size,
-                                         sampler=args.sampler, steps=args.steps, show_progress=True)
+                                         sampler=args.sampler, steps=args.steps, show_progress=True,
+                                         **({"noise_scale": args.noise_scale} if args.sampler == "ddpm" else {}))
             wall = time.perf_counter() - t0
             folder = Path(tmp) / f"L{L}"
             folder.mkdir()
@@ -275,7 +276,8 @@ def quality(args) -> None:
                                                              reference), None))
     steps = args.steps or model.schedule.T
     print(_header(args))
-    print(f"Weights: {checkpoint}; {args.sampler}-{steps}, seeds {args.seed}..{args.seed + args.n - 1} at each "
+    gamma = f" (noise scale {args.noise_scale:g})" if args.sampler == "ddpm" and args.noise_scale != 1 else ""
+    print(f"Weights: {checkpoint}; {args.sampler}-{steps}{gamma}, seeds {args.seed}..{args.seed + args.n - 1} at each "
           f"length. Reference for W1: the {len(test)} held-out test chains of {args.source} (30 % identity split); "
           f"criteria: Cα–Cα mean 3.8 ± 0.1 Å, clash rate < 2 %, helix + strand ≥ 30 %, Rg/N^0.38 in 2.0–2.6.\n")
     print("| set | chains | Cα–Cα Å (mean ± sd) | outside 3.8 ± 0.2 | clashing pairs | chains with a clash | helix | "
@@ -329,6 +331,7 @@ def main() -> None:
     q.add_argument("--seed", type=int, default=0, help="chain i uses seed + i")
     q.add_argument("--sampler", default="ddpm", help="core sampler (ddpm, ddim, heun, dpm2m)")
     q.add_argument("--steps", type=int, default=None, help="sampler steps (default: all T)")
+    q.add_argument("--noise-scale", type=float, default=1.0, help="ddpm's noise scale γ (low temperature below 1)")
     q.add_argument("--batch-size", type=int, default=50, help="chains sampled together")
     q.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     q.add_argument("--device", default="cpu")

@@ -127,6 +127,15 @@ def test_tiny_training_run_then_sample_and_score(tmp_path, capsys):
     assert main(["protein", "score", str(out)]) == 0
     assert main(["protein", "sample", "--checkpoint", str(tmp_path / "run"), "--length", "999", "-n", "1",
                  "-o", str(out)]) == 1
+    # low-temperature DDPM: same seed, smaller fresh noise → a different chain; not an option of other samplers
+    cold = tmp_path / "cold"
+    assert main(["protein", "sample", "--checkpoint", str(tmp_path / "run"), "--length", "12", "-n", "1",
+                 "--steps", "2", "--noise-scale", "0.5", "-o", str(cold)]) == 0
+    assert (cold / "sample_0.cif").read_text() != (tmp_path / "fixed" / "sample_0.cif").read_text()
+    capsys.readouterr()
+    assert main(["protein", "sample", "--checkpoint", str(tmp_path / "run"), "--sampler", "ddim",
+                 "--noise-scale", "0.5", "-o", str(cold)]) == 1
+    assert "--noise-scale is an option of the ddpm sampler" in capsys.readouterr().err
 
 
 def test_the_task_fills_the_length_histogram(tmp_path):

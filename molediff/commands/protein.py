@@ -47,6 +47,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              f"shipped '{SHIPPED}' weights)")
     sample.add_argument("--sampler", default="ddpm", choices=sorted(SAMPLERS), help="sampler")
     sample.add_argument("--steps", type=int, default=None, help="sampler steps (default: all T)")
+    sample.add_argument("--noise-scale", type=float, default=1.0, metavar="GAMMA",
+                        help="ddpm only: scale of each step's fresh noise (below 1: low-temperature sampling, as "
+                             "Genie and Chroma use it; default 1, the exact reverse process)")
     sample.add_argument("--seed", type=int, default=0, help="chain i uses seed + i")
     sample.add_argument("--batch-size", type=int, default=16, help="chains sampled together")
     sample.add_argument("--device", default="cpu", help="torch device")
@@ -112,11 +115,16 @@ def _sample(args: argparse.Namespace) -> int:
         raise ValueError(f"--length must lie in 2..{model.config.max_length} for this model")
     if args.steps is not None and not 1 <= args.steps <= model.schedule.T:
         raise ValueError(f"--steps must lie in 1..{model.schedule.T} for this model")
+    if args.noise_scale != 1.0 and args.sampler != "ddpm":
+        raise ValueError("--noise-scale is an option of the ddpm sampler")
+    if args.noise_scale < 0:
+        raise ValueError(f"--noise-scale must be >= 0, got {args.noise_scale}")
+    options = {"noise_scale": args.noise_scale} if args.sampler == "ddpm" else {}
     lengths = (torch.full((args.num_chains,), args.length, dtype=torch.long) if args.length is not None
                else model.sample_lengths(args.num_chains, torch.Generator().manual_seed(args.seed)))
     seeds = range(args.seed, args.seed + args.num_chains)
     chains = model.sample_chains(lengths, seeds=seeds, batch_size=args.batch_size, sampler=args.sampler,
-                                 steps=args.steps, show_progress=True)
+                                 steps=args.steps, show_progress=True, **options)
     out.mkdir(parents=True, exist_ok=True)
     no_pdb = []
     for seed, coords in zip(seeds, chains):

@@ -43,12 +43,20 @@ def _eps(eps_fn: EpsFn, z: Tensor, t: Tensor, space: EuclideanSpace, mask: Tenso
 def ddpm_sample(eps_fn: EpsFn, z: Tensor, schedule: NoiseSchedule, space: EuclideanSpace,
                 steps: int | None = None, mask: Tensor | None = None, generator=None,
                 spacing: str = "uniform", show_progress: bool = False,
-                guide: Guide | None = None) -> Tensor:
-    """Ancestral sampling (Ho et al. 2020, Alg. 2): z_s ~ q(z_s | z_t, x = x̂(z_t)), for s < t on the grid."""
+                guide: Guide | None = None, noise_scale: float = 1.0) -> Tensor:
+    """Ancestral sampling (Ho et al. 2020, Alg. 2): z_s ~ q(z_s | z_t, x = x̂(z_t)), for s < t on the grid.
+
+    ``noise_scale`` γ multiplies the standard deviation of every step's fresh noise, z_s = μ + γ √var · ε
+    (low-temperature sampling, as protein models use it: Genie, Lin & AlQuraishi 2023; Chroma, Ingraham et al.
+    2023); γ = 1 is Alg. 2, γ = 0 follows the posterior means.
+    """
+    if noise_scale < 0:
+        raise ValueError(f"DDPM noise_scale must be >= 0, got {noise_scale}")
     ts = _grid(schedule, steps, z, spacing)
     for t, s in progress(list(zip(ts[:-1], ts[1:])), desc="DDPM", disable=None if show_progress else True, leave=False):
         mean, var = posterior_from_eps(z, _eps(eps_fn, z, t, space, mask), s, t, schedule)
-        z = _guided(guide, mean + var.sqrt() * space.randn(z.shape, mask, generator, z.dtype, z.device), s)
+        noise = space.randn(z.shape, mask, generator, z.dtype, z.device)
+        z = _guided(guide, mean + noise_scale * var.sqrt() * noise, s)
     return _guided(guide, predict_x0(z, ts[-1], schedule, _eps(eps_fn, z, ts[-1], space, mask)), ts[-1])
 
 
@@ -141,7 +149,7 @@ def sample(name: str, eps_fn: EpsFn, z: Tensor, schedule: NoiseSchedule, space: 
            steps: int | None = None, mask: Tensor | None = None, generator=None, show_progress: bool = False,
            guide: Guide | None = None, **options) -> Tensor:
     """Run the sampler called ``name`` (``ddpm``, ``ddim``, ``heun``, ``dpm2m``); extra options (DDIM's
-    ``eta``) pass through."""
+    ``eta``, DDPM's ``noise_scale``) pass through."""
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}")
     return SAMPLERS[name](eps_fn, z, schedule, space, steps=steps, mask=mask, generator=generator,
