@@ -1,5 +1,5 @@
-"""Conformer generation: ETKDGv3 embedding, force-field relaxation, stereo check, optional refinement by the
-diffusion model and diverse selection.
+"""Conformer generation: ETKDGv3 embedding, force-field relaxation, stereo check, diverse selection and
+optional refinement by the diffusion model.
 
 ``generate_conformers`` is the pipeline behind ``molediff conformers``. Steps, for a molecule with hydrogens
 added:
@@ -13,15 +13,15 @@ added:
 3. check the stereochemistry of every candidate against the input (tetrahedral centres and double bonds
    that the input specifies): a candidate whose centres are all inverted is mirrored (x → −x), any other
    mismatch is dropped and the next candidate takes its place;
-4. with a refiner (a trained ``ConformerDiffusion``), refine every candidate by partial diffusion from σ₀
-   (SDEdit, Meng et al. 2022; ``molediff.conformers.refine``), check each refined candidate's stereochemistry
-   again (one that no longer matches is replaced by its unrefined seed and counted) and, when relaxed, give it
-   its single-point force-field energy (no second minimisation);
-5. select n: ``diverse`` keeps candidates within an energy window of the lowest and picks them by
+4. select n: ``diverse`` keeps candidates within an energy window of the lowest and picks them by
    farthest-point sampling on symmetry-aware RMSD over heavy atoms and polar hydrogens, starting from the
    lowest-energy one; ``energy`` the n lowest in energy; ``none`` the first n in embedding order; ``model``
    ranks them by the model's denoising error (``molediff.conformers.scoring``), keeps the best-scored third and
-   picks from those by farthest-point sampling starting from the best-scored one.
+   picks from those by farthest-point sampling starting from the best-scored one;
+5. with a refiner (a trained ``ConformerDiffusion``), refine each chosen conformer by partial diffusion from σ₀
+   (SDEdit, Meng et al. 2022; ``molediff.conformers.refine``), check its stereochemistry again (one that no
+   longer matches is replaced by its unrefined seed and counted) and, when relaxed, give it its single-point
+   force-field energy (no second minimisation).
 
 Also here: reading the inputs of the command (SMILES, ``.smi`` and SDF files) and writing the SD records.
 """
@@ -615,7 +615,7 @@ def generate_conformers(mol_or_smiles, n: int = 10, seed: int = 0, pool: int = 3
         max_iters: force-field minimisation steps per candidate.
         refiner: None (the model-free pipeline), a trained ``ConformerDiffusion`` or its weights (a
             ``.safetensors`` file or run directory, loaded on ``device`` at every call: pass the model to refine
-            many molecules). With a refiner every candidate is refined (step 4 of the module docstring).
+            many molecules). With a refiner the chosen conformers are refined (step 5 of the module docstring).
         sigma0: the noise added to each candidate before refinement, in Å (the schedule's σ at t₀; default
             0.1); 0 turns refinement off (the model then serves ``select="model"`` or ``init="noise"`` only).
         t0: the start time of refinement instead of ``sigma0`` (a grid time in (0, t_max]).
@@ -632,7 +632,7 @@ def generate_conformers(mol_or_smiles, n: int = 10, seed: int = 0, pool: int = 3
         in kcal/mol (single-point after refinement); with ``select="model"`` also ``model_score``. Mol
         properties: ``molediff_stereo_fixed`` / ``molediff_stereo_dropped`` (candidates mirrored / discarded by
         the stereo check), ``molediff_candidates`` (candidates embedded), ``molediff_forcefield`` (MMFF94, UFF or
-        none), ``molediff_refined`` / ``molediff_refine_reverted`` (candidates refined / put back to their seed
+        none), ``molediff_refined`` / ``molediff_refine_reverted`` (conformers refined / put back to their seed
         because refinement broke their stereo), ``molediff_init``, ``molediff_notes`` ("; "-separated, may be
         empty; e.g. why a molecule the model cannot read was not refined). Fewer than ``n`` conformers only when
         fewer candidates embedded with the right stereo (noted).
@@ -700,14 +700,6 @@ def generate_conformers(mol_or_smiles, n: int = 10, seed: int = 0, pool: int = 3
             raise ValueError(f"no conformer with the input's stereochemistry: all {dropped} candidates had inverted "
                              f"or flat centres or wrong double bonds")
         forcefield = rounds[0].forcefield
-        refined = reverted = 0
-        if model_ok and settings.t0 is not None:
-            result = _refine_pool(molh, positions, energies, forcefield, settings.model, settings.t0,
-                                  settings.steps, settings.sampler, seed, settings.batch_size, reference)
-            positions, energies, refined, reverted = result
-            if reverted:
-                notes.append(f"{reverted} refined candidate{'s' if reverted != 1 else ''} lost the input's stereo: "
-                             f"kept unrefined")
         scores = None
         if select == "model":
             if model_ok:
@@ -720,6 +712,19 @@ def generate_conformers(mol_or_smiles, n: int = 10, seed: int = 0, pool: int = 3
         known = energies if all(e is not None for e in energies) else None
         how = select if select != "model" or scores is not None else "diverse"
         chosen = select_conformers(molh, np.stack(positions), known, n, how, energy_window, scores)
+        refined = reverted = 0
+        if model_ok and settings.t0 is not None:
+            # only the chosen n are refined: refinement moves atoms by about σ₀, far less than the RMSD between
+            # the candidates selection tells apart, and refining the whole pool would cost pool times more
+            result = _refine_pool(molh, [positions[j] for j in chosen], [energies[j] for j in chosen], forcefield,
+                                  settings.model, settings.t0, settings.steps, settings.sampler, seed,
+                                  settings.batch_size, reference)
+            for k, j in enumerate(chosen):
+                positions[j], energies[j] = result.positions[k], result.energies[k]
+            refined, reverted = result.refined, result.reverted
+            if reverted:
+                notes.append(f"{reverted} refined conformer{'s' if reverted != 1 else ''} lost the input's stereo: "
+                             f"kept unrefined")
     if len(chosen) < n:
         why = "embedded" + (" with the input's stereo" if dropped else "")
         notes.append(f"only {len(chosen)} of {n} conformers: too few candidates {why}")
