@@ -1,9 +1,9 @@
 """Benchmark conformer generation against reference geometries: RDKit's ETKDGv3, ETKDGv3 + MMFF94, and molediff's
 pipeline (``molediff.generate_conformers``: pool 3, MMFF94, diverse selection) with its ablations (pool 1; no
 relaxation), side by side in one run. With ``--refiner WEIGHTS`` also the diffusion refiner's arms: molediff's
-defaults with refinement (σ₀ = 0.1 Å, 20 DDIM steps), two other σ₀ (``--sigma0-ablations``, default 0.05 and
-0.2 Å) and selection by the model's score (``select="model"``, with refinement); the model-free pipeline is then
-the "no refinement" ablation.
+defaults with refinement (σ₀ = 0.3 Å, 5 DDIM steps, no fresh noise: the pipeline's defaults), the model-free
+pipeline (no refinement), and unless ``--only-defaults`` the ablations: pool 1, no relaxation, other σ₀
+(``--sigma0-ablations``), other step counts (``--steps-ablations``), SDEdit's fresh noise, the other selection.
 
     OMP_NUM_THREADS=1 python scripts/bench_conformers.py [--set qm9|ccd] [--n-molecules 100] [--seed 0]
         [--threads 1] [--refiner WEIGHTS] [--device cpu]
@@ -41,6 +41,8 @@ import sys
 import time
 
 import numpy as np
+
+from molediff.conformers.pipeline import DEFAULT_SIGMA0, DEFAULT_STEPS
 
 MAX_ITERS = 1000  # MMFF94 steps for both the baseline and molediff's pipeline
 N_VALUES = (1, 10)
@@ -145,11 +147,11 @@ METHODS = {
 }
 
 
-def methods(model=None, sigma0: float = 0.1, ablations=(0.05, 0.2), steps: int = 20, select: str = "diverse",
-            pool: int = 3, only_defaults: bool = False) -> dict:
+def methods(model=None, sigma0: float = DEFAULT_SIGMA0, ablations=(0.1, 0.45), steps: int = DEFAULT_STEPS,
+            select: str = "diverse", pool: int = 3, only_defaults: bool = False, steps_ablations=()) -> dict:
     """The arms of the run: ``METHODS`` without a refiner. With a refiner ``model``: the baselines, molediff's
     defaults with refinement (σ₀ ``sigma0``, ``steps`` DDIM steps, ``select``, ``pool``) and its ablations: no
-    refinement (the model-free pipeline), pool 1, no relaxation, the other σ₀, the other selection.
+    refinement (the model-free pipeline), pool 1, no relaxation, the other σ₀ and step counts, the other selection.
     ``only_defaults``: the baselines, the defaults and the model-free pipeline only."""
     if model is None:
         return dict(METHODS)
@@ -159,7 +161,7 @@ def methods(model=None, sigma0: float = 0.1, ablations=(0.05, 0.2), steps: int =
         return lambda mol, n, t: molediff_pipeline(mol, n, t, **options)
 
     arms = {"ETKDGv3": METHODS["ETKDGv3"], "ETKDGv3 + MMFF94": METHODS["ETKDGv3 + MMFF94"],
-            f"molediff (pool {pool}, MMFF94, refined σ₀ {sigma0:g} Å, {steps} DDIM steps, {select} selection)":
+            f"molediff (pool {pool}, MMFF94, {select} selection, refined from σ₀ {sigma0:g} Å, {steps} DDIM steps)":
                 refined(),
             "molediff, no refinement": lambda mol, n, t: molediff_pipeline(mol, n, t, pool=pool)}
     if only_defaults:
@@ -168,6 +170,9 @@ def methods(model=None, sigma0: float = 0.1, ablations=(0.05, 0.2), steps: int =
     arms["molediff + refiner, no relaxation"] = refined(relax="none")
     for s in ablations:
         arms[f"molediff + refiner, σ₀ {s:g} Å"] = refined(sigma0=s)
+    for k in steps_ablations:
+        arms[f"molediff + refiner, {k} DDIM steps"] = refined(steps=k)
+    arms[f"molediff + refiner, SDEdit's fresh noise (σ₀ {sigma0:g} Å)"] = refined(fresh_noise=True)
     other = "diverse" if select == "model" else "model"
     arms[f"molediff + refiner, {other} selection"] = refined(select=other)
     return arms
@@ -264,10 +269,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="RDKit (and torch) threads")
     parser.add_argument("--refiner", default=None, metavar="WEIGHTS",
                         help="conformer refiner weights: adds the refiner's arms (default: none)")
-    parser.add_argument("--sigma0", type=float, default=0.1, help="σ₀ (Å) of the refiner's default arm")
-    parser.add_argument("--sigma0-ablations", type=float, nargs="*", default=[0.05, 0.2],
+    parser.add_argument("--sigma0", type=float, default=DEFAULT_SIGMA0, help="σ₀ (Å) of the refiner's default arm")
+    parser.add_argument("--sigma0-ablations", type=float, nargs="*", default=[0.1, 0.45],
                         help="other σ₀ (Å) measured as ablations")
-    parser.add_argument("--steps", type=int, default=20, help="DDIM steps of refinement")
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="DDIM steps of refinement")
+    parser.add_argument("--steps-ablations", type=int, nargs="*", default=[],
+                        help="other DDIM step counts measured as ablations")
     parser.add_argument("--select", choices=["diverse", "model"], default="diverse",
                         help="selection of the refiner's default arm (the other one is an ablation)")
     parser.add_argument("--pool", type=int, default=3, help="candidates per wanted conformer of molediff's arms")
@@ -293,7 +300,8 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(" ".join(str(e).split()))
     molecules, skipped = reference_molecules(args.n_molecules, args.seed, args.set, args.tuning)
     results = run(molecules, args.threads, methods(model, args.sigma0, args.sigma0_ablations, args.steps,
-                                                   args.select, args.pool, args.only_defaults))
+                                                   args.select, args.pool, args.only_defaults,
+                                                   args.steps_ablations))
     lo, hi = N_VALUES
     what = ("QM9 DFT geometries", "valid-split (tuning) molecules" if args.tuning else "test molecules") \
         if args.set == "qm9" else ("CCD experimental geometries",

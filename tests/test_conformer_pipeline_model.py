@@ -171,8 +171,9 @@ def test_the_command_refines_with_given_weights_and_says_so(weights, tmp_path, c
     assert main(["conformers", ALANINE + " ala", "-n", "2", "-o", str(out), "--refiner", str(weights),
                  "--steps", "4", "--select", "model"]) == 0
     text = capsys.readouterr().out
-    # T = 100: the grid σ nearest to the default 0.1 Å
-    assert f"refiner: {weights}; refining from sigma0 = 0.099 A (t0 = 0.070), 4 ddim steps" in text
+    # T = 100: the grid σ nearest to the default 0.3 Å
+    assert (f"refiner: {weights}; refining from sigma0 = 0.294 A (t0 = 0.210) from the conformers themselves, "
+            f"4 ddim steps") in text
     assert "ala: 2 conformers" in text and "refined 2 (0 kept unrefined: stereo)" in text  # the chosen ones
     records = list(Chem.SDMolSupplier(str(out), removeHs=False))
     assert len(records) == 2 and {Chem.MolToSmiles(Chem.RemoveHs(r)) for r in records} == {ALANINE}
@@ -213,6 +214,7 @@ def test_command_model_options_without_a_model_are_usage_errors(tmp_path, capsys
     out = tmp_path / "out.sdf"
     for argv, message in ((["--select", "model"], "--select model needs a refiner"),
                           (["--sigma0", "0.2"], "--sigma0 needs a refiner"),
+                          (["--fresh-noise"], "--fresh-noise needs a refiner"),
                           (["--refiner", str(tmp_path / "missing.safetensors")], "do not exist")):
         assert main(["conformers", "CCO", "-o", str(out), *argv]) == 2
         err = capsys.readouterr().err.strip()

@@ -88,6 +88,34 @@ def test_exact_point_mass_denoiser_returns_the_seed(sampler):
             torch.testing.assert_close(exact(z, t), noise, atol=1e-8, rtol=0)
 
 
+@pytest.mark.parametrize("sampler", ["ddim", "dpm2m", "heun"])
+def test_without_fresh_noise_the_seed_error_is_the_noise_and_is_removed(sampler):
+    """Data = a point mass at x0, seed = x0 + δ (a force field's error). Without fresh noise the model first sees
+    z = α_t0 (x0 + δ), i.e. δ plays the noise, and a deterministic sampler with the exact ε lands on x0 itself,
+    whatever the seeds."""
+    model = graph_model()
+    gen = torch.Generator().manual_seed(1)
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    x0 = model.space.project(torch.randn(2, 6, 3, generator=gen, dtype=torch.float64), mask)
+    delta = model.space.project(0.1 * torch.randn(2, 6, 3, generator=gen, dtype=torch.float64), mask)
+    exact = point_mass_eps(model.schedule, model.space, x0, mask)
+    calls = []
+
+    def eps(z, t):
+        calls.append(z.clone())
+        return exact(z, t)
+
+    t0 = time_for_sigma(model.schedule, 0.3)
+    out = refine_positions(eps, x0 + delta, mask, model.schedule, model.space, t0, sampler, steps=8, seeds=[4, 5],
+                           fresh_noise=False)
+    torch.testing.assert_close(out, x0, atol=1e-9, rtol=0)
+    alpha = model.schedule.alpha(torch.tensor(t0, dtype=torch.float64))
+    torch.testing.assert_close(calls[0], alpha * (x0 + delta), atol=1e-12, rtol=0)
+    again = refine_positions(exact, x0 + delta, mask, model.schedule, model.space, t0, sampler, steps=8,
+                             seeds=[7, 8], fresh_noise=False)
+    torch.testing.assert_close(again, out, atol=0, rtol=0)
+
+
 def test_refine_conformers_with_the_exact_denoiser_returns_the_seeds(monkeypatch):
     model = graph_model()
     mol = embedded("CC(=O)O", k=4)

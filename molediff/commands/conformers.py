@@ -3,13 +3,14 @@
 INPUT is a SMILES string, a .smi file (one 'SMILES [name]' per line; blank lines and # comments skipped) or an
 SDF file (2D, 3D or no coordinates; the title is the name). Each molecule gets N conformers: a pool of
 ETKDGv3 embeddings (Wang et al. 2020), relaxed with MMFF94 (Halgren 1996; UFF where MMFF94 has no parameters),
-checked against the input's stereochemistry (mirror images are reflected, other mismatches dropped), refined
-by the diffusion refiner when one is available (SDEdit from sigma0 Angstrom: noised, then denoised by the
-model; a refined conformer whose stereo changed is put back to its seed) and selected for diversity among the
-low-energy ones. The refiner is --refiner WEIGHTS, else the shipped molediff/pretrained/conformer_refiner.safetensors
-when the installation has it, else none (the model-free pipeline; no torch is loaded); the first output line
-says which. Each conformer is one SD record titled with the molecule's name (mol_<k> when it has none) with the
-fields conformer_index and, when relaxed, MMFF94_energy_kcal_mol (kcal/mol; single-point after refinement).
+checked against the input's stereochemistry (mirror images are reflected, other mismatches dropped), selected
+for diversity among the low-energy ones and refined by the diffusion refiner when one is available (partial
+diffusion from sigma0 Angstrom, SDEdit without fresh noise unless --fresh-noise; a refined conformer whose
+stereo changed is put back to its seed). The refiner is --refiner WEIGHTS, else the shipped
+molediff/pretrained/conformer_refiner.safetensors when the installation has it, else none (the model-free
+pipeline; no torch is loaded); the first output line says which. Each conformer is one SD record titled with
+the molecule's name (mol_<k> when it has none) with the fields conformer_index and, when relaxed,
+MMFF94_energy_kcal_mol (kcal/mol; single-point after refinement).
 
 A molecule that fails (bad SMILES, unsupported element, too many atoms, no embedding) is reported with its
 reason and the others proceed. Exit status: 0 when at least one molecule got conformers, 1 when none did,
@@ -58,12 +59,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
                             "else none")
     start = model.add_mutually_exclusive_group()
     start.add_argument("--sigma0", type=float, default=None,
-                       help="noise added before refinement, in Angstrom (default 0.1; 0: no refinement, the "
-                            "model then only scores for --select model)")
+                       help="where refinement starts, as the noise level sigma_t0 in Angstrom (default 0.3; 0: "
+                            "no refinement, the model then only scores for --select model)")
     start.add_argument("--t0", type=float, default=None,
                        help="start time of refinement in (0, t_max] instead of --sigma0")
-    model.add_argument("--steps", type=int, default=20,
-                       help="reverse sampler steps from t0 to 0 (from t = 1 with --init noise)")
+    model.add_argument("--steps", type=int, default=None,
+                       help="reverse sampler steps from t0 to 0 (default 5), or from t = 1 with --init noise "
+                            "(default 50)")
+    model.add_argument("--fresh-noise", action="store_true",
+                       help="add SDEdit's fresh noise of sigma0 before refining (default: start from the conformer "
+                            "itself, which measured better)")
     model.add_argument("--sampler", default="ddim", help="core sampler: ddim, ddpm, heun or dpm2m")
     model.add_argument("--init", choices=["etkdg", "noise"], default="etkdg",
                        help="'etkdg': refine ETKDGv3 candidates; 'noise': draw the candidates from the model's full "
@@ -113,6 +118,7 @@ def _load_model(args, path: str):
     ValueError / FileNotFoundError (one line) for what cannot work."""
     import torch
 
+    from ..conformers.pipeline import DEFAULT_SIGMA0, DEFAULT_STEPS, NOISE_STEPS
     from ..conformers.refine import load_refiner, refine_time
     from ..diffusion import SAMPLERS
     from ..utils import set_threads
@@ -126,13 +132,15 @@ def _load_model(args, path: str):
         if model.config.t_max < 1.0:
             raise ValueError(f"--init noise needs a model trained on all noise levels (t_max = 1); {path} was "
                              f"trained up to t_max = {model.config.t_max} only (a refiner: use --init etkdg)")
-        return model, f"candidates sampled from noise, {args.steps} {args.sampler} steps"
+        return model, f"candidates sampled from noise, {args.steps or NOISE_STEPS} {args.sampler} steps"
     if args.sigma0 == 0:
         return model, "no refinement (--sigma0 0)"
-    sigma0 = 0.1 if args.sigma0 is None and args.t0 is None else args.sigma0
+    sigma0 = DEFAULT_SIGMA0 if args.sigma0 is None and args.t0 is None else args.sigma0
     t0 = refine_time(model, sigma0, args.t0)
     sigma = float(model.schedule.sigma(torch.tensor(t0, dtype=torch.float64)))
-    return model, f"refining from sigma0 = {sigma:.3f} A (t0 = {t0:.3f}), {args.steps} {args.sampler} steps"
+    how = "with fresh noise" if args.fresh_noise else "from the conformers themselves"
+    return model, (f"refining from sigma0 = {sigma:.3f} A (t0 = {t0:.3f}) {how}, {args.steps or DEFAULT_STEPS} "
+                   f"{args.sampler} steps")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -156,14 +164,15 @@ def run(args: argparse.Namespace) -> int:
         return _usage_error("--select energy needs energies: use --relax mmff")
     if not args.output.lower().endswith(".sdf"):
         return _usage_error(f"output must end in .sdf, got {args.output!r}")
-    if args.steps < 1 or args.batch_size < 1:
+    if (args.steps is not None and args.steps < 1) or args.batch_size < 1:
         return _usage_error("--steps and --batch-size must be at least 1")
     if args.sigma0 is not None and args.sigma0 < 0:
         return _usage_error("--sigma0 must be >= 0 (0: no refinement)")
     path, described = _refiner_path(args)
     if path is None:
         for flag, given in (("--select model", args.select == "model"), ("--init noise", args.init == "noise"),
-                            ("--sigma0", args.sigma0 is not None), ("--t0", args.t0 is not None)):
+                            ("--sigma0", args.sigma0 is not None), ("--t0", args.t0 is not None),
+                            ("--fresh-noise", args.fresh_noise)):
             if given:
                 return _usage_error(f"{flag} needs a refiner: pass --refiner WEIGHTS (refiner: {described})")
     model = None
@@ -179,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
     options = {}
     if model is not None:
         options = dict(refiner=model, sigma0=args.sigma0, t0=args.t0, steps=args.steps, sampler=args.sampler,
-                       init=args.init, batch_size=args.batch_size)
+                       fresh_noise=args.fresh_noise, init=args.init, batch_size=args.batch_size)
 
     verbose = getattr(args, "verbose", False)
     done = failed = total = 0

@@ -42,6 +42,9 @@ SELECT_METHODS = ("diverse", "energy", "none", "model")
 INIT_METHODS = ("etkdg", "noise")
 MODEL_FRACTION = 1 / 3  # select="model": the best-scored third of the candidates is what farthest-point picks from
 SCORE_PROP = "model_score"
+DEFAULT_SIGMA0 = 0.3  # Å; with DEFAULT_STEPS DDIM steps and no fresh noise: the benchmark's best on the tuning sets
+DEFAULT_STEPS = 5  # sampler steps of refinement
+NOISE_STEPS = 50  # sampler steps from t = 1 (init="noise")
 SHIPPED_REFINER = "conformer_refiner"  # molediff/pretrained/conformer_refiner.safetensors, when a release ships it
 MAX_ATOMIC_NUMBER = 103  # UFF's periodic table (H..Lr) bounds what distance geometry and the force fields know
 MAX_SYMMETRY_MAPS = 1000  # automorphisms tried per RMSD; more only tightens an upper bound (selection is heuristic)
@@ -503,13 +506,13 @@ class _Refined(NamedTuple):
 
 
 def _refine_pool(molh, positions: list, energies: list, forcefield: str, model, t0: float, steps: int | None,
-                 sampler: str, seed: int, batch_size: int, reference: StereoReference) -> _Refined:
+                 sampler: str, seed: int, batch_size: int, reference: StereoReference, fresh_noise: bool) -> _Refined:
     """SDEdit on every candidate; a refined candidate whose stereo no longer matches the input (or that is not
     finite) is replaced by its seed. Refined candidates get single-point energies when the seeds had energies."""
     from .refine import refine_conformers
 
     refined = refine_conformers(model, molh, np.stack(positions), sigma0=None, t0=t0, steps=steps, sampler=sampler,
-                                seed=seed, batch_size=batch_size)
+                                seed=seed, batch_size=batch_size, fresh_noise=fresh_noise)
     check = _conformers_of(molh, refined)
     ok = [bool(np.isfinite(x).all()) and check_conformer_stereo(check, k, reference) == "ok"
           for k, x in enumerate(refined)]
@@ -556,7 +559,8 @@ class _ModelSettings:
     batch_size: int
 
 
-def _model_settings(refiner, sigma0, t0, steps, sampler, init, select, device, batch_size) -> _ModelSettings | None:
+def _model_settings(refiner, sigma0, t0, steps, sampler, init, select, device, batch_size,
+                    fresh_noise: bool = False) -> _ModelSettings | None:
     """Check the model options and load the refiner (once per call); None without a refiner."""
     if init not in INIT_METHODS:
         raise ValueError(f"init must be one of {', '.join(INIT_METHODS)}, got {init!r}")
@@ -564,8 +568,9 @@ def _model_settings(refiner, sigma0, t0, steps, sampler, init, select, device, b
         if init == "noise" or select == "model":
             what = "init='noise'" if init == "noise" else "select='model'"
             raise ValueError(f"{what} needs a model: give refiner (weights of a trained ConformerDiffusion)")
-        if sigma0 is not None or t0 is not None:
-            raise ValueError("sigma0 / t0 set but no refiner given: refinement needs a trained ConformerDiffusion")
+        if sigma0 is not None or t0 is not None or fresh_noise:
+            raise ValueError("sigma0 / t0 / fresh_noise set but no refiner given: refinement needs a trained "
+                             "ConformerDiffusion")
         return None
     from ..diffusion import SAMPLERS
     from .refine import load_refiner, refine_time
@@ -581,6 +586,8 @@ def _model_settings(refiner, sigma0, t0, steps, sampler, init, select, device, b
     if sigma0 is not None and sigma0 < 0:
         raise ValueError(f"sigma0 must be >= 0 Å (0: no refinement), got {sigma0}")
     model = load_refiner(refiner, device)
+    if steps is None:
+        steps = NOISE_STEPS if init == "noise" else DEFAULT_STEPS
     if init == "noise":
         if model.config.t_max < 1.0:
             raise ValueError(f"init='noise' needs a model trained on all noise levels (t_max = 1); this refiner was "
@@ -588,15 +595,15 @@ def _model_settings(refiner, sigma0, t0, steps, sampler, init, select, device, b
         return _ModelSettings(model, None, steps, sampler, batch_size)
     if sigma0 == 0:
         return _ModelSettings(model, None, steps, sampler, batch_size)
-    start = refine_time(model, 0.1 if sigma0 is None and t0 is None else sigma0, t0)
+    start = refine_time(model, DEFAULT_SIGMA0 if sigma0 is None and t0 is None else sigma0, t0)
     return _ModelSettings(model, start, steps, sampler, batch_size)
 
 
 def generate_conformers(mol_or_smiles, n: int = 10, seed: int = 0, pool: int = 3, relax: str = "mmff",
                         select: str = "diverse", max_atoms: int = 500, *, energy_window: float = 10.0,
                         threads: int = 1, max_iters: int = 1000, refiner=None, sigma0: float | None = None,
-                        t0: float | None = None, steps: int | None = 20, sampler: str = "ddim", init: str = "etkdg",
-                        device: str = "cpu", batch_size: int = 32):
+                        t0: float | None = None, steps: int | None = None, sampler: str = "ddim",
+                        fresh_noise: bool = False, init: str = "etkdg", device: str = "cpu", batch_size: int = 32):
     """``n`` conformers of a molecule, with explicit hydrogens, as one ``rdkit.Chem.Mol``.
 
     Args:
@@ -616,11 +623,14 @@ def generate_conformers(mol_or_smiles, n: int = 10, seed: int = 0, pool: int = 3
         refiner: None (the model-free pipeline), a trained ``ConformerDiffusion`` or its weights (a
             ``.safetensors`` file or run directory, loaded on ``device`` at every call: pass the model to refine
             many molecules). With a refiner the chosen conformers are refined (step 5 of the module docstring).
-        sigma0: the noise added to each candidate before refinement, in Å (the schedule's σ at t₀; default
-            0.1); 0 turns refinement off (the model then serves ``select="model"`` or ``init="noise"`` only).
+        sigma0: where refinement starts, in Å: the schedule's σ at t₀ (default ``DEFAULT_SIGMA0`` = 0.3); 0 turns
+            refinement off (the model then serves ``select="model"`` or ``init="noise"`` only).
         t0: the start time of refinement instead of ``sigma0`` (a grid time in (0, t_max]).
-        steps: reverse sampler steps from t₀ to 0 (from t = 1 with ``init="noise"``; None: every grid step).
+        steps: reverse sampler steps from t₀ to 0, or from t = 1 with ``init="noise"`` (None: ``DEFAULT_STEPS`` = 5
+            for refinement, ``NOISE_STEPS`` = 50 from noise; at most the grid steps there are).
         sampler: the core sampler (``ddim``, ``ddpm``, ``heun``, ``dpm2m``).
+        fresh_noise: True adds SDEdit's noise of σ₀ to each conformer before refining; False (default) starts
+            from the conformer itself, z_t₀ = α_t₀ x (``molediff.conformers.refine``).
         init: ``"etkdg"`` (ETKDGv3 candidates) or ``"noise"`` (the model's samples from N(0, I); needs a model
             trained up to t = 1; candidates are then relaxed and checked as ETKDG's, and not refined again).
         device: where a refiner given as weights is loaded (``cpu``, ``cuda``).
@@ -660,7 +670,7 @@ def generate_conformers(mol_or_smiles, n: int = 10, seed: int = 0, pool: int = 3
         raise ValueError("select='energy' needs energies: use relax='mmff'")
     if threads < 0:
         raise ValueError(f"threads must be >= 0 (0: all cores), got {threads}")
-    settings = _model_settings(refiner, sigma0, t0, steps, sampler, init, select, device, batch_size)
+    settings = _model_settings(refiner, sigma0, t0, steps, sampler, init, select, device, batch_size, fresh_noise)
     if isinstance(mol_or_smiles, str):
         mol = parse_smiles(mol_or_smiles)
     elif isinstance(mol_or_smiles, Chem.Mol):
@@ -718,7 +728,7 @@ def generate_conformers(mol_or_smiles, n: int = 10, seed: int = 0, pool: int = 3
             # the candidates selection tells apart, and refining the whole pool would cost pool times more
             result = _refine_pool(molh, [positions[j] for j in chosen], [energies[j] for j in chosen], forcefield,
                                   settings.model, settings.t0, settings.steps, settings.sampler, seed,
-                                  settings.batch_size, reference)
+                                  settings.batch_size, reference, fresh_noise)
             for k, j in enumerate(chosen):
                 positions[j], energies[j] = result.positions[k], result.energies[k]
             refined, reverted = result.refined, result.reverted

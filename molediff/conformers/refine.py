@@ -1,9 +1,14 @@
 """Refinement of given conformers by partial diffusion (SDEdit, Meng et al., ICLR 2022).
 
-Each seed conformer x (ETKDG, force field, ...) is noised to a time t₀, z = α_{t₀} x + σ_{t₀} ε, and the reverse
-process of a trained ``ConformerDiffusion`` runs from t₀ down to 0. t₀ is chosen by the noise level it adds:
-σ₀ (Å) is the schedule's σ_t (the noise standard deviation per coordinate of z), and t₀ the grid time whose σ_t
-is nearest to σ₀. A small σ₀ keeps the seed's conformation and lets the model correct local geometry.
+Each seed conformer x (ETKDG, force field, ...) is taken to a time t₀, z = α_{t₀} x + σ_{t₀} ε, and the reverse
+process of a trained ``ConformerDiffusion`` runs from t₀ down to 0. t₀ is chosen by σ₀ (Å), the schedule's σ_t
+(the noise standard deviation per coordinate of z): t₀ is the grid time whose σ_t is nearest to σ₀. A small σ₀
+keeps the seed's conformation and lets the model correct local geometry.
+
+With ``fresh_noise=False`` no ε is drawn (z = α_{t₀} x): the seed's own departure from the data (a force field's
+bond lengths and angles, of order 0.05–0.3 Å) stands in for the noise of time t₀, and a deterministic sampler
+(DDIM) moves it to the model's nearest data-like geometry. On QM9's validation molecules this beat SDEdit's fresh
+noise at every σ₀ tried (scripts/bench_conformers.py, BENCHMARKS.md), so the pipeline uses it by default.
 
 The core samplers (``molediff.diffusion.sample``) always start at t = 1. To run them from t₀ = i₀ / T this
 module hands them the schedule's first i₀ + 1 log-SNR values as a schedule of its own (T' = i₀, so its
@@ -113,8 +118,12 @@ def model_inputs(model, mol) -> tuple[Tensor, Tensor | None, Tensor | None]:
 
 def refine_positions(eps_fn: EpsFn, positions: Tensor, mask: Tensor, schedule: NoiseSchedule, space, t0: float,
                      sampler: str = "ddim", steps: int | None = 20, seeds: Sequence[int] | None = None,
-                     **sampler_options) -> Tensor:
+                     fresh_noise: bool = True, **sampler_options) -> Tensor:
     """SDEdit on a batch: noise ``positions`` to ``t0`` and run the core sampler ``sampler`` back to t = 0.
+
+    ``fresh_noise=False`` draws no noise: z_t0 = α_t0 x, i.e. the seed's own error (a force field's or ETKDG's
+    departure from the data) stands in for the noise of time t0; with DDIM (η = 0) the refinement is then
+    deterministic.
 
     ``eps_fn(z_t, t) → ε̂`` is the model (``PointCloudDiffusion.eps_fn``), ``space`` its space (zero CoM).
     ``t0`` must be a grid time i₀ / T with i₀ ≥ 1; ``steps`` (capped at i₀; None: i₀) sampler steps from t0 to 0.
@@ -137,8 +146,8 @@ def refine_positions(eps_fn: EpsFn, positions: Tensor, mask: Tensor, schedule: N
     steps = i0 if steps is None else min(int(steps), i0)
     generators = [torch.Generator(device=positions.device).manual_seed(s) for s in seeds]
     x = space.project(positions, mask)
-    noise = space.randn(x.shape, mask, generators, x.dtype, x.device)
-    z = q_sample(x, torch.full((B,), i0 / T, dtype=torch.float64, device=x.device), schedule, noise)
+    fresh = space.randn(x.shape, mask, generators, x.dtype, x.device) if fresh_noise else torch.zeros_like(x)
+    z = q_sample(x, torch.full((B,), i0 / T, dtype=torch.float64, device=x.device), schedule, fresh)
     head = NoiseSchedule(schedule.table[:i0 + 1])  # t' ∈ [0, 1] here is t = t' · i0 / T of the model
     scale = i0 / T
 
@@ -177,7 +186,7 @@ def conformer_coordinates(mol, coordinates, purpose: str, kind: str) -> np.ndarr
 
 def refine_conformers(model, mol, coordinates: np.ndarray | None = None, sigma0: float | None = 0.1,
                       steps: int | None = 20, sampler: str = "ddim", seed: int = 0, batch_size: int = 32,
-                      t0: float | None = None, **sampler_options) -> np.ndarray:
+                      t0: float | None = None, fresh_noise: bool = True, **sampler_options) -> np.ndarray:
     """Refine K seed conformers of one molecule with a trained ``ConformerDiffusion`` (SDEdit from σ₀ Å).
 
     Args:
@@ -188,6 +197,7 @@ def refine_conformers(model, mol, coordinates: np.ndarray | None = None, sigma0:
             been trained up to t₀ (``config.t_max``).
         t0: the start time itself instead of ``sigma0`` (``refine_time``; pass ``sigma0=None``).
         steps, sampler, sampler_options: the core sampler run from t₀ to 0 (``refine_positions``).
+        fresh_noise: False starts from z_t₀ = α_t₀ x, drawing no noise (``refine_positions``).
         seed: conformer k is refined with seed ``seed + k`` whatever the batch size.
         batch_size: conformers per model call.
 
@@ -218,7 +228,7 @@ def refine_conformers(model, mol, coordinates: np.ndarray | None = None, sigma0:
             eps = model.eps_fn(mask, None, feats, edge_attr)
             x = refine_positions(eps, torch.as_tensor(chunk, dtype=dtype, device=device), mask, model.schedule,
                                  model.space, t0, sampler, steps, range(seed + start, seed + start + b),
-                                 **sampler_options)
+                                 fresh_noise=fresh_noise, **sampler_options)
             out[start:start + b] = x.double().cpu().numpy()
     return out + centres
 
