@@ -145,6 +145,7 @@ def test_a_wrong_double_bond_is_caught():
     ("CCCCCCCCCC", {"max_atoms": 20}, "too many atoms: 32 with hydrogens, more than max_atoms=20"),
     ("[C@H]12C[C@@H]1C2", {"pool": 1, "n": 1}, "embedding failed"),
     ("CCO", {"select": "energy", "relax": "none"}, "needs energies"),
+    ("CC(=O)[O-].[Na+]", {}, "disconnected input (2 fragments"),
 ])
 def test_every_failure_has_a_one_line_reason(smiles, kwargs, reason):
     with pytest.raises(ValueError, match=None) as info:
@@ -273,6 +274,18 @@ def test_the_command_refines_with_the_shipped_weights_in_seconds(tmp_path):
     assert len(records) == 3 and {r.GetProp("conformer_index") for r in records} == {"0", "1", "2"}
     positions = [r.GetConformer().GetPositions() for r in records]
     assert all(not np.allclose(a, b) for a, b in itertools.combinations(positions, 2))
+
+
+def test_the_api_uses_the_shipped_refiner_when_asked(monkeypatch):
+    from molediff.conformers import pipeline
+
+    mol = generate_conformers("CCO", n=2, refiner="shipped")
+    assert mol.GetIntProp("molediff_refined") == 2 and mol.GetNumConformers() == 2
+    assert generate_conformers("CCO", n=2).GetIntProp("molediff_refined") == 0   # the default: model-free
+    monkeypatch.setattr(pipeline, "_SHIPPED_MODELS", {})
+    monkeypatch.setattr(pipeline, "shipped_refiner", lambda: None)
+    with pytest.raises(ValueError, match="refiner='shipped', but this installation has no conformer_refiner"):
+        generate_conformers("CCO", n=2, refiner="shipped")
 
 
 def test_the_model_free_pipeline_does_not_load_torch(tmp_path):

@@ -41,10 +41,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="'mmff': minimise each candidate with MMFF94 (UFF where MMFF94 has no parameters) and "
                              "record its energy; 'none': keep the ETKDGv3 geometries (no energies)")
     parser.add_argument("--select", choices=["diverse", "energy", "none", "model"], default="diverse",
-                        help="'diverse': farthest-point selection on heavy-atom RMSD among candidates within "
-                             "10 kcal/mol of the lowest; 'energy': the N lowest in energy (needs --relax mmff); "
-                             "'none': the first N candidates; 'model': farthest-point selection among the "
-                             "best-scored third by the model's denoising error (needs a refiner; writes "
+                        help="'diverse': farthest-point selection on RMSD over heavy atoms and polar H among "
+                             "candidates within 10 kcal/mol of the lowest; 'energy': the N lowest in energy (needs "
+                             "--relax mmff); 'none': the first N candidates; 'model': farthest-point selection "
+                             "among the best-scored third by the model's denoising error (needs a refiner; writes "
                              "model_score)")
     parser.add_argument("--max-atoms", type=int, default=500,
                         help="skip molecules with more atoms than this (hydrogens included)")
@@ -64,8 +64,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     start.add_argument("--t0", type=float, default=None,
                        help="start time of refinement in (0, t_max] instead of --sigma0")
     model.add_argument("--steps", type=int, default=None,
-                       help="reverse sampler steps from t0 to 0 (default 5), or from t = 1 with --init noise "
-                            "(default 50)")
+                       help="reverse sampler steps from t0 to 0, or from t = 1 with --init noise (defaults: 5 "
+                            "and 50)")
     model.add_argument("--fresh-noise", action="store_true",
                        help="add SDEdit's fresh noise of sigma0 before refining (default: start from the conformer "
                             "itself, which measured better)")

@@ -559,11 +559,28 @@ class _ModelSettings:
     batch_size: int
 
 
+_SHIPPED_MODELS: dict = {}  # device → the shipped refiner, loaded once per process
+
+
+def _shipped_model(device: str):
+    """The shipped refiner on ``device`` (loaded once); ValueError when this installation has none."""
+    if device not in _SHIPPED_MODELS:
+        from .refine import load_refiner
+
+        path = shipped_refiner()
+        if path is None:
+            raise ValueError(f"refiner='shipped', but this installation has no {SHIPPED_REFINER}.safetensors")
+        _SHIPPED_MODELS[device] = load_refiner(path, device)
+    return _SHIPPED_MODELS[device]
+
+
 def _model_settings(refiner, sigma0, t0, steps, sampler, init, select, device, batch_size,
                     fresh_noise: bool = False) -> _ModelSettings | None:
     """Check the model options and load the refiner (once per call); None without a refiner."""
     if init not in INIT_METHODS:
         raise ValueError(f"init must be one of {', '.join(INIT_METHODS)}, got {init!r}")
+    if isinstance(refiner, str) and refiner == "shipped":
+        refiner = _shipped_model(device)
     if refiner is None:
         if init == "noise" or select == "model":
             what = "init='noise'" if init == "noise" else "select='model'"
@@ -620,9 +637,11 @@ def generate_conformers(mol_or_smiles, n: int = 10, seed: int = 0, pool: int = 3
         energy_window: kcal/mol above the lowest candidate kept by ``"diverse"``.
         threads: threads for embedding and relaxation (0: all cores); torch's threads are the caller's.
         max_iters: force-field minimisation steps per candidate.
-        refiner: None (the model-free pipeline), a trained ``ConformerDiffusion`` or its weights (a
-            ``.safetensors`` file or run directory, loaded on ``device`` at every call: pass the model to refine
-            many molecules). With a refiner the chosen conformers are refined (step 5 of the module docstring).
+        refiner: None (the model-free pipeline), ``"shipped"`` (the shipped ``conformer_refiner`` weights, what
+            ``molediff conformers`` uses by default; loaded once per process), a trained ``ConformerDiffusion`` or
+            its weights (a ``.safetensors`` file or run directory, loaded on ``device`` at every call: pass the
+            model to refine many molecules). With a refiner the chosen conformers are refined (step 5 of the
+            module docstring).
         sigma0: where refinement starts, in Å: the schedule's σ at t₀ (default ``DEFAULT_SIGMA0`` = 0.3); 0 turns
             refinement off (the model then serves ``select="model"`` or ``init="noise"`` only).
         t0: the start time of refinement instead of ``sigma0`` (a grid time in (0, t_max]).
@@ -650,9 +669,10 @@ def generate_conformers(mol_or_smiles, n: int = 10, seed: int = 0, pool: int = 3
     Raises:
         ValueError (one line) for bad arguments (including model options: σ₀ beyond the refiner's training
         times, ``init="noise"`` with a refiner trained only on low noise, ``select="model"`` or ``init="noise"``
-        without a model), an unparsable SMILES, an empty molecule, an unsupported element (dummy atoms,
-        Z > 103), more than ``max_atoms`` atoms, embedding failure also from random coordinates, a molecule the
-        model cannot read with ``init="noise"``, or no candidate with the input's stereochemistry.
+        without a model, ``refiner="shipped"`` without shipped weights), an unparsable SMILES, an empty
+        molecule, an unsupported element (dummy atoms, Z > 103), a disconnected input (salts), more than
+        ``max_atoms`` atoms, embedding failure also from random coordinates, a molecule the model cannot read
+        with ``init="noise"``, or no candidate with the input's stereochemistry.
         FileNotFoundError for refiner weights that do not exist.
     """
     from rdkit import Chem, rdBase
@@ -678,6 +698,12 @@ def generate_conformers(mol_or_smiles, n: int = 10, seed: int = 0, pool: int = 3
     else:
         raise ValueError(f"expected a SMILES string or an rdkit.Chem.Mol, got {type(mol_or_smiles).__name__}")
     _check_atoms(mol, max_atoms)  # before adding hydrogens: the message names the input's atoms
+    fragments = len(Chem.GetMolFrags(mol))
+    if fragments > 1:
+        # ETKDG embeds fragments on top of each other (a salt's ions at one point): refuse rather than write that
+        raise ValueError(f"disconnected input ({fragments} fragments, e.g. a salt or a mixture): conformers are for "
+                         f"one connected molecule; remove counter-ions (rdkit.Chem.SaltRemover) or give each "
+                         f"fragment as its own record")
     notes: list[str] = []
     with rdBase.BlockLogs():  # UFF typer warnings and the like would interleave with the caller's output
         molh = Chem.AddHs(mol)
