@@ -198,6 +198,22 @@ def progress(iterable: Iterable | None = None, *, total: int | None = None, desc
                 **kwargs)
 
 
+def read_npz(path: str | os.PathLike, keys: Iterable[str], what: str) -> dict:
+    """The arrays ``keys`` that the ``.npz`` file ``path`` holds (numpy only, no pickles; absent keys are left
+    out: the caller says which are required). FileNotFoundError ``"{what} {path} does not exist"``; ValueError
+    for a file numpy cannot read (not a zip, cut off, pickled)."""
+    import numpy as np
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in keys if k in f.files}
+    except (OSError, EOFError, ValueError) as e:
+        raise ValueError(f"{path} is not a readable .npz file ({' '.join(str(e).split())})") from None
+
+
 def set_threads(threads: int | None) -> None:
     """``torch.set_num_threads(threads)`` for a command's ``--threads`` (None: leave torch's choice);
     ValueError below 1."""

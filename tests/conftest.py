@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -12,6 +13,14 @@ import torch
 from molediff.testing import random_orthogonal
 
 DATA = Path(__file__).parent / "data"
+
+
+def load_script(path: Path, name: str):
+    """A script of ``scripts/`` (not a package module) imported by path, e.g. a GPU job for its functions."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -5,7 +5,6 @@ line."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_script
 from test_protein_gpu_job import NO_BIOTITE
 
 from molediff.chem.molecule import MoleculeDataset
@@ -30,10 +30,7 @@ TINY = ROOT / "configs" / "conformers_tiny_test.yaml"
 
 @pytest.fixture(scope="module")
 def job():
-    spec = importlib.util.spec_from_file_location("train_conformers_job", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "train_conformers_job")
 
 
 @pytest.fixture(scope="module")

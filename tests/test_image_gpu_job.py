@@ -4,7 +4,6 @@ trains, exports, samples a grid, measures bits/dim and resumes; bad inputs fail 
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import os
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_script
 from PIL import Image
 from safetensors import safe_open
 from test_images import _cifar_batches, _jpeg, _packed
@@ -31,10 +31,7 @@ TINY = ROOT / "configs" / "cifar_tiny_test.yaml"
 
 @pytest.fixture(scope="module")
 def job():
-    spec = importlib.util.spec_from_file_location("train_images_job", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "train_images_job")
 
 
 def test_prepare_copies_a_packed_file_and_packs_official_batches_as_jpeg(tmp_path, job, capsys):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -223,14 +222,9 @@ class MoleculeDataset(Sequence):
     @classmethod
     def load(cls, path: str | os.PathLike) -> MoleculeDataset:
         """Read a file written by ``save``."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no dataset file {path}")
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                arrays = {k: f[k] for k in cls._KEYS if k in f.files}
-        except (ValueError, OSError) as e:
-            raise ValueError(f"{path} is not a molediff dataset (.npz): {e}") from None
+        from ..utils import read_npz
+
+        arrays = read_npz(path, cls._KEYS, "dataset file")
         missing = {"atomic_numbers", "positions", "offsets"} - set(arrays)
         if missing:
             raise ValueError(f"{path} is not a molediff dataset: missing {sorted(missing)}")

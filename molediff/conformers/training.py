@@ -18,7 +18,6 @@ import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -89,14 +88,9 @@ class GraphStore:
     def load(cls, path: str | os.PathLike) -> GraphStore:
         """Read a file written by ``save`` (numpy only). FileNotFoundError for a missing file; ValueError for a
         file that is not a graph store or whose arrays do not fit together."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"graph file {path} does not exist")
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                arrays = {k: f[k] for k in cls._KEYS if k in f.files}
-        except (OSError, EOFError, ValueError) as e:  # not a zip, cut off, pickled
-            raise ValueError(f"{path} is not a readable .npz file ({' '.join(str(e).split())})") from None
+        from ..utils import read_npz
+
+        arrays = read_npz(path, cls._KEYS, "graph file")
         missing = [k for k in cls._KEYS if k not in arrays]
         if missing:
             raise ValueError(f"{path} is not a conformer graph file: missing {missing}")

@@ -118,15 +118,14 @@ def prepare(args) -> None:
             stores.append(store)
             skipped += left_out
         molecules = parts[0] if len(parts) == 1 else MoleculeDataset.from_molecules(m for p in parts for m in p)
-        store = stores[0] if len(stores) == 1 else GraphStore.concatenate(stores)
-        kept = range(len(molecules))
+        store = GraphStore.concatenate(stores)
         data = out / f"conformers_{'_'.join(args.sources)}_{split}.npz"
         molecules.save(data, compress=True)
         store.save(graphs_path(data))
         kinds = Counter("unpaired electrons" if "unpaired" in r else "sanitisation failed" if "sanitisation" in r
                         else "other" for _, r in skipped)
         sizes = [p.stat().st_size / 2**20 for p in (data, graphs_path(data))]
-        print(f"wrote {data} ({sizes[0]:.1f} MiB) and {graphs_path(data).name} ({sizes[1]:.1f} MiB): {len(kept)} "
+        print(f"wrote {data} ({sizes[0]:.1f} MiB) and {graphs_path(data).name} ({sizes[1]:.1f} MiB): {len(molecules)} "
               f"molecules, {len(skipped)} left out ({', '.join(f'{n} {k}' for k, n in kinds.most_common()) or 'none'}"
               f"), {time.perf_counter() - t0:.0f} s")
         for p in (data, graphs_path(data)):
