@@ -197,6 +197,8 @@ def train(task: TrainingTask, config: TrainConfig, resume: bool | str = False, d
     """
     device = _resolve_device(device)
     if device.type == "cuda":
+        if device.index is None:   # set_device needs an index: plain "cuda" means the current device
+            device = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(device)
     started = distributed.init("nccl" if device.type == "cuda" else "gloo")
     try:
