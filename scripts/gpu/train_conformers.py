@@ -189,8 +189,10 @@ def run(args) -> None:
                    "data": {**config.data, "dataset": "npz", "path": str(data), "graphs": str(graphs)}}
         if args.train_steps is not None:
             changes["steps"] = args.train_steps
-        if args.ema_decay is not None:
-            changes["optim"] = dataclasses.replace(config.optim, ema_decay=args.ema_decay)
+        optim = {k: v for k, v in (("ema_decay", args.ema_decay), ("lr", args.lr), ("lr_schedule", args.lr_schedule))
+                 if v is not None}
+        if optim:
+            changes["optim"] = dataclasses.replace(config.optim, **optim)
         config = dataclasses.replace(config, **changes)
         task = build_task(config)   # reads the molecules and their graphs: files that do not fit fail here
         start_step = latest_step(run_dir)
@@ -295,6 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--train-steps", type=int, default=None,
                    help="total optimiser steps (overrides the config's steps; raise it to extend a run)")
     b.add_argument("--ema-decay", type=float, default=None, help="EMA decay (overrides the config's)")
+    b.add_argument("--lr", type=float, default=None, help="peak learning rate (overrides the config's)")
+    b.add_argument("--lr-schedule", choices=["constant", "cosine"], default=None,
+                   help="learning-rate schedule after warm-up (overrides the config's); cosine decays to 0 at "
+                        "--train-steps, so set both to anneal a run that fits the time budget")
     b.add_argument("--eval-molecules", type=int, default=2000,
                    help="held-out eps-loss on the first N molecules of the valid and train files (0: skip)")
     b.add_argument("--eval-batch", type=int, default=256, help="molecules per batch for the held-out loss")
