@@ -67,8 +67,11 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))   # the working tree's molediff: the GPU machine does not install the package
+for _path in (ROOT, Path(__file__).resolve().parent):   # the tree's molediff (not installed there) and job_report
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+from job_report import device_facts, returned_weights, training_facts, write_report  # noqa: E402
 
 log = logging.getLogger("train_conformers")
 
@@ -164,7 +167,7 @@ def run(args) -> None:
     from molediff.training import build_task, export_weights, load_config, train
     from molediff.training.checkpoint import latest_step
     from molediff.training.weights import load_model
-    from molediff.utils import check_device, cpu_has_native_bf16
+    from molediff.utils import check_device
 
     t_all = time.perf_counter()
     if not 0 < args.minutes <= MAX_MINUTES:
@@ -223,40 +226,25 @@ def run(args) -> None:
     shutil.copy(run_dir / "metrics.jsonl", out / "metrics.jsonl")
 
     weights = export_weights(run_dir, run_dir / WEIGHTS, dtype=PRECISIONS[args.precision])
-    weights_mib = weights.stat().st_size / 2**20
-    returned = weights_mib <= args.max_file_mib
-    if returned:
-        shutil.copy(weights, out / WEIGHTS)
-    model = load_model(ConformerDiffusion, weights, device=device)   # what comes back (bf16 read as float32)
+    returned = returned_weights(weights, out, args.max_file_mib)
+    model = load_model(ConformerDiffusion, weights, device=device)   # what comes back
     valid = Path(args.valid) if args.valid else data.with_name(data.name.replace("train", "valid"))
     heldout = {"valid": _heldout(model, valid, args.eval_molecules, args.eval_batch) if valid != data else None,
                "train": _heldout(model, data, args.eval_molecules, args.eval_batch)}
 
-    ema_decay = config.optim.ema_decay
+    trained = (final_step - start_step) * config.batch_size
     report = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "torch": torch.__version__, "config": args.config, "data": str(data), "graphs": str(graphs),
+        **device_facts(device), "config": args.config, "data": str(data), "graphs": str(graphs),
         "run_dir": str(run_dir), "resumed": resuming, "init": args.init if not resuming else None,
         "parameters": sum(p.numel() for p in model.parameters()), "t_max": model.config.t_max,
-        "molecules": len(task.dataset), "start_step": start_step, "final_step": final_step,
-        "steps_this_run": final_step - start_step, "batch_size": config.batch_size, "minutes": args.minutes,
-        "bf16_autocast": bool(config.bf16 and (device.type == "cuda" or cpu_has_native_bf16())),
-        "load_wall_s": load_s, "train_wall_s": train_s,
-        "molecules_per_s": (final_step - start_step) * config.batch_size / train_s if train_s > 0 else None,
+        "molecules": len(task.dataset), "minutes": args.minutes,
+        **training_facts(config, device, metrics, start_step, final_step, load_s, train_s),
+        "molecules_per_s": trained / train_s if train_s > 0 else None,
         "molecules_per_s_logged_median": statistics.median(rates) if rates else None,
-        "epochs_this_run": (final_step - start_step) * config.batch_size / max(len(task.dataset), 1),
-        "ema_decay": ema_decay, "ema_weight_of_start": ema_decay ** final_step if ema_decay is not None else None,
-        "final_metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
-        "heldout_eps_loss": heldout,
-        "weights": {"file": WEIGHTS, "mib": weights_mib, "returned": returned,
-                    "note": "in --out" if returned else
-                    f"over --max-file-mib {args.max_file_mib:g}: left on the device in {weights}"},
-        "peak_gpu_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+        "epochs_this_run": trained / max(len(task.dataset), 1),
+        "heldout_eps_loss": heldout, "weights": returned,
     }
-    report["total_wall_s"] = time.perf_counter() - t_all
-    report["out_files"] = sorted({p.name for p in out.iterdir()} | {"report.json"})
-    (out / "report.json").write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
+    write_report(report, out, t_all)
 
 
 def build_parser() -> argparse.ArgumentParser:

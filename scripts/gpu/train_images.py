@@ -77,8 +77,11 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))   # the working tree's molediff: the GPU machine does not install the package
+for _path in (ROOT, Path(__file__).resolve().parent):   # the tree's molediff (not installed there) and job_report
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+from job_report import device_facts, returned_weights, training_facts, write_report  # noqa: E402
 
 log = logging.getLogger("train_images")
 
@@ -179,7 +182,7 @@ def run(args) -> None:
     from molediff.training import build_task, export_weights, load_config, train
     from molediff.training.checkpoint import latest_step
     from molediff.training.weights import load_model
-    from molediff.utils import check_device, cpu_has_native_bf16
+    from molediff.utils import check_device
 
     t_all = time.perf_counter()
     if not 0 < args.minutes <= MAX_MINUTES:
@@ -244,10 +247,7 @@ def run(args) -> None:
     shutil.copy(run_dir / "metrics.jsonl", out / "metrics.jsonl")
 
     weights = export_weights(run_dir, run_dir / WEIGHTS, dtype=torch.bfloat16)
-    weights_mib = weights.stat().st_size / 2**20
-    returned = weights_mib <= args.max_file_mib
-    if returned:
-        shutil.copy(weights, out / WEIGHTS)
+    returned = returned_weights(weights, out, args.max_file_mib)
     # sample and measure the bf16 weights that were exported (cast to float32), i.e. what comes back
     model = load_model(ImageDiffusion, weights, device=device)
     if device.type == "cuda":
@@ -272,32 +272,18 @@ def run(args) -> None:
                "wall_s": time.perf_counter() - t2}
         bpd["sem"] = None if math.isnan(bpd["sem"]) else bpd["sem"]   # NaN (one image) is not JSON
 
-    ema_decay = config.optim.ema_decay
     report = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "torch": torch.__version__, "config": args.config, "data": str(data), "run_dir": str(run_dir),
+        **device_facts(device), "config": args.config, "data": str(data), "run_dir": str(run_dir),
         "resumed": resuming, "init": args.init if not resuming else None,
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "start_step": start_step, "final_step": final_step, "steps_this_run": final_step - start_step,
-        "batch_size": config.batch_size, "minutes": args.minutes,
-        "bf16_autocast": bool(config.bf16 and (device.type == "cuda" or cpu_has_native_bf16())),
-        "load_wall_s": load_s, "train_wall_s": train_s,
+        "parameters": sum(p.numel() for p in model.parameters()), "minutes": args.minutes,
+        **training_facts(config, device, metrics, start_step, final_step, load_s, train_s),
         "images_per_s": trained / train_s if train_s > 0 else None,
         "images_per_s_logged_median": statistics.median(logged) if logged else None,
-        "ema_decay": ema_decay, "ema_weight_of_start": ema_decay ** final_step if ema_decay is not None else None,
-        "final_metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
         "samples": {"n": args.samples, "sampler": args.sampler, "steps": args.steps or T, "wall_s": sample_s,
                     "images_per_s": args.samples / sample_s, "bf16": device.type == "cuda" and args.bf16_sampling},
-        "bits_per_dim": bpd,
-        "weights": {"file": WEIGHTS, "mib": weights_mib, "returned": returned,
-                    "note": "in --out" if returned else
-                    f"over --max-file-mib {args.max_file_mib:g}: left on the device in {weights}"},
-        "peak_gpu_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+        "bits_per_dim": bpd, "weights": returned,
     }
-    report["total_wall_s"] = time.perf_counter() - t_all
-    report["out_files"] = sorted({p.name for p in out.iterdir()} | {"report.json"})
-    (out / "report.json").write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
+    write_report(report, out, t_all)
 
 
 def build_parser() -> argparse.ArgumentParser:

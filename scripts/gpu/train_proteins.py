@@ -47,8 +47,11 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))   # the working tree's molediff: the GPU machine does not install the package
+for _path in (ROOT, Path(__file__).resolve().parent):   # the tree's molediff (not installed there) and job_report
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+from job_report import device_facts, write_report  # noqa: E402
 
 log = logging.getLogger("train_proteins")
 
@@ -146,8 +149,7 @@ def run(args) -> None:
                         seeds=np.arange(len(lengths)))
     finite = [c for c in chains if np.isfinite(c).all()]
     report = {
-        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-        "torch": torch.__version__, "train_wall_s": train_s, "sample_wall_s": sample_s,
+        **device_facts(device), "train_wall_s": train_s, "sample_wall_s": sample_s,
         "samples": len(chains), "lengths": list(args.lengths), "sampler": args.sampler,
         "steps": args.steps or model.schedule.T, "sampling_chains_per_s": len(chains) / sample_s,
         "geometry": {L: _geometry([c for c in finite if len(c) == L]) for L in args.lengths
@@ -156,8 +158,7 @@ def run(args) -> None:
         "final_metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
         "resumed": resuming, "config": args.config, "init": args.init,
     }
-    (out / "report.json").write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
+    write_report(report, out)
 
 
 # --------------------------------------------------------------------------------------------- score (CPU)

@@ -36,8 +36,11 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))   # the working tree's molediff: the GPU machine does not install the package
+for _path in (ROOT, Path(__file__).resolve().parent):   # the tree's molediff (not installed there) and job_report
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+from job_report import device_facts, write_report  # noqa: E402
 
 log = logging.getLogger("train_qm9")
 
@@ -108,14 +111,12 @@ def run(args) -> None:
     np.savez_compressed(out / "samples.npz", positions=positions, atomic_numbers=numbers, counts=counts.numpy())
     last = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
     report = {
-        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-        "torch": torch.__version__, "train_wall_s": train_s, "sample_wall_s": sample_s,
+        **device_facts(device), "train_wall_s": train_s, "sample_wall_s": sample_s,
         "samples": args.samples, "sampler": args.sampler, "steps": args.steps or model.schedule.T,
         "sampling_molecules_per_s": args.samples / sample_s, "final_metrics": last,
         "resumed": resuming, "config": args.config,
     }
-    (out / "report.json").write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
+    write_report(report, out)
 
 
 def score(args) -> None:
