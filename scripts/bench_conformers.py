@@ -173,8 +173,9 @@ def methods(model=None, sigma0: float = DEFAULT_SIGMA0, ablations=(0.1, 0.45), s
     for k in steps_ablations:
         arms[f"molediff + refiner, {k} DDIM steps"] = refined(steps=k)
     arms[f"molediff + refiner, SDEdit's fresh noise (σ₀ {sigma0:g} Å)"] = refined(fresh_noise=True)
-    other = "diverse" if select == "model" else "model"
-    arms[f"molediff + refiner, {other} selection"] = refined(select=other)
+    for other in ("energy", "diverse", "model"):
+        if other != select:
+            arms[f"molediff + refiner, {other} selection"] = refined(select=other)
     return arms
 
 

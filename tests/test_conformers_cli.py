@@ -17,6 +17,7 @@ from rdkit.Chem import rdDistGeom, rdMolAlign
 import molediff
 from molediff.cli import main
 from molediff.conformers.pipeline import (
+    SymmetricRMSD,
     check_conformer_stereo,
     enforce_stereo,
     generate_conformers,
@@ -180,6 +181,27 @@ def test_hydroxyl_rotamers_count_as_distinct_in_selection():
         positions.append(mol.GetConformer().GetPositions())
     chosen = select_conformers(mol, np.stack(positions), [0.0] * 5, 3, "diverse")
     assert sorted(chosen) == [0, 3, 4]
+
+
+def test_energy_selection_prunes_near_duplicates_in_energy_order():
+    # five candidates: 0 and 1 are the same conformer (1 lower in energy), 2 is 0.3 A from 1, 3 and 4 far away
+    mol = _embedded("CCCCO", count=1)
+    base = mol.GetConformer().GetPositions()
+    rng = np.random.default_rng(1)
+    far = [base + rng.normal(scale=0.8, size=base.shape) for _ in range(2)]
+    nudge = rng.normal(size=base.shape)
+    positions = np.stack([base, base, base + 0.3 * nudge / np.sqrt((nudge ** 2).sum(1).mean()), *far])
+    energies = [2.0, 1.0, 0.0, 5.0, 3.0]
+    rmsd = SymmetricRMSD(mol, positions, polar_hydrogens=True)
+    assert rmsd.from_one(1)[0] < 1e-6 and 0.05 < rmsd.from_one(1)[2] < 0.5 and min(rmsd.from_one(3)[:3]) > 0.5
+    # pruning at 0.5 A: the lowest (2), then 4 and 3 by energy; 1 and 0 are within 0.5 A of 2
+    assert select_conformers(mol, positions, energies, 3, "energy", prune_rmsd=0.5) == [2, 4, 3]
+    # a threshold below their distance keeps 2 and 1 apart, and still never both copies 1 and 0
+    assert select_conformers(mol, positions, energies, 3, "energy", prune_rmsd=0.01) == [2, 1, 4]
+    # more wanted than distinct ones: the rest by farthest point (0 and 1 are equally far: the lower energy first)
+    assert select_conformers(mol, positions, energies, 5, "energy", prune_rmsd=0.5) == [2, 4, 3, 1, 0]
+    with pytest.raises(ValueError, match="prune_rmsd must be >= 0"):
+        select_conformers(mol, positions, energies, 3, "energy", prune_rmsd=-1.0)
 
 
 # ------------------------------------------------------------------------------------------ the command

@@ -22,6 +22,8 @@ import argparse
 import logging
 import sys
 
+from ..conformers.pipeline import DEFAULT_PRUNE_RMSD
+
 log = logging.getLogger(__name__)
 
 
@@ -46,6 +48,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "--relax mmff); 'none': the first N candidates; 'model': farthest-point selection "
                              "among the best-scored third by the model's denoising error (needs a refiner; writes "
                              "model_score)")
+    parser.add_argument("--prune-rmsd", type=float, default=DEFAULT_PRUNE_RMSD, metavar="ANGSTROM",
+                        help=f"--select energy keeps no two conformers closer than this RMSD (heavy atoms and polar "
+                             f"H), default {DEFAULT_PRUNE_RMSD:g}")
     parser.add_argument("--max-atoms", type=int, default=500,
                         help="skip molecules with more atoms than this (hydrogens included)")
     parser.add_argument("--threads", type=int, default=1,
@@ -162,6 +167,8 @@ def run(args: argparse.Namespace) -> int:
         return _usage_error("--seed must be in 0..2147483647")
     if args.select == "energy" and args.relax == "none":
         return _usage_error("--select energy needs energies: use --relax mmff")
+    if not args.prune_rmsd >= 0:
+        return _usage_error("--prune-rmsd must be >= 0")
     if not args.output.lower().endswith(".sdf"):
         return _usage_error(f"output must end in .sdf, got {args.output!r}")
     if (args.steps is not None and args.steps < 1) or args.batch_size < 1:
@@ -202,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
                         try:
                             mol = generate_conformers(rec.mol, n=args.num_conformers, seed=args.seed, pool=args.pool,
                                                       relax=args.relax, select=args.select, max_atoms=args.max_atoms,
-                                                      threads=args.threads, **options)
+                                                      threads=args.threads, prune_rmsd=args.prune_rmsd, **options)
                         except ValueError as e:
                             reason = str(e)
                         except Exception as e:  # an RDKit failure on one molecule must not end the batch

@@ -44,6 +44,7 @@ MODEL_FRACTION = 1 / 3  # select="model": the best-scored third of the candidate
 SCORE_PROP = "model_score"
 DEFAULT_SIGMA0 = 0.3  # Å; with DEFAULT_STEPS DDIM steps and no fresh noise: the benchmark's best on the tuning sets
 DEFAULT_STEPS = 5  # sampler steps of refinement
+DEFAULT_PRUNE_RMSD = 0.5  # Å: select="energy" keeps no two conformers closer than this
 NOISE_STEPS = 50  # sampler steps from t = 1 (init="noise")
 SHIPPED_REFINER = "conformer_refiner"  # molediff/pretrained/conformer_refiner.safetensors, when a release ships it
 MAX_ATOMIC_NUMBER = 103  # UFF's periodic table (H..Lr) bounds what distance geometry and the force fields know
@@ -417,10 +418,14 @@ def _round(template, count: int, wanted: int, seed: int, relax: str, threads: in
 
 def select_conformers(mol, positions: np.ndarray, energies: Sequence[float] | None, n: int, select: str = "diverse",
                       energy_window: float = 10.0, scores: Sequence[float] | None = None,
-                      model_fraction: float = MODEL_FRACTION) -> list[int]:
+                      model_fraction: float = MODEL_FRACTION, prune_rmsd: float = DEFAULT_PRUNE_RMSD) -> list[int]:
     """Indices of the ``n`` conformers chosen from candidates ``positions`` [P, n_atoms, 3] (Å) of ``mol``.
 
-    ``energies`` [P] in kcal/mol or None. ``"none"``: the first n. ``"energy"``: the n lowest (needs energies).
+    ``energies`` [P] in kcal/mol or None. ``"none"``: the first n.
+    ``"energy"`` (needs energies): energy-ordered RMSD pruning, the usual way to reduce a conformer ensemble:
+    candidates from the lowest energy up, each kept unless it lies within ``prune_rmsd`` Å (the RMSD below) of one
+    kept already, until n are kept; when fewer than n are that distinct, farthest-point sampling among the rest
+    tops them up.
     ``"diverse"``: candidates within ``energy_window`` of the lowest (topped up with the next lowest if fewer
     than n), then farthest-point sampling on symmetry-aware RMSD over heavy atoms and polar hydrogens (so OH / NH
     rotamers count as distinct) starting from the lowest-energy candidate (the first without energies); ties go
@@ -446,7 +451,23 @@ def select_conformers(mol, positions: np.ndarray, energies: Sequence[float] | No
     if select == "energy":
         if energies is None:
             raise ValueError("select='energy' needs energies")
-        return order[:n]
+        if not prune_rmsd >= 0:
+            raise ValueError(f"prune_rmsd must be >= 0 (Å), got {prune_rmsd}")
+        rmsd = SymmetricRMSD(mol, np.asarray(positions)[order], polar_hydrogens=True)
+        kept: list[int] = []
+        dmin = np.full(count, np.inf)   # RMSD from each candidate (in energy order) to the nearest kept one
+        for k in range(count):
+            if len(kept) == n:
+                break
+            if dmin[k] > prune_rmsd:
+                kept.append(k)
+                dmin = np.minimum(dmin, rmsd.from_one(k))
+        while len(kept) < min(n, count):   # too few distinct ones: the farthest of the rest, as "diverse" does
+            dmin[kept] = -1.0
+            k = int(np.argmax(dmin))
+            kept.append(k)
+            dmin = np.minimum(dmin, rmsd.from_one(k))
+        return [order[k] for k in kept]
     if select != "diverse":
         raise ValueError(f"select must be one of {', '.join(SELECT_METHODS)}, got {select!r}")
     if energies is not None:
@@ -618,6 +639,7 @@ def _model_settings(refiner, sigma0, t0, steps, sampler, init, select, device, b
 
 def generate_conformers(mol_or_smiles, n: int = 10, seed: int = 0, pool: int = 3, relax: str = "mmff",
                         select: str = "diverse", max_atoms: int = 500, *, energy_window: float = 10.0,
+                        prune_rmsd: float = DEFAULT_PRUNE_RMSD,
                         threads: int = 1, max_iters: int = 1000, refiner=None, sigma0: float | None = None,
                         t0: float | None = None, steps: int | None = None, sampler: str = "ddim",
                         fresh_noise: bool = False, init: str = "etkdg", device: str = "cpu", batch_size: int = 32):
@@ -635,6 +657,7 @@ def generate_conformers(mol_or_smiles, n: int = 10, seed: int = 0, pool: int = 3
             see ``select_conformers``).
         max_atoms: the largest molecule accepted, hydrogens included.
         energy_window: kcal/mol above the lowest candidate kept by ``"diverse"``.
+        prune_rmsd: Å; ``"energy"`` keeps no two conformers closer than this (``select_conformers``).
         threads: threads for embedding and relaxation (0: all cores); torch's threads are the caller's.
         max_iters: force-field minimisation steps per candidate.
         refiner: None (the model-free pipeline), ``"shipped"`` (the shipped ``conformer_refiner`` weights, what
@@ -688,6 +711,8 @@ def generate_conformers(mol_or_smiles, n: int = 10, seed: int = 0, pool: int = 3
         raise ValueError(f"select must be one of {', '.join(SELECT_METHODS)}, got {select!r}")
     if select == "energy" and relax == "none":
         raise ValueError("select='energy' needs energies: use relax='mmff'")
+    if not prune_rmsd >= 0:
+        raise ValueError(f"prune_rmsd must be >= 0 (Å), got {prune_rmsd}")
     if threads < 0:
         raise ValueError(f"threads must be >= 0 (0: all cores), got {threads}")
     settings = _model_settings(refiner, sigma0, t0, steps, sampler, init, select, device, batch_size, fresh_noise)
@@ -747,7 +772,8 @@ def generate_conformers(mol_or_smiles, n: int = 10, seed: int = 0, pool: int = 3
                 notes.append("selected by 'diverse' instead of 'model'")
         known = energies if all(e is not None for e in energies) else None
         how = select if select != "model" or scores is not None else "diverse"
-        chosen = select_conformers(molh, np.stack(positions), known, n, how, energy_window, scores)
+        chosen = select_conformers(molh, np.stack(positions), known, n, how, energy_window, scores,
+                                   prune_rmsd=prune_rmsd)
         refined = reverted = 0
         if model_ok and settings.t0 is not None:
             # only the chosen n are refined: refinement moves atoms by about σ₀, far less than the RMSD between
