@@ -44,8 +44,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "record its energy; 'none': keep the ETKDGv3 geometries (no energies)")
     parser.add_argument("--select", choices=["diverse", "energy", "none", "model"], default="diverse",
                         help="'diverse': farthest-point selection on RMSD over heavy atoms and polar H among "
-                             "candidates within 10 kcal/mol of the lowest; 'energy': the N lowest in energy (needs "
-                             "--relax mmff); 'none': the first N candidates; 'model': farthest-point selection "
+                             "candidates within 10 kcal/mol of the lowest; 'energy': the lowest-energy candidates that "
+                             "differ by at least --prune-rmsd (needs --relax mmff); 'none': the first N candidates; 'model': farthest-point selection "
                              "among the best-scored third by the model's denoising error (needs a refiner; writes "
                              "model_score)")
     parser.add_argument("--prune-rmsd", type=float, default=DEFAULT_PRUNE_RMSD, metavar="ANGSTROM",
