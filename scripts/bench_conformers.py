@@ -1,7 +1,7 @@
 """Benchmark conformer generation against reference geometries: RDKit's ETKDGv3, ETKDGv3 + MMFF94, and molediff's
 pipeline (``molediff.generate_conformers``: pool 3, MMFF94, diverse selection) with its ablations (pool 1; no
 relaxation), side by side in one run. With ``--refiner WEIGHTS`` also the diffusion refiner's arms: molediff's
-defaults with refinement (σ₀ = 0.3 Å, 5 DDIM steps, no fresh noise: the pipeline's defaults), the model-free
+defaults with refinement (σ₀ = 0.45 Å, 5 DDIM steps, no fresh noise: the pipeline's defaults), the model-free
 pipeline (no refinement), and unless ``--only-defaults`` the ablations: pool 1, no relaxation, other σ₀
 (``--sigma0-ablations``), other step counts (``--steps-ablations``), SDEdit's fresh noise, the other selection.
 
@@ -147,7 +147,7 @@ METHODS = {
 }
 
 
-def methods(model=None, sigma0: float = DEFAULT_SIGMA0, ablations=(0.1, 0.45), steps: int = DEFAULT_STEPS,
+def methods(model=None, sigma0: float = DEFAULT_SIGMA0, ablations=(0.1, 0.3), steps: int = DEFAULT_STEPS,
             select: str = "diverse", pool: int = 3, only_defaults: bool = False, steps_ablations=()) -> dict:
     """The arms of the run: ``METHODS`` without a refiner. With a refiner ``model``: the baselines, molediff's
     defaults with refinement (σ₀ ``sigma0``, ``steps`` DDIM steps, ``select``, ``pool``) and its ablations: no
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--refiner", default=None, metavar="WEIGHTS",
                         help="conformer refiner weights: adds the refiner's arms (default: none)")
     parser.add_argument("--sigma0", type=float, default=DEFAULT_SIGMA0, help="σ₀ (Å) of the refiner's default arm")
-    parser.add_argument("--sigma0-ablations", type=float, nargs="*", default=[0.1, 0.45],
+    parser.add_argument("--sigma0-ablations", type=float, nargs="*", default=[0.1, 0.3],
                         help="other σ₀ (Å) measured as ablations")
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="DDIM steps of refinement")
     parser.add_argument("--steps-ablations", type=int, nargs="*", default=[],

@@ -24,7 +24,7 @@ ALANINE = "C[C@H](N)C(=O)O"
 
 @pytest.fixture(scope="module")
 def refiner():
-    return train_tiny([mmff_conformers(ALANINE, k=6)], t_max=0.3, steps=300)
+    return train_tiny([mmff_conformers(ALANINE, k=6)], t_max=0.35, steps=300)
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +147,7 @@ def test_a_molecule_the_model_cannot_read_is_left_unrefined_with_a_note(refiner)
     ({"select": "model"}, "select='model' needs a model"),
     ({"init": "noise"}, "init='noise' needs a model"),
     ({"sigma0": 0.1}, "no refiner given"),
-    ({"refiner": "R", "sigma0": 0.45}, "beyond the times this model was trained on (t_max = 0.3)"),
+    ({"refiner": "R", "sigma0": 0.7}, "beyond the times this model was trained on (t_max = 0.35)"),
     ({"refiner": "R", "sigma0": 0.1, "t0": 0.05}, "give sigma0 or t0, not both"),
     ({"refiner": "R", "sigma0": -1.0}, "sigma0 must be >= 0"),
     ({"refiner": "R", "t0": 1.5}, "t0 must lie in (0, 1]"),
@@ -171,8 +171,8 @@ def test_the_command_refines_with_given_weights_and_says_so(weights, tmp_path, c
     assert main(["conformers", ALANINE + " ala", "-n", "2", "-o", str(out), "--refiner", str(weights),
                  "--steps", "4", "--select", "model"]) == 0
     text = capsys.readouterr().out
-    # T = 100: the grid σ nearest to the default 0.3 Å
-    assert (f"refiner: {weights}; refining from sigma0 = 0.294 A (t0 = 0.210) from the conformers themselves, "
+    # T = 100: the grid σ nearest to the default 0.45 Å
+    assert (f"refiner: {weights}; refining from sigma0 = 0.454 A (t0 = 0.330) from the conformers themselves, "
             f"4 ddim steps") in text
     assert "ala: 2 conformers" in text and "refined 2 (0 kept unrefined: stereo)" in text  # the chosen ones
     records = list(Chem.SDMolSupplier(str(out), removeHs=False))
@@ -196,7 +196,7 @@ def test_the_command_uses_shipped_weights_when_there_are_some(weights, tmp_path,
 
 @pytest.mark.parametrize("argv, message", [
     (["--init", "noise"], "--init noise needs a model trained on all noise levels (t_max = 1)"),
-    (["--sigma0", "0.45"], "beyond the times this model was trained on"),
+    (["--sigma0", "0.7"], "beyond the times this model was trained on"),
     (["--sampler", "euler"], "unknown --sampler 'euler'"),
     (["--steps", "0"], "--steps and --batch-size must be at least 1"),
 ])

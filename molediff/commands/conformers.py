@@ -64,7 +64,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                             "else none")
     start = model.add_mutually_exclusive_group()
     start.add_argument("--sigma0", type=float, default=None,
-                       help="where refinement starts, as the noise level sigma_t0 in Angstrom (default 0.3; 0: "
+                       help="where refinement starts, as the noise level sigma_t0 in Angstrom (default 0.45; 0: "
                             "no refinement, the model then only scores for --select model)")
     start.add_argument("--t0", type=float, default=None,
                        help="start time of refinement in (0, t_max] instead of --sigma0")

@@ -42,7 +42,7 @@ SELECT_METHODS = ("diverse", "energy", "none", "model")
 INIT_METHODS = ("etkdg", "noise")
 MODEL_FRACTION = 1 / 3  # select="model": the best-scored third of the candidates is what farthest-point picks from
 SCORE_PROP = "model_score"
-DEFAULT_SIGMA0 = 0.3  # Å; with DEFAULT_STEPS DDIM steps and no fresh noise: the benchmark's best on the tuning sets
+DEFAULT_SIGMA0 = 0.45  # Å; with DEFAULT_STEPS DDIM steps and no fresh noise: best on the tuning sets (0.3 before the GPU-trained weights)
 DEFAULT_STEPS = 5  # sampler steps of refinement
 DEFAULT_PRUNE_RMSD = 0.5  # Å: select="energy" keeps no two conformers closer than this
 NOISE_STEPS = 50  # sampler steps from t = 1 (init="noise")
@@ -665,7 +665,7 @@ def generate_conformers(mol_or_smiles, n: int = 10, seed: int = 0, pool: int = 3
             its weights (a ``.safetensors`` file or run directory, loaded on ``device`` at every call: pass the
             model to refine many molecules). With a refiner the chosen conformers are refined (step 5 of the
             module docstring).
-        sigma0: where refinement starts, in Å: the schedule's σ at t₀ (default ``DEFAULT_SIGMA0`` = 0.3); 0 turns
+        sigma0: where refinement starts, in Å: the schedule's σ at t₀ (default ``DEFAULT_SIGMA0`` = 0.45); 0 turns
             refinement off (the model then serves ``select="model"`` or ``init="noise"`` only).
         t0: the start time of refinement instead of ``sigma0`` (a grid time in (0, t_max]).
         steps: reverse sampler steps from t₀ to 0, or from t = 1 with ``init="noise"`` (None: ``DEFAULT_STEPS`` = 5
