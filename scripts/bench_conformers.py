@@ -1,9 +1,10 @@
 """Benchmark conformer generation against reference geometries: RDKit's ETKDGv3, ETKDGv3 + MMFF94, and molediff's
 pipeline (``molediff.generate_conformers``: pool 3, MMFF94, diverse selection) with its ablations (pool 1; no
 relaxation), side by side in one run. With ``--refiner WEIGHTS`` also the diffusion refiner's arms: molediff's
-defaults with refinement (σ₀ = 0.45 Å, 5 DDIM steps, no fresh noise: the pipeline's defaults), the model-free
-pipeline (no refinement), and unless ``--only-defaults`` the ablations: pool 1, no relaxation, other σ₀
-(``--sigma0-ablations``), other step counts (``--steps-ablations``), SDEdit's fresh noise, the other selection.
+defaults with refinement (σ₀ = 0.45 Å, 3 passes of 3 DDIM steps, no fresh noise, bf16 where native: the
+pipeline's defaults), the model-free pipeline (no refinement), and unless ``--only-defaults`` the ablations: pool
+1, no relaxation, other σ₀ (``--sigma0-ablations``), other step counts (``--steps-ablations``), one pass of 5
+steps (session 5's refinement), float32, SDEdit's fresh noise, the other selections.
 
     OMP_NUM_THREADS=1 python scripts/bench_conformers.py [--set qm9|ccd] [--n-molecules 100] [--seed 0]
         [--threads 1] [--refiner WEIGHTS] [--device cpu]
@@ -42,7 +43,7 @@ import time
 
 import numpy as np
 
-from molediff.conformers.pipeline import DEFAULT_SIGMA0, DEFAULT_STEPS
+from molediff.conformers.pipeline import DEFAULT_PASSES, DEFAULT_SIGMA0, DEFAULT_STEPS
 
 MAX_ITERS = 1000  # MMFF94 steps for both the baseline and molediff's pipeline
 N_VALUES = (1, 10)
@@ -148,21 +149,24 @@ METHODS = {
 
 
 def methods(model=None, sigma0: float = DEFAULT_SIGMA0, ablations=(0.1, 0.3), steps: int = DEFAULT_STEPS,
-            select: str = "diverse", pool: int = 3, only_defaults: bool = False, steps_ablations=()) -> dict:
+            select: str = "diverse", pool: int = 3, only_defaults: bool = False, steps_ablations=(),
+            passes: int = DEFAULT_PASSES) -> dict:
     """The arms of the run: ``METHODS`` without a refiner. With a refiner ``model``: the baselines, molediff's
-    defaults with refinement (σ₀ ``sigma0``, ``steps`` DDIM steps, ``select``, ``pool``) and its ablations: no
-    refinement (the model-free pipeline), pool 1, no relaxation, the other σ₀ and step counts, the other selection.
-    ``only_defaults``: the baselines, the defaults and the model-free pipeline only."""
+    defaults with refinement (σ₀ ``sigma0``, ``passes`` of ``steps`` DDIM steps, ``select``, ``pool``) and its
+    ablations: no refinement (the model-free pipeline), pool 1, no relaxation, the other σ₀ and step counts, one
+    pass of 5 steps, float32, fresh noise, the other selections. ``only_defaults``: the baselines, the defaults
+    and the model-free pipeline only."""
     if model is None:
         return dict(METHODS)
 
     def refined(**kwargs):
-        options = {"refiner": model, "sigma0": sigma0, "steps": steps, "select": select, "pool": pool, **kwargs}
+        options = {"refiner": model, "sigma0": sigma0, "steps": steps, "passes": passes, "select": select,
+                   "pool": pool, **kwargs}
         return lambda mol, n, t: molediff_pipeline(mol, n, t, **options)
 
     arms = {"ETKDGv3": METHODS["ETKDGv3"], "ETKDGv3 + MMFF94": METHODS["ETKDGv3 + MMFF94"],
-            f"molediff (pool {pool}, MMFF94, {select} selection, refined from σ₀ {sigma0:g} Å, {steps} DDIM steps)":
-                refined(),
+            f"molediff (pool {pool}, MMFF94, {select} selection, refined from σ₀ {sigma0:g} Å, {passes} × {steps} "
+            f"DDIM steps)": refined(),
             "molediff, no refinement": lambda mol, n, t: molediff_pipeline(mol, n, t, pool=pool)}
     if only_defaults:
         return arms
@@ -171,7 +175,9 @@ def methods(model=None, sigma0: float = DEFAULT_SIGMA0, ablations=(0.1, 0.3), st
     for s in ablations:
         arms[f"molediff + refiner, σ₀ {s:g} Å"] = refined(sigma0=s)
     for k in steps_ablations:
-        arms[f"molediff + refiner, {k} DDIM steps"] = refined(steps=k)
+        arms[f"molediff + refiner, {passes} × {k} DDIM steps"] = refined(steps=k)
+    arms["molediff + refiner, 1 pass of 5 DDIM steps"] = refined(passes=1, steps=5)
+    arms["molediff + refiner, float32"] = refined(bf16=False)
     arms[f"molediff + refiner, SDEdit's fresh noise (σ₀ {sigma0:g} Å)"] = refined(fresh_noise=True)
     for other in ("energy", "diverse", "model"):
         if other != select:
@@ -273,11 +279,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sigma0", type=float, default=DEFAULT_SIGMA0, help="σ₀ (Å) of the refiner's default arm")
     parser.add_argument("--sigma0-ablations", type=float, nargs="*", default=[0.1, 0.3],
                         help="other σ₀ (Å) measured as ablations")
-    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="DDIM steps of refinement")
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="DDIM steps of each refinement pass")
+    parser.add_argument("--passes", type=int, default=DEFAULT_PASSES, help="refinement passes in a row")
     parser.add_argument("--steps-ablations", type=int, nargs="*", default=[],
                         help="other DDIM step counts measured as ablations")
-    parser.add_argument("--select", choices=["diverse", "model"], default="diverse",
-                        help="selection of the refiner's default arm (the other one is an ablation)")
+    parser.add_argument("--select", choices=["diverse", "energy", "model"], default="diverse",
+                        help="selection of the refiner's default arm (the others are ablations)")
     parser.add_argument("--pool", type=int, default=3, help="candidates per wanted conformer of molediff's arms")
     parser.add_argument("--only-defaults", action="store_true",
                         help="with --refiner: the baselines, the defaults and the model-free pipeline only")
@@ -302,7 +309,7 @@ def main(argv: list[str] | None = None) -> None:
     molecules, skipped = reference_molecules(args.n_molecules, args.seed, args.set, args.tuning)
     results = run(molecules, args.threads, methods(model, args.sigma0, args.sigma0_ablations, args.steps,
                                                    args.select, args.pool, args.only_defaults,
-                                                   args.steps_ablations))
+                                                   args.steps_ablations, args.passes))
     lo, hi = N_VALUES
     what = ("QM9 DFT geometries", "valid-split (tuning) molecules" if args.tuning else "test molecules") \
         if args.set == "qm9" else ("CCD experimental geometries",

@@ -147,6 +147,8 @@ def test_a_molecule_the_model_cannot_read_is_left_unrefined_with_a_note(refiner)
     ({"select": "model"}, "select='model' needs a model"),
     ({"init": "noise"}, "init='noise' needs a model"),
     ({"sigma0": 0.1}, "no refiner given"),
+    ({"passes": 2}, "no refiner given"),
+    ({"refiner": "R", "passes": 0}, "passes must be at least 1"),
     ({"refiner": "R", "sigma0": 0.7}, "beyond the times this model was trained on (t_max = 0.35)"),
     ({"refiner": "R", "sigma0": 0.1, "t0": 0.05}, "give sigma0 or t0, not both"),
     ({"refiner": "R", "sigma0": -1.0}, "sigma0 must be >= 0"),
@@ -173,7 +175,7 @@ def test_the_command_refines_with_given_weights_and_says_so(weights, tmp_path, c
     text = capsys.readouterr().out
     # T = 100: the grid σ nearest to the default 0.45 Å
     assert (f"refiner: {weights}; refining from sigma0 = 0.454 A (t0 = 0.330) from the conformers themselves, "
-            f"4 ddim steps") in text
+            f"3 passes of 4 ddim steps") in text
     assert "ala: 2 conformers" in text and "refined 2 (0 kept unrefined: stereo)" in text  # the chosen ones
     records = list(Chem.SDMolSupplier(str(out), removeHs=False))
     assert len(records) == 2 and {Chem.MolToSmiles(Chem.RemoveHs(r)) for r in records} == {ALANINE}
@@ -198,7 +200,8 @@ def test_the_command_uses_shipped_weights_when_there_are_some(weights, tmp_path,
     (["--init", "noise"], "--init noise needs a model trained on all noise levels (t_max = 1)"),
     (["--sigma0", "0.7"], "beyond the times this model was trained on"),
     (["--sampler", "euler"], "unknown --sampler 'euler'"),
-    (["--steps", "0"], "--steps and --batch-size must be at least 1"),
+    (["--steps", "0"], "--steps, --passes and --batch-size must be at least 1"),
+    (["--passes", "0"], "--steps, --passes and --batch-size must be at least 1"),
 ])
 def test_command_model_errors_are_usage_errors(weights, tmp_path, capsys, argv, message):
     out = tmp_path / "out.sdf"

@@ -160,6 +160,26 @@ def test_refinement_keeps_the_shape_and_is_reproducible_by_seed():
     assert np.sqrt(((far - seeds) ** 2).sum(-1).mean()) > np.sqrt(((out - seeds) ** 2).sum(-1).mean())
 
 
+def test_passes_compose_refinements_and_bf16_stays_close():
+    model = graph_model()
+    mol = embedded("CCO", k=3)
+    seeds = np.stack([c.GetPositions() for c in mol.GetConformers()])
+    common = dict(sigma0=0.2, steps=3, fresh_noise=False)
+    once = refine_conformers(model, mol, seeds, **common)
+    twice = refine_conformers(model, mol, seeds, passes=2, **common)
+    np.testing.assert_allclose(twice, refine_conformers(model, mol, once, **common), atol=1e-5)
+    assert not np.allclose(twice, once)
+    # with fresh noise, pass p draws it with seed + k + p·K: the second pass is a refinement of the first
+    noisy = dict(sigma0=0.2, steps=3, fresh_noise=True)
+    first = refine_conformers(model, mol, seeds, seed=5, **noisy)
+    np.testing.assert_allclose(refine_conformers(model, mol, seeds, seed=5, passes=2, **noisy),
+                               refine_conformers(model, mol, first, seed=5 + 3, **noisy), atol=1e-5)
+    fast = refine_conformers(model, mol, seeds, passes=2, bf16=True, **common)
+    assert np.abs(fast - twice).max() < 0.05            # bf16 autocast: the same refinement to about 0.01 Å
+    with pytest.raises(ValueError, match="passes must be at least 1"):
+        refine_conformers(model, mol, seeds, passes=0, **common)
+
+
 def test_refinement_refuses_what_it_cannot_refine():
     model = graph_model(t_max=0.3)
     mol = embedded("CCO", k=2)

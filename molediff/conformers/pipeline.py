@@ -42,8 +42,9 @@ SELECT_METHODS = ("diverse", "energy", "none", "model")
 INIT_METHODS = ("etkdg", "noise")
 MODEL_FRACTION = 1 / 3  # select="model": the best-scored third of the candidates is what farthest-point picks from
 SCORE_PROP = "model_score"
-DEFAULT_SIGMA0 = 0.45  # Å; with DEFAULT_STEPS DDIM steps and no fresh noise: best on the tuning sets (0.3 before the GPU-trained weights)
-DEFAULT_STEPS = 5  # sampler steps of refinement
+DEFAULT_SIGMA0 = 0.45  # Å; no fresh noise, DEFAULT_PASSES × DEFAULT_STEPS DDIM steps: best on the tuning sets
+DEFAULT_STEPS = 3  # sampler steps of each refinement pass
+DEFAULT_PASSES = 3  # refinement passes in a row (iterated partial diffusion; tuning sets: better than one pass)
 DEFAULT_PRUNE_RMSD = 0.5  # Å: select="energy" keeps no two conformers closer than this
 NOISE_STEPS = 50  # sampler steps from t = 1 (init="noise")
 SHIPPED_REFINER = "conformer_refiner"  # molediff/pretrained/conformer_refiner.safetensors, when a release ships it
@@ -526,14 +527,16 @@ class _Refined(NamedTuple):
     reverted: int
 
 
-def _refine_pool(molh, positions: list, energies: list, forcefield: str, model, t0: float, steps: int | None,
-                 sampler: str, seed: int, batch_size: int, reference: StereoReference, fresh_noise: bool) -> _Refined:
+def _refine_pool(molh, positions: list, energies: list, forcefield: str, settings: _ModelSettings, seed: int,
+                 reference: StereoReference, fresh_noise: bool) -> _Refined:
     """SDEdit on every candidate; a refined candidate whose stereo no longer matches the input (or that is not
     finite) is replaced by its seed. Refined candidates get single-point energies when the seeds had energies."""
     from .refine import refine_conformers
 
-    refined = refine_conformers(model, molh, np.stack(positions), sigma0=None, t0=t0, steps=steps, sampler=sampler,
-                                seed=seed, batch_size=batch_size, fresh_noise=fresh_noise)
+    refined = refine_conformers(settings.model, molh, np.stack(positions), sigma0=None, t0=settings.t0,
+                                steps=settings.steps, sampler=settings.sampler, seed=seed,
+                                batch_size=settings.batch_size, fresh_noise=fresh_noise, passes=settings.passes,
+                                bf16=settings.bf16)
     check = _conformers_of(molh, refined)
     ok = [bool(np.isfinite(x).all()) and check_conformer_stereo(check, k, reference) == "ok"
           for k, x in enumerate(refined)]
@@ -578,6 +581,8 @@ class _ModelSettings:
     steps: int | None
     sampler: str
     batch_size: int
+    passes: int = 1
+    bf16: bool = False
 
 
 _SHIPPED_MODELS: dict = {}  # device → the shipped refiner, loaded once per process
@@ -596,7 +601,8 @@ def _shipped_model(device: str):
 
 
 def _model_settings(refiner, sigma0, t0, steps, sampler, init, select, device, batch_size,
-                    fresh_noise: bool = False) -> _ModelSettings | None:
+                    fresh_noise: bool = False, passes: int | None = None,
+                    bf16: bool | None = None) -> _ModelSettings | None:
     """Check the model options and load the refiner (once per call); None without a refiner."""
     if init not in INIT_METHODS:
         raise ValueError(f"init must be one of {', '.join(INIT_METHODS)}, got {init!r}")
@@ -606,9 +612,9 @@ def _model_settings(refiner, sigma0, t0, steps, sampler, init, select, device, b
         if init == "noise" or select == "model":
             what = "init='noise'" if init == "noise" else "select='model'"
             raise ValueError(f"{what} needs a model: give refiner (weights of a trained ConformerDiffusion)")
-        if sigma0 is not None or t0 is not None or fresh_noise:
-            raise ValueError("sigma0 / t0 / fresh_noise set but no refiner given: refinement needs a trained "
-                             "ConformerDiffusion")
+        if sigma0 is not None or t0 is not None or fresh_noise or passes is not None:
+            raise ValueError("sigma0 / t0 / fresh_noise / passes set but no refiner given: refinement needs a "
+                             "trained ConformerDiffusion")
         return None
     from ..diffusion import SAMPLERS
     from .refine import load_refiner, refine_time
@@ -619,6 +625,8 @@ def _model_settings(refiner, sigma0, t0, steps, sampler, init, select, device, b
         raise ValueError(f"steps must be at least 1, got {steps}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if passes is not None and passes < 1:
+        raise ValueError(f"passes must be at least 1, got {passes}")
     if sigma0 is not None and t0 is not None:
         raise ValueError(f"give sigma0 or t0, not both (got sigma0={sigma0}, t0={t0})")
     if sigma0 is not None and sigma0 < 0:
@@ -634,7 +642,13 @@ def _model_settings(refiner, sigma0, t0, steps, sampler, init, select, device, b
     if sigma0 == 0:
         return _ModelSettings(model, None, steps, sampler, batch_size)
     start = refine_time(model, DEFAULT_SIGMA0 if sigma0 is None and t0 is None else sigma0, t0)
-    return _ModelSettings(model, start, steps, sampler, batch_size)
+    if bf16 is None:   # autocast only where bf16 is computed natively: emulated bf16 is slower than float32
+        from ..utils import cpu_has_native_bf16
+
+        device_type = next(model.parameters()).device.type
+        bf16 = device_type == "cuda" or (device_type == "cpu" and cpu_has_native_bf16())
+    return _ModelSettings(model, start, steps, sampler, batch_size, DEFAULT_PASSES if passes is None else passes,
+                          bool(bf16))
 
 
 def generate_conformers(mol_or_smiles, n: int = 10, seed: int = 0, pool: int = 3, relax: str = "mmff",
@@ -642,7 +656,8 @@ def generate_conformers(mol_or_smiles, n: int = 10, seed: int = 0, pool: int = 3
                         prune_rmsd: float = DEFAULT_PRUNE_RMSD,
                         threads: int = 1, max_iters: int = 1000, refiner=None, sigma0: float | None = None,
                         t0: float | None = None, steps: int | None = None, sampler: str = "ddim",
-                        fresh_noise: bool = False, init: str = "etkdg", device: str = "cpu", batch_size: int = 32):
+                        fresh_noise: bool = False, passes: int | None = None, bf16: bool | None = None,
+                        init: str = "etkdg", device: str = "cpu", batch_size: int = 32):
     """``n`` conformers of a molecule, with explicit hydrogens, as one ``rdkit.Chem.Mol``.
 
     Args:
@@ -668,11 +683,17 @@ def generate_conformers(mol_or_smiles, n: int = 10, seed: int = 0, pool: int = 3
         sigma0: where refinement starts, in Å: the schedule's σ at t₀ (default ``DEFAULT_SIGMA0`` = 0.45); 0 turns
             refinement off (the model then serves ``select="model"`` or ``init="noise"`` only).
         t0: the start time of refinement instead of ``sigma0`` (a grid time in (0, t_max]).
-        steps: reverse sampler steps from t₀ to 0, or from t = 1 with ``init="noise"`` (None: ``DEFAULT_STEPS`` = 5
-            for refinement, ``NOISE_STEPS`` = 50 from noise; at most the grid steps there are).
+        steps: reverse sampler steps from t₀ to 0 in each refinement pass, or from t = 1 with ``init="noise"``
+            (None: ``DEFAULT_STEPS`` = 3 per pass, ``NOISE_STEPS`` = 50 from noise; at most the grid steps there
+            are).
         sampler: the core sampler (``ddim``, ``ddpm``, ``heun``, ``dpm2m``).
         fresh_noise: True adds SDEdit's noise of σ₀ to each conformer before refining; False (default) starts
             from the conformer itself, z_t₀ = α_t₀ x (``molediff.conformers.refine``).
+        passes: refinement passes in a row, each from the previous output (None: ``DEFAULT_PASSES`` = 3).
+        bf16: run the refiner under bfloat16 autocast (None: where the hardware computes bf16 natively, CUDA or
+            a CPU with AVX-512 BF16 / AMX; there it is about 2× faster, and on the tuning sets the best-of-10
+            RMSD moved by less than 0.001 Å). Outputs then differ by about 0.01–0.03 Å between machines with
+            and without native bf16.
         init: ``"etkdg"`` (ETKDGv3 candidates) or ``"noise"`` (the model's samples from N(0, I); needs a model
             trained up to t = 1; candidates are then relaxed and checked as ETKDG's, and not refined again).
         device: where a refiner given as weights is loaded (``cpu``, ``cuda``).
@@ -715,7 +736,8 @@ def generate_conformers(mol_or_smiles, n: int = 10, seed: int = 0, pool: int = 3
         raise ValueError(f"prune_rmsd must be >= 0 (Å), got {prune_rmsd}")
     if threads < 0:
         raise ValueError(f"threads must be >= 0 (0: all cores), got {threads}")
-    settings = _model_settings(refiner, sigma0, t0, steps, sampler, init, select, device, batch_size, fresh_noise)
+    settings = _model_settings(refiner, sigma0, t0, steps, sampler, init, select, device, batch_size, fresh_noise,
+                               passes, bf16)
     if isinstance(mol_or_smiles, str):
         mol = parse_smiles(mol_or_smiles)
     elif isinstance(mol_or_smiles, Chem.Mol):
@@ -779,8 +801,7 @@ def generate_conformers(mol_or_smiles, n: int = 10, seed: int = 0, pool: int = 3
             # only the chosen n are refined: refinement moves atoms by about σ₀, far less than the RMSD between
             # the candidates selection tells apart, and refining the whole pool would cost pool times more
             result = _refine_pool(molh, [positions[j] for j in chosen], [energies[j] for j in chosen], forcefield,
-                                  settings.model, settings.t0, settings.steps, settings.sampler, seed,
-                                  settings.batch_size, reference, fresh_noise)
+                                  settings, seed, reference, fresh_noise)
             for k, j in enumerate(chosen):
                 positions[j], energies[j] = result.positions[k], result.energies[k]
             refined, reverted = result.refined, result.reverted

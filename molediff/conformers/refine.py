@@ -186,7 +186,8 @@ def conformer_coordinates(mol, coordinates, purpose: str, kind: str) -> np.ndarr
 
 def refine_conformers(model, mol, coordinates: np.ndarray | None = None, sigma0: float | None = 0.1,
                       steps: int | None = 20, sampler: str = "ddim", seed: int = 0, batch_size: int = 32,
-                      t0: float | None = None, fresh_noise: bool = True, **sampler_options) -> np.ndarray:
+                      t0: float | None = None, fresh_noise: bool = True, passes: int = 1, bf16: bool = False,
+                      **sampler_options) -> np.ndarray:
     """Refine K seed conformers of one molecule with a trained ``ConformerDiffusion`` (SDEdit from σ₀ Å).
 
     Args:
@@ -198,6 +199,11 @@ def refine_conformers(model, mol, coordinates: np.ndarray | None = None, sigma0:
         t0: the start time itself instead of ``sigma0`` (``refine_time``; pass ``sigma0=None``).
         steps, sampler, sampler_options: the core sampler run from t₀ to 0 (``refine_positions``).
         fresh_noise: False starts from z_t₀ = α_t₀ x, drawing no noise (``refine_positions``).
+        passes: refinements in a row, each from the previous one's output (iterated partial diffusion: one
+            pass removes only part of a seed's error, since the model's ε̂ explains part of it, so the next pass
+            starts closer to the data). With fresh noise, pass p draws it with seed ``seed + k + p·K``.
+        bf16: run the model under bfloat16 autocast (about 2× faster on a CPU that computes bf16 natively,
+            ``molediff.utils.cpu_has_native_bf16``; slower where it is emulated); coordinates stay float64.
         seed: conformer k is refined with seed ``seed + k`` whatever the batch size.
         batch_size: conformers per model call.
 
@@ -210,15 +216,16 @@ def refine_conformers(model, mol, coordinates: np.ndarray | None = None, sigma0:
     coordinates = conformer_coordinates(mol, coordinates, "refine", "seed")
     types, node, edge = model_inputs(model, mol)
     t0 = refine_time(model, sigma0, t0)
-    if batch_size < 1:
-        raise ValueError("batch size must be at least 1")
+    if batch_size < 1 or passes < 1:
+        raise ValueError(f"batch_size and passes must be at least 1, got {batch_size} and {passes}")
 
     device = types.device
     dtype = next(model.parameters()).dtype
     centres = coordinates.mean(1, keepdims=True)
+    K = len(coordinates)
     out = np.empty_like(coordinates)
-    with torch.no_grad():
-        for start in range(0, len(coordinates), batch_size):
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        for start in range(0, K, batch_size):
             chunk = coordinates[start:start + batch_size]
             b = len(chunk)
             mask = torch.ones(b, n, dtype=torch.bool, device=device)
@@ -226,9 +233,11 @@ def refine_conformers(model, mol, coordinates: np.ndarray | None = None, sigma0:
                                         None if node is None else node.expand(b, n, -1))
             edge_attr = None if edge is None else edge.to(dtype).expand(b, n, n, -1)
             eps = model.eps_fn(mask, None, feats, edge_attr)
-            x = refine_positions(eps, torch.as_tensor(chunk, dtype=dtype, device=device), mask, model.schedule,
-                                 model.space, t0, sampler, steps, range(seed + start, seed + start + b),
-                                 fresh_noise=fresh_noise, **sampler_options)
+            x = torch.as_tensor(chunk, dtype=dtype, device=device)
+            for p in range(passes):
+                first = seed + start + p * K
+                x = refine_positions(eps, x, mask, model.schedule, model.space, t0, sampler, steps,
+                                     range(first, first + b), fresh_noise=fresh_noise, **sampler_options).to(dtype)
             out[start:start + b] = x.double().cpu().numpy()
     return out + centres
 
