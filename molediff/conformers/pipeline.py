@@ -15,11 +15,13 @@ added:
    mismatch is dropped and the next candidate takes its place;
 4. select n: ``diverse`` keeps candidates within an energy window of the lowest and picks them by
    farthest-point sampling on symmetry-aware RMSD over heavy atoms and polar hydrogens, starting from the
-   lowest-energy one; ``energy`` the n lowest in energy; ``none`` the first n in embedding order; ``model``
+   lowest-energy one; ``energy`` the lowest in energy that differ by at least ``prune_rmsd`` (energy-ordered
+   RMSD pruning); ``none`` the first n in embedding order; ``model``
    ranks them by the model's denoising error (``molediff.conformers.scoring``), keeps the best-scored third and
    picks from those by farthest-point sampling starting from the best-scored one;
 5. with a refiner (a trained ``ConformerDiffusion``), refine each chosen conformer by partial diffusion from σ₀
-   (SDEdit, Meng et al. 2022; ``molediff.conformers.refine``), check its stereochemistry again (one that no
+   (SDEdit, Meng et al. 2022; ``molediff.conformers.refine``; by default without fresh noise and three passes
+   in a row, each from the previous output), check its stereochemistry again (one that no
    longer matches is replaced by its unrefined seed and counted) and, when relaxed, give it its single-point
    force-field energy (no second minimisation).
 
