@@ -1,6 +1,6 @@
 """The diffusion model inside ``generate_conformers`` and ``molediff conformers``: refinement of the pool (stereo
-re-checked, single-point energies), selection by the model's score, candidates from noise, and one-line errors
-for model options that cannot work. The models are tiny and trained for a few seconds in the test."""
+re-checked, hydrogens re-placed by the force field), selection by the model's score, candidates from noise, and
+one-line errors for model options that cannot work. The models are tiny and trained for a few seconds in the test."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def _heavy_rmsd(mol, a: np.ndarray, b: np.ndarray) -> float:
     return float(SymmetricRMSD(mol, np.stack([a, b])).from_one(0)[1])
 
 
-def test_the_chosen_conformers_are_refined_keeping_stereo_with_single_point_energies(refiner):
+def test_the_chosen_conformers_are_refined_keeping_stereo_with_relaxed_hydrogens(refiner):
     common = dict(n=6, pool=1, seed=2, select="none", refiner=refiner, steps=5)
     seeds = generate_conformers(ALANINE, sigma0=0, **common)       # the model loaded, refinement off
     refined = generate_conformers(ALANINE, sigma0=0.1, **common)
@@ -66,7 +66,7 @@ def test_the_chosen_conformers_are_refined_keeping_stereo_with_single_point_ener
         energy = rdForceFieldHelpers.MMFFGetMoleculeForceField(refined, props, confId=k).CalcEnergy()
         conf = refined.GetConformer(k)
         assert conf.GetDoubleProp("MMFF94_energy_kcal_mol") == pytest.approx(energy, rel=1e-9)
-        # the seed was minimised, the refined conformer is not: a single-point energy at or above the minimum
+        # the seed was fully minimised, the refined conformer only in its hydrogens: at or above that minimum
         assert energy >= seeds.GetConformer(k).GetDoubleProp("MMFF94_energy_kcal_mol") - 1e-6
     again = generate_conformers(ALANINE, sigma0=0.1, **common)
     np.testing.assert_array_equal(_positions(again), _positions(refined))

@@ -22,6 +22,7 @@ from molediff.conformers.pipeline import (
     enforce_stereo,
     generate_conformers,
     mirror_conformer,
+    relax_hydrogens,
     select_conformers,
     stereo_reference,
 )
@@ -202,6 +203,27 @@ def test_energy_selection_prunes_near_duplicates_in_energy_order():
     assert select_conformers(mol, positions, energies, 5, "energy", prune_rmsd=0.5) == [2, 4, 3, 1, 0]
     with pytest.raises(ValueError, match="prune_rmsd must be >= 0"):
         select_conformers(mol, positions, energies, 3, "energy", prune_rmsd=-1.0)
+
+
+def test_relax_hydrogens_moves_only_hydrogens_and_mends_a_short_bond():
+    from rdkit.Chem import rdForceFieldHelpers, rdMolTransforms
+
+    mol = _embedded("CCO", count=1)
+    rdForceFieldHelpers.MMFFOptimizeMolecule(mol)
+    oxygen = next(a for a in mol.GetAtoms() if a.GetAtomicNum() == 8)
+    h = next(n.GetIdx() for n in oxygen.GetNeighbors() if n.GetAtomicNum() == 1)
+    relaxed_length = rdMolTransforms.GetBondLength(mol.GetConformer(), oxygen.GetIdx(), h)
+    rdMolTransforms.SetBondLength(mol.GetConformer(), oxygen.GetIdx(), h, 0.78)   # as a refinement once left it
+    distorted = mol.GetConformer().GetPositions()
+    positions, energies = relax_hydrogens(mol, distorted[None], "MMFF94")
+    heavy = [a.GetIdx() for a in mol.GetAtoms() if a.GetAtomicNum() > 1]
+    np.testing.assert_array_equal(positions[0][heavy], distorted[heavy])        # heavy atoms exactly kept
+    assert np.linalg.norm(positions[0][h] - positions[0][oxygen.GetIdx()]) == pytest.approx(relaxed_length, abs=0.01)
+    props = rdForceFieldHelpers.MMFFGetMoleculeProperties(mol)
+    before = rdForceFieldHelpers.MMFFGetMoleculeForceField(mol, props).CalcEnergy()
+    assert energies[0] < before - 10                                            # the 0.19 Å compression cost
+    same, none = relax_hydrogens(mol, distorted[None], "none")
+    np.testing.assert_array_equal(same[0], distorted) and none == [None]
 
 
 # ------------------------------------------------------------------------------------------ the command

@@ -10,7 +10,7 @@ stereo changed is put back to its seed). The refiner is --refiner WEIGHTS, else 
 molediff/pretrained/conformer_refiner.safetensors when the installation has it, else none (the model-free
 pipeline; no torch is loaded); the first output line says which. Each conformer is one SD record titled with
 the molecule's name (mol_<k> when it has none) with the fields conformer_index and, when relaxed,
-MMFF94_energy_kcal_mol (kcal/mol; single-point after refinement).
+MMFF94_energy_kcal_mol (kcal/mol; after refinement, with only the hydrogens minimised).
 
 A molecule that fails (bad SMILES, unsupported element, too many atoms, no embedding) is reported with its
 reason and the others proceed. Exit status: 0 when at least one molecule got conformers, 1 when none did,
@@ -75,8 +75,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--passes", type=int, default=None,
                        help="refinement passes in a row, each from the previous output (default 3)")
     model.add_argument("--fp32", action="store_true",
-                       help="run the refiner in float32 (default: bfloat16 autocast where the CPU or GPU computes "
-                            "it natively, about 2x faster)")
+                       help="run the refiner in float32; without it the refiner runs under bfloat16 autocast "
+                            "where the CPU or GPU computes bf16 natively (about 2x faster, same accuracy)")
     model.add_argument("--fresh-noise", action="store_true",
                        help="add SDEdit's fresh noise of sigma0 before refining (default: start from the conformer "
                             "itself, which measured better)")

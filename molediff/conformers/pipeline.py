@@ -22,8 +22,8 @@ added:
 5. with a refiner (a trained ``ConformerDiffusion``), refine each chosen conformer by partial diffusion from σ₀
    (SDEdit, Meng et al. 2022; ``molediff.conformers.refine``; by default without fresh noise and three passes
    in a row, each from the previous output), check its stereochemistry again (one that no
-   longer matches is replaced by its unrefined seed and counted) and, when relaxed, give it its single-point
-   force-field energy (no second minimisation).
+   longer matches is replaced by its unrefined seed and counted) and, when relaxed, minimise its hydrogens alone
+   with the force field (heavy atoms fixed where the model put them) and record that energy.
 
 Also here: reading the inputs of the command (SMILES, ``.smi`` and SDF files) and writing the SD records.
 """
@@ -48,6 +48,7 @@ DEFAULT_SIGMA0 = 0.45  # Å; no fresh noise, DEFAULT_PASSES × DEFAULT_STEPS DDI
 DEFAULT_STEPS = 3  # sampler steps of each refinement pass
 DEFAULT_PASSES = 3  # refinement passes in a row (iterated partial diffusion; tuning sets: better than one pass)
 DEFAULT_PRUNE_RMSD = 0.5  # Å: select="energy" keeps no two conformers closer than this
+HYDROGEN_ITERS = 200  # force-field steps that re-place the hydrogens of a refined conformer
 NOISE_STEPS = 50  # sampler steps from t = 1 (init="noise")
 SHIPPED_REFINER = "conformer_refiner"  # molediff/pretrained/conformer_refiner.safetensors, when a release ships it
 MAX_ATOMIC_NUMBER = 103  # UFF's periodic table (H..Lr) bounds what distance geometry and the force fields know
@@ -480,29 +481,41 @@ def select_conformers(mol, positions: np.ndarray, energies: Sequence[float] | No
     return [order[k] for k in farthest_point_order(rmsd, range(len(order)), n, start=0)]
 
 
-def single_point_energies(mol, positions: np.ndarray, forcefield: str) -> list[float | None]:
-    """Force-field energies (kcal/mol) of conformers ``positions`` [K, n_atoms, 3] (Å) of ``mol`` as they are (no
-    minimisation): ``forcefield`` ``MMFF94`` or ``UFF`` (as ``_relax`` chose it); Nones for ``none`` or when the
-    force field cannot be set up."""
+def relax_hydrogens(mol, positions: np.ndarray, forcefield: str,
+                    max_iters: int = HYDROGEN_ITERS) -> tuple[np.ndarray, list[float | None]]:
+    """Minimise only the hydrogens of conformers ``positions`` [K, n_atoms, 3] (Å) of ``mol`` with ``forcefield``
+    (``MMFF94`` or ``UFF``, as ``_relax`` chose it), every heavy atom held fixed; returns the new positions and
+    the energies (kcal/mol) there. After refinement: the model's hydrogens are its least accurate atoms (an O–H
+    bond can come out 0.2 Å short), while its heavy atoms are what it improves; this keeps those exactly and puts
+    the hydrogens where the force field wants them given that frame. Positions unchanged and Nones for ``none``
+    or when the force field cannot be set up."""
     from rdkit import Chem
     from rdkit.Chem import rdForceFieldHelpers as ff
     from rdkit.Geometry import Point3D
 
+    positions = np.array(positions, dtype=np.float64)
     if forcefield not in ENERGY_PROPS:
-        return [None] * len(positions)
+        return positions, [None] * len(positions)
     m = Chem.Mol(mol)
     m.RemoveAllConformers()
-    conf = Chem.Conformer(m.GetNumAtoms())
-    m.AddConformer(conf, assignId=True)
+    m.AddConformer(Chem.Conformer(m.GetNumAtoms()), assignId=True)
     props = ff.MMFFGetMoleculeProperties(m, mmffVariant="MMFF94") if forcefield == "MMFF94" else None
-    out = []
-    for pos in positions:
+    heavy = [a.GetIdx() for a in m.GetAtoms() if a.GetAtomicNum() > 1]
+    energies: list[float | None] = []
+    for k, pos in enumerate(positions):
         conf = m.GetConformer()
-        for i, p in enumerate(np.asarray(pos, dtype=np.float64).tolist()):
+        for i, p in enumerate(pos.tolist()):
             conf.SetAtomPosition(i, Point3D(*p))
-        field = (ff.MMFFGetMoleculeForceField(m, props) if props is not None else ff.UFFGetMoleculeForceField(m))
-        out.append(None if field is None else float(field.CalcEnergy()))
-    return out
+        field = ff.MMFFGetMoleculeForceField(m, props) if props is not None else ff.UFFGetMoleculeForceField(m)
+        if field is None:
+            energies.append(None)
+            continue
+        for i in heavy:
+            field.AddFixedPoint(i)
+        field.Minimize(maxIts=max_iters)
+        positions[k] = m.GetConformer().GetPositions()
+        energies.append(float(field.CalcEnergy()))
+    return positions, energies
 
 
 def _conformers_of(template, positions: Sequence[np.ndarray]):
@@ -531,19 +544,24 @@ class _Refined(NamedTuple):
 
 def _refine_pool(molh, positions: list, energies: list, forcefield: str, settings: _ModelSettings, seed: int,
                  reference: StereoReference, fresh_noise: bool) -> _Refined:
-    """SDEdit on every candidate; a refined candidate whose stereo no longer matches the input (or that is not
-    finite) is replaced by its seed. Refined candidates get single-point energies when the seeds had energies."""
+    """Refine every candidate by partial diffusion, then re-place its hydrogens with the force field (heavy atoms
+    fixed, ``relax_hydrogens``) when the candidates were relaxed; a refined candidate whose stereo no longer
+    matches the input (or that is not finite) is replaced by its seed. Refined candidates get the energy of
+    that hydrogen relaxation."""
     from .refine import refine_conformers
 
     refined = refine_conformers(settings.model, molh, np.stack(positions), sigma0=None, t0=settings.t0,
                                 steps=settings.steps, sampler=settings.sampler, seed=seed,
                                 batch_size=settings.batch_size, fresh_noise=fresh_noise, passes=settings.passes,
                                 bf16=settings.bf16)
+    finite = [bool(np.isfinite(x).all()) for x in refined]
+    fresh: dict[int, float | None] = {}
+    if any(finite):
+        relaxed, values = relax_hydrogens(molh, refined[finite], forcefield)
+        refined[finite] = relaxed
+        fresh = dict(zip(np.flatnonzero(finite).tolist(), values))
     check = _conformers_of(molh, refined)
-    ok = [bool(np.isfinite(x).all()) and check_conformer_stereo(check, k, reference) == "ok"
-          for k, x in enumerate(refined)]
-    keep = [k for k, good in enumerate(ok) if good and energies[k] is not None]
-    fresh = dict(zip(keep, single_point_energies(molh, refined[keep], forcefield)))
+    ok = [finite[k] and check_conformer_stereo(check, k, reference) == "ok" for k in range(len(refined))]
     out_pos = [refined[k] if good else positions[k] for k, good in enumerate(ok)]
     out_e = [fresh.get(k) if good else energies[k] for k, good in enumerate(ok)]
     return _Refined(out_pos, out_e, sum(ok), len(ok) - sum(ok))
@@ -702,15 +720,15 @@ def generate_conformers(mol_or_smiles, n: int = 10, seed: int = 0, pool: int = 3
         batch_size: conformers per model call.
 
     Returns:
-        A Mol with hydrogens and up to ``n`` conformers (ids 0..n-1 in selection order). Each conformer has the
-        int property ``conformer_index`` and, when relaxed, ``MMFF94_energy_kcal_mol`` (or ``UFF_energy_kcal_mol``)
-        in kcal/mol (single-point after refinement); with ``select="model"`` also ``model_score``. Mol
-        properties: ``molediff_stereo_fixed`` / ``molediff_stereo_dropped`` (candidates mirrored / discarded by
-        the stereo check), ``molediff_candidates`` (candidates embedded), ``molediff_forcefield`` (MMFF94, UFF or
-        none), ``molediff_refined`` / ``molediff_refine_reverted`` (conformers refined / put back to their seed
-        because refinement broke their stereo), ``molediff_init``, ``molediff_notes`` ("; "-separated, may be
-        empty; e.g. why a molecule the model cannot read was not refined). Fewer than ``n`` conformers only when
-        fewer candidates embedded with the right stereo (noted).
+        A Mol with hydrogens and up to ``n`` conformers (ids 0..n-1 in selection order). Each conformer has the int
+        property ``conformer_index`` and, when relaxed, ``MMFF94_energy_kcal_mol`` (or ``UFF_energy_kcal_mol``) in
+        kcal/mol (after refinement: with only the hydrogens minimised); with ``select="model"`` also
+        ``model_score``. Mol properties: ``molediff_stereo_fixed`` / ``molediff_stereo_dropped`` (candidates
+        mirrored / discarded by the stereo check), ``molediff_candidates`` (candidates embedded),
+        ``molediff_forcefield`` (MMFF94, UFF or none), ``molediff_refined`` / ``molediff_refine_reverted``
+        (conformers refined / put back to their seed because refinement broke their stereo), ``molediff_init``,
+        ``molediff_notes`` ("; "-separated, may be empty; e.g. why a molecule the model cannot read was not
+        refined). Fewer than ``n`` conformers only when fewer candidates embedded with the right stereo (noted).
 
     Raises:
         ValueError (one line) for bad arguments (including model options: σ₀ beyond the refiner's training
