@@ -50,8 +50,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "farthest-point selection among the best-scored third by the model's denoising error "
                              "(needs a refiner; writes model_score)")
     parser.add_argument("--prune-rmsd", type=float, default=DEFAULT_PRUNE_RMSD, metavar="ANGSTROM",
-                        help=f"--select energy keeps no two conformers closer than this RMSD (heavy atoms and polar "
-                             f"H), default {DEFAULT_PRUNE_RMSD:g}")
+                        help="--select energy keeps no two conformers closer than this RMSD (heavy atoms and polar "
+                             "H)")
     parser.add_argument("--max-atoms", type=int, default=500,
                         help="skip molecules with more atoms than this (hydrogens included)")
     parser.add_argument("--threads", type=int, default=1,
@@ -129,7 +129,7 @@ def _load_model(args, path: str):
     ValueError / FileNotFoundError (one line) for what cannot work."""
     import torch
 
-    from ..conformers.pipeline import DEFAULT_PASSES, DEFAULT_SIGMA0, DEFAULT_STEPS, NOISE_STEPS
+    from ..conformers.pipeline import DEFAULT_PASSES, DEFAULT_SIGMA0, DEFAULT_STEPS, NOISE_STEPS, refiner_uses_bf16
     from ..conformers.refine import load_refiner, refine_time
     from ..diffusion import SAMPLERS
     from ..utils import set_threads
@@ -151,8 +151,9 @@ def _load_model(args, path: str):
     sigma = float(model.schedule.sigma(torch.tensor(t0, dtype=torch.float64)))
     how = "with fresh noise" if args.fresh_noise else "from the conformers themselves"
     passes = args.passes or DEFAULT_PASSES
+    precision = "bf16 autocast" if refiner_uses_bf16(model, False if args.fp32 else None) else "float32"
     return model, (f"refining from sigma0 = {sigma:.3f} A (t0 = {t0:.3f}) {how}, {passes} pass"
-                   f"{'es' if passes != 1 else ''} of {args.steps or DEFAULT_STEPS} {args.sampler} steps")
+                   f"{'es' if passes != 1 else ''} of {args.steps or DEFAULT_STEPS} {args.sampler} steps, {precision}")
 
 
 def run(args: argparse.Namespace) -> int:

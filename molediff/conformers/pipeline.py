@@ -662,13 +662,19 @@ def _model_settings(refiner, sigma0, t0, steps, sampler, init, select, device, b
     if sigma0 == 0:
         return _ModelSettings(model, None, steps, sampler, batch_size)
     start = refine_time(model, DEFAULT_SIGMA0 if sigma0 is None and t0 is None else sigma0, t0)
-    if bf16 is None:   # autocast only where bf16 is computed natively: emulated bf16 is slower than float32
-        from ..utils import cpu_has_native_bf16
-
-        device_type = next(model.parameters()).device.type
-        bf16 = device_type == "cuda" or (device_type == "cpu" and cpu_has_native_bf16())
     return _ModelSettings(model, start, steps, sampler, batch_size, DEFAULT_PASSES if passes is None else passes,
-                          bool(bf16))
+                          refiner_uses_bf16(model, bf16))
+
+
+def refiner_uses_bf16(model, bf16: bool | None = None) -> bool:
+    """Whether refinement runs under bf16 autocast: ``bf16`` when given, else where the model's device computes
+    bf16 natively (CUDA, or a CPU with AVX-512 BF16 / AMX); emulated bf16 is slower than float32."""
+    if bf16 is not None:
+        return bool(bf16)
+    from ..utils import cpu_has_native_bf16
+
+    device_type = next(model.parameters()).device.type
+    return device_type == "cuda" or (device_type == "cpu" and cpu_has_native_bf16())
 
 
 def generate_conformers(mol_or_smiles, n: int = 10, seed: int = 0, pool: int = 3, relax: str = "mmff",
