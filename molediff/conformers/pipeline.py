@@ -488,7 +488,8 @@ def relax_hydrogens(mol, positions: np.ndarray, forcefield: str,
     the energies (kcal/mol) there. After refinement: the model's hydrogens are its least accurate atoms (an O–H
     bond can come out 0.2 Å short), while its heavy atoms are what it improves; this keeps those exactly and puts
     the hydrogens where the force field wants them given that frame. Positions unchanged and Nones for ``none``
-    or when the force field cannot be set up."""
+    or when the force field cannot be set up; a conformer whose minimisation fails keeps its hydrogens and gets
+    its single-point energy."""
     from rdkit import Chem
     from rdkit.Chem import rdForceFieldHelpers as ff
     from rdkit.Geometry import Point3D
@@ -512,7 +513,15 @@ def relax_hydrogens(mol, positions: np.ndarray, forcefield: str,
             continue
         for i in heavy:
             field.AddFixedPoint(i)
-        field.Minimize(maxIts=max_iters)
+        try:
+            field.Minimize(maxIts=max_iters)
+        except RuntimeError:   # RDKit's BFGS can stop on a bad line-search direction: keep the refined hydrogens
+            conf = m.GetConformer()
+            for i, p in enumerate(pos.tolist()):
+                conf.SetAtomPosition(i, Point3D(*p))
+            field = ff.MMFFGetMoleculeForceField(m, props) if props is not None else ff.UFFGetMoleculeForceField(m)
+            energies.append(float(field.CalcEnergy()))
+            continue
         positions[k] = m.GetConformer().GetPositions()
         energies.append(float(field.CalcEnergy()))
     return positions, energies
