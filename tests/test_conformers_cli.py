@@ -226,6 +226,36 @@ def test_relax_hydrogens_moves_only_hydrogens_and_mends_a_short_bond():
     np.testing.assert_array_equal(same[0], distorted) and none == [None]
 
 
+def test_relax_hydrogens_keeps_the_refined_hydrogens_when_minimisation_fails(monkeypatch):
+    from rdkit.Chem import rdForceFieldHelpers
+
+    mol = _embedded("CCO", count=1)
+    positions = mol.GetConformer().GetPositions()
+    real = rdForceFieldHelpers.MMFFGetMoleculeForceField
+
+    class Failing:   # what RDKit's BFGS raises on a bad line-search direction
+        def __init__(self, field):
+            self.field = field
+
+        def AddFixedPoint(self, i):
+            self.field.AddFixedPoint(i)
+
+        def Minimize(self, maxIts):
+            raise RuntimeError("Invariant Violation: bad direction in linearSearch")
+
+    calls = []
+
+    def once_failing(m, props):
+        calls.append(1)
+        return Failing(real(m, props)) if len(calls) == 1 else real(m, props)
+
+    monkeypatch.setattr(rdForceFieldHelpers, "MMFFGetMoleculeForceField", once_failing)
+    out, energies = relax_hydrogens(mol, positions[None], "MMFF94")
+    np.testing.assert_array_equal(out[0], positions)
+    props = rdForceFieldHelpers.MMFFGetMoleculeProperties(mol)
+    assert energies[0] == pytest.approx(real(mol, props).CalcEnergy(), rel=1e-9)   # the single point
+
+
 # ------------------------------------------------------------------------------------------ the command
 def test_sdf_output_round_trips_with_titles_from_a_smi_file(tmp_path, capsys):
     smi = tmp_path / "in.smi"
