@@ -225,7 +225,7 @@ def run(molecules, threads: int, arms: dict | None = None) -> dict:
                 start = time.process_time()
                 try:
                     out = method(mol, n, threads)
-                except ValueError:
+                except (ValueError, RuntimeError):  # RDKit's internal failures count against the method too
                     row["failures"][n] += 1
                     cpu += time.process_time() - start  # time spent failing counts too
                     continue
