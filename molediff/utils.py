@@ -248,6 +248,13 @@ def cpu_has_native_bf16() -> bool:
     return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
 
 
+def native_bf16(device) -> bool:
+    """True when ``device`` (a ``torch.device`` or its type, e.g. ``"cuda"``) computes bfloat16 in hardware: CUDA,
+    or a CPU with ``cpu_has_native_bf16``. Where this is False, bf16 autocast is emulated and slower than float32."""
+    device_type = getattr(device, "type", device)
+    return device_type == "cuda" or (device_type == "cpu" and cpu_has_native_bf16())
+
+
 def cache_dir() -> Path:
     """User cache directory for derived data (MOLEDIFF_CACHE overrides; defaults to ~/.cache/molediff)."""
     root = os.environ.get("MOLEDIFF_CACHE") or os.path.join(

@@ -35,13 +35,13 @@ def training_facts(config, device: torch.device, metrics: dict, start_step: int,
                    train_s: float) -> dict:
     """Steps, wall times, bf16 use, the EMA's remaining weight on the starting point, the last logged metrics
     and the peak GPU memory of one ``molediff.training.train`` run under ``config``."""
-    from molediff.utils import cpu_has_native_bf16
+    from molediff.utils import native_bf16
 
     ema_decay = config.optim.ema_decay
     return {
         "start_step": start_step, "final_step": final_step, "steps_this_run": final_step - start_step,
         "batch_size": config.batch_size,
-        "bf16_autocast": bool(config.bf16 and (device.type == "cuda" or cpu_has_native_bf16())),
+        "bf16_autocast": bool(config.bf16 and native_bf16(device)),   # the trainer's own rule
         "load_wall_s": load_s, "train_wall_s": train_s,
         "ema_decay": ema_decay, "ema_weight_of_start": ema_decay ** final_step if ema_decay is not None else None,
         "final_metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
