@@ -306,13 +306,16 @@ class SymmetricRMSD:
         return np.sqrt(np.clip(msd, 0, None)).min(axis=0)
 
 
-def farthest_point_order(rmsd: SymmetricRMSD, candidates: Sequence[int], n: int, start: int) -> list[int]:
-    """Greedy max-min selection of ``n`` of ``candidates`` (indices into rmsd's conformers), beginning at ``start``;
-    ties go to the earlier candidate (callers list them by energy)."""
+def farthest_point_order(rmsd: SymmetricRMSD, candidates: Sequence[int], n: int,
+                         start: int | Sequence[int]) -> list[int]:
+    """Greedy max-min selection of ``n`` of ``candidates`` (indices into rmsd's conformers), beginning at ``start``
+    (one candidate, or several chosen already, which lead the result); ties go to the earlier candidate (callers
+    list them by energy)."""
     cand = list(candidates)
-    chosen = [start]
-    dmin = rmsd.from_one(start)[cand]
-    dmin[cand.index(start)] = -1.0
+    chosen = [int(start)] if isinstance(start, (int, np.integer)) else [int(c) for c in start]
+    dmin = np.min([rmsd.from_one(c)[cand] for c in chosen], axis=0)
+    for c in chosen:
+        dmin[cand.index(c)] = -1.0
     while len(chosen) < min(n, len(cand)):
         k = int(np.argmax(dmin))
         chosen.append(cand[k])
@@ -466,11 +469,8 @@ def select_conformers(mol, positions: np.ndarray, energies: Sequence[float] | No
             if dmin[k] > prune_rmsd:
                 kept.append(k)
                 dmin = np.minimum(dmin, rmsd.from_one(k))
-        while len(kept) < min(n, count):   # too few distinct ones: the farthest of the rest, as "diverse" does
-            dmin[kept] = -1.0
-            k = int(np.argmax(dmin))
-            kept.append(k)
-            dmin = np.minimum(dmin, rmsd.from_one(k))
+        if len(kept) < min(n, count):   # too few distinct ones: the farthest of the rest, as "diverse" does
+            kept = farthest_point_order(rmsd, range(count), n, start=kept)
         return [order[k] for k in kept]
     if select != "diverse":
         raise ValueError(f"select must be one of {', '.join(SELECT_METHODS)}, got {select!r}")
@@ -502,12 +502,16 @@ def relax_hydrogens(mol, positions: np.ndarray, forcefield: str,
     m.AddConformer(Chem.Conformer(m.GetNumAtoms()), assignId=True)
     props = ff.MMFFGetMoleculeProperties(m, mmffVariant="MMFF94") if forcefield == "MMFF94" else None
     heavy = [a.GetIdx() for a in m.GetAtoms() if a.GetAtomicNum() > 1]
-    energies: list[float | None] = []
-    for k, pos in enumerate(positions):
+
+    def field_at(pos: np.ndarray):
         conf = m.GetConformer()
         for i, p in enumerate(pos.tolist()):
             conf.SetAtomPosition(i, Point3D(*p))
-        field = ff.MMFFGetMoleculeForceField(m, props) if props is not None else ff.UFFGetMoleculeForceField(m)
+        return ff.MMFFGetMoleculeForceField(m, props) if props is not None else ff.UFFGetMoleculeForceField(m)
+
+    energies: list[float | None] = []
+    for k, pos in enumerate(positions):
+        field = field_at(pos)
         if field is None:
             energies.append(None)
             continue
@@ -515,14 +519,9 @@ def relax_hydrogens(mol, positions: np.ndarray, forcefield: str,
             field.AddFixedPoint(i)
         try:
             field.Minimize(maxIts=max_iters)
+            positions[k] = m.GetConformer().GetPositions()
         except RuntimeError:   # RDKit's BFGS can stop on a bad line-search direction: keep the refined hydrogens
-            conf = m.GetConformer()
-            for i, p in enumerate(pos.tolist()):
-                conf.SetAtomPosition(i, Point3D(*p))
-            field = ff.MMFFGetMoleculeForceField(m, props) if props is not None else ff.UFFGetMoleculeForceField(m)
-            energies.append(float(field.CalcEnergy()))
-            continue
-        positions[k] = m.GetConformer().GetPositions()
+            field = field_at(pos)
         energies.append(float(field.CalcEnergy()))
     return positions, energies
 
@@ -680,10 +679,9 @@ def refiner_uses_bf16(model, bf16: bool | None = None) -> bool:
     bf16 natively (CUDA, or a CPU with AVX-512 BF16 / AMX); emulated bf16 is slower than float32."""
     if bf16 is not None:
         return bool(bf16)
-    from ..utils import cpu_has_native_bf16
+    from ..utils import native_bf16
 
-    device_type = next(model.parameters()).device.type
-    return device_type == "cuda" or (device_type == "cpu" and cpu_has_native_bf16())
+    return native_bf16(next(model.parameters()).device)
 
 
 def generate_conformers(mol_or_smiles, n: int = 10, seed: int = 0, pool: int = 3, relax: str = "mmff",
