@@ -1,10 +1,11 @@
 """Benchmark conformer generation against reference geometries: RDKit's ETKDGv3, ETKDGv3 + MMFF94, and molediff's
-pipeline (``molediff.generate_conformers``: pool 3, MMFF94, diverse selection) with its ablations (pool 1; no
-relaxation), side by side in one run. With ``--refiner WEIGHTS`` also the diffusion refiner's arms: molediff's
-defaults with refinement (σ₀ = 0.45 Å, 3 passes of 3 DDIM steps, no fresh noise, bf16 where native: the
-pipeline's defaults), the model-free pipeline (no refinement), and unless ``--only-defaults`` the ablations: pool
-1, no relaxation, other σ₀ (``--sigma0-ablations``), other step counts (``--steps-ablations``), one pass of 5
-steps (session 5's refinement), float32, SDEdit's fresh noise, the other selections.
+pipeline (``molediff.generate_conformers``: pool 3, MMFF94, diverse selection, open slots topped up from the
+unrelaxed ETKDGv3 candidates) with its ablations (pool 1; no relaxation), side by side in one run. With
+``--refiner WEIGHTS`` also the diffusion refiner's arms: molediff's defaults with refinement (σ₀ = 0.45 Å, 3
+passes of 3 DDIM steps, no fresh noise, bf16 where native: the pipeline's defaults), the model-free pipeline (no
+refinement), and unless ``--only-defaults`` the ablations: pool 1, no relaxation, other σ₀
+(``--sigma0-ablations``), other step counts (``--steps-ablations``), one pass of 5 steps (session 5's
+refinement), float32, the other top-up (``--top-up``), SDEdit's fresh noise, the other selections.
 
     OMP_NUM_THREADS=1 python scripts/bench_conformers.py [--set qm9|ccd] [--n-molecules 100] [--seed 0]
         [--threads 1] [--refiner WEIGHTS] [--device cpu]
@@ -150,24 +151,24 @@ METHODS = {
 
 def methods(model=None, sigma0: float = DEFAULT_SIGMA0, ablations=(0.1, 0.3), steps: int = DEFAULT_STEPS,
             select: str = "diverse", pool: int = 3, only_defaults: bool = False, steps_ablations=(),
-            passes: int = DEFAULT_PASSES) -> dict:
+            passes: int = DEFAULT_PASSES, top_up: str = "unrelaxed") -> dict:
     """The arms of the run: ``METHODS`` without a refiner. With a refiner ``model``: the baselines, molediff's
-    defaults with refinement (σ₀ ``sigma0``, ``passes`` of ``steps`` DDIM steps, ``select``, ``pool``) and its
-    ablations: no refinement (the model-free pipeline), pool 1, no relaxation, the other σ₀ and step counts, one
-    pass of 5 steps, float32, fresh noise, the other selections. ``only_defaults``: the baselines, the defaults
-    and the model-free pipeline only."""
+    defaults with refinement (σ₀ ``sigma0``, ``passes`` of ``steps`` DDIM steps, ``select``, ``pool``, ``top_up``)
+    and its ablations: no refinement (the model-free pipeline), pool 1, no relaxation, the other σ₀ and step
+    counts, one pass of 5 steps, float32, the other top-up, fresh noise, the other selections.
+    ``only_defaults``: the baselines, the defaults and the model-free pipeline only."""
     if model is None:
         return dict(METHODS)
 
     def refined(**kwargs):
         options = {"refiner": model, "sigma0": sigma0, "steps": steps, "passes": passes, "select": select,
-                   "pool": pool, **kwargs}
+                   "top_up": top_up, "pool": pool, **kwargs}
         return lambda mol, n, t: molediff_pipeline(mol, n, t, **options)
 
     arms = {"ETKDGv3": METHODS["ETKDGv3"], "ETKDGv3 + MMFF94": METHODS["ETKDGv3 + MMFF94"],
             f"molediff (pool {pool}, MMFF94, {select} selection, refined from σ₀ {sigma0:g} Å, {passes} × {steps} "
-            f"DDIM steps)": refined(),
-            "molediff, no refinement": lambda mol, n, t: molediff_pipeline(mol, n, t, pool=pool)}
+            f"DDIM steps{'' if top_up == 'unrelaxed' else ', top-up from ' + top_up})": refined(),
+            "molediff, no refinement": lambda mol, n, t: molediff_pipeline(mol, n, t, pool=pool, top_up=top_up)}
     if only_defaults:
         return arms
     arms["molediff + refiner, pool 1"] = refined(pool=1)
@@ -178,6 +179,8 @@ def methods(model=None, sigma0: float = DEFAULT_SIGMA0, ablations=(0.1, 0.3), st
         arms[f"molediff + refiner, {passes} × {k} DDIM steps"] = refined(steps=k)
     arms["molediff + refiner, 1 pass of 5 DDIM steps"] = refined(passes=1, steps=5)
     arms["molediff + refiner, float32"] = refined(bf16=False)
+    other = "relaxed" if top_up == "unrelaxed" else "unrelaxed"
+    arms[f"molediff + refiner, top-up from {other} candidates"] = refined(top_up=other)
     arms[f"molediff + refiner, SDEdit's fresh noise (σ₀ {sigma0:g} Å)"] = refined(fresh_noise=True)
     for other in ("energy", "diverse", "model"):
         if other != select:
@@ -286,6 +289,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--select", choices=["diverse", "energy", "model"], default="diverse",
                         help="selection of the refiner's default arm (the others are ablations)")
     parser.add_argument("--pool", type=int, default=3, help="candidates per wanted conformer of molediff's arms")
+    parser.add_argument("--top-up", choices=["unrelaxed", "relaxed"], default="unrelaxed",
+                        help="where the refiner's default arm fills slots left by too few distinct relaxed "
+                             "candidates (generate_conformers' top_up; the other is an ablation)")
     parser.add_argument("--only-defaults", action="store_true",
                         help="with --refiner: the baselines, the defaults and the model-free pipeline only")
     parser.add_argument("--tuning", action="store_true",
@@ -309,7 +315,7 @@ def main(argv: list[str] | None = None) -> None:
     molecules, skipped = reference_molecules(args.n_molecules, args.seed, args.set, args.tuning)
     results = run(molecules, args.threads, methods(model, args.sigma0, args.sigma0_ablations, args.steps,
                                                    args.select, args.pool, args.only_defaults,
-                                                   args.steps_ablations, args.passes))
+                                                   args.steps_ablations, args.passes, args.top_up))
     lo, hi = N_VALUES
     what = ("QM9 DFT geometries", "valid-split (tuning) molecules" if args.tuning else "test molecules") \
         if args.set == "qm9" else ("CCD experimental geometries",

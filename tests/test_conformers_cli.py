@@ -205,6 +205,58 @@ def test_energy_selection_prunes_near_duplicates_in_energy_order():
         select_conformers(mol, positions, energies, 3, "energy", prune_rmsd=-1.0)
 
 
+def test_unrelaxed_candidates_fill_the_slots_that_relaxed_duplicates_would_take():
+    # relaxed candidates 0, 1, 2 are one minimum (2 lowest), 3 another; the unrelaxed ones: u0 is a copy of the
+    # minimum, u1 lies 0.8 A from it and u2 1.6 A (along the same direction), so u2 is the farthest
+    mol = _embedded("CCCCO", count=1)
+    base = mol.GetConformer().GetPositions()
+    rng = np.random.default_rng(3)
+    step = rng.normal(size=base.shape)
+    step /= np.sqrt((step ** 2).sum(1).mean())
+    other = base + rng.normal(scale=0.8, size=base.shape)
+    relaxed = np.stack([base, base + 0.01 * step, base, other])
+    energies = [1.0, 2.0, 0.0, 4.0]
+    unrelaxed = np.stack([base, base + 0.8 * step, base + 1.6 * step])
+    rmsd = SymmetricRMSD(mol, np.concatenate([relaxed, unrelaxed]), polar_hydrogens=True)
+    assert rmsd.from_one(6)[2] > rmsd.from_one(5)[2] > 0.5 and rmsd.from_one(2)[1] < 0.05
+    # without unrelaxed candidates: the lowest, the other minimum, then duplicates of the first
+    assert select_conformers(mol, relaxed, energies, 3, "diverse") == [2, 3, 1]
+    # with them: the two distinct minima, then the farthest unrelaxed one (index 4 + 2), then the next (4 + 1)
+    assert select_conformers(mol, relaxed, energies, 4, "diverse", unrelaxed=unrelaxed) == [2, 3, 6, 5]
+    assert select_conformers(mol, relaxed, energies, 4, "energy", unrelaxed=unrelaxed) == [2, 3, 6, 5]
+    # a duplicate threshold below the near-copy's distance makes it a distinct minimum again
+    assert select_conformers(mol, relaxed, energies, 3, "diverse", unrelaxed=unrelaxed,
+                             distinct_rmsd=0.001) == [2, 3, 1]
+    # more wanted than distinct and unrelaxed together: the relaxed duplicates last
+    assert select_conformers(mol, relaxed, energies, 7, "diverse", unrelaxed=unrelaxed)[:5] == [2, 3, 6, 5, 4]
+    with pytest.raises(ValueError, match="distinct_rmsd must be >= 0"):
+        select_conformers(mol, relaxed, energies, 3, "diverse", unrelaxed=unrelaxed, distinct_rmsd=-0.1)
+
+
+def _distinct_count(mol, threshold: float) -> int:
+    """Conformers of ``mol`` farther than ``threshold`` (heavy atoms and polar H) from every earlier one."""
+    positions = np.stack([c.GetPositions() for c in mol.GetConformers()])
+    rmsd = SymmetricRMSD(mol, positions, polar_hydrogens=True)
+    return sum(1 for k in range(len(positions)) if k == 0 or rmsd.from_one(k)[:k].min() > threshold)
+
+
+def test_top_up_from_unrelaxed_candidates_gives_distinct_conformers_with_energies():
+    # MMFF94 relaxes nearly all candidates of this small molecule into a few minima: topping up from relaxed
+    # candidates repeats them, from unrelaxed ones adds rotamers; every conformer keeps its stereo and an energy
+    smiles = "OC1(c2ccco2)CC1"
+    relaxed = generate_conformers(smiles, n=8, top_up="relaxed")
+    unrelaxed = generate_conformers(smiles, n=8, top_up="unrelaxed")
+    assert unrelaxed.GetNumConformers() == 8
+    assert _distinct_count(unrelaxed, 0.25) >= _distinct_count(relaxed, 0.25) + 3
+    for conf in unrelaxed.GetConformers():
+        assert np.isfinite(conf.GetDoubleProp("MMFF94_energy_kcal_mol"))
+    # the relaxed minima lead; an unrelaxed conformer (its hydrogens minimised) lies above the lowest minimum
+    energies = [c.GetDoubleProp("MMFF94_energy_kcal_mol") for c in unrelaxed.GetConformers()]
+    assert energies[0] == min(energies)
+    with pytest.raises(ValueError, match="top_up must be one of"):
+        generate_conformers(smiles, n=2, top_up="seeds")
+
+
 def test_relax_hydrogens_moves_only_hydrogens_and_mends_a_short_bond():
     from rdkit.Chem import rdForceFieldHelpers, rdMolTransforms
 

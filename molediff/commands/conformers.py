@@ -4,7 +4,8 @@ INPUT is a SMILES string, a .smi file (one 'SMILES [name]' per line; blank lines
 SDF file (2D, 3D or no coordinates; the title is the name). Each molecule gets N conformers: a pool of
 ETKDGv3 embeddings (Wang et al. 2020), relaxed with MMFF94 (Halgren 1996; UFF where MMFF94 has no parameters),
 checked against the input's stereochemistry (mirror images are reflected, other mismatches dropped), selected
-for diversity among the low-energy ones and refined by the diffusion refiner when one is available (partial
+for diversity among the low-energy ones (when too few distinct ones exist, unrelaxed ETKDGv3 candidates fill
+the open slots, --top-up) and refined by the diffusion refiner when one is available (partial
 diffusion from sigma0 Angstrom, SDEdit without fresh noise unless --fresh-noise; a refined conformer whose
 stereo changed is put back to its seed). The refiner is --refiner WEIGHTS, else the shipped
 molediff/pretrained/conformer_refiner.safetensors when the installation has it, else none (the model-free
@@ -22,7 +23,7 @@ import argparse
 import logging
 import sys
 
-from ..conformers.pipeline import DEFAULT_PRUNE_RMSD
+from ..conformers.pipeline import DEFAULT_PRUNE_RMSD, TOP_UP_METHODS
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prune-rmsd", type=float, default=DEFAULT_PRUNE_RMSD, metavar="ANGSTROM",
                         help="--select energy keeps no two conformers closer than this RMSD (heavy atoms and polar "
                              "H)")
+    parser.add_argument("--top-up", choices=list(TOP_UP_METHODS), default="unrelaxed",
+                        help="when fewer than N distinct relaxed candidates exist (small molecules: the force field "
+                             "collapses most candidates onto a few minima), fill the open slots with the most "
+                             "distinct candidates as ETKDGv3 embedded them, before relaxation ('unrelaxed'; refined "
+                             "like the rest, hydrogens minimised), or with near-duplicates of the relaxed ones "
+                             "('relaxed')")
     parser.add_argument("--max-atoms", type=int, default=500,
                         help="skip molecules with more atoms than this (hydrogens included)")
     parser.add_argument("--threads", type=int, default=1,
@@ -220,7 +227,8 @@ def run(args: argparse.Namespace) -> int:
                         try:
                             mol = generate_conformers(rec.mol, n=args.num_conformers, seed=args.seed, pool=args.pool,
                                                       relax=args.relax, select=args.select, max_atoms=args.max_atoms,
-                                                      threads=args.threads, prune_rmsd=args.prune_rmsd, **options)
+                                                      threads=args.threads, prune_rmsd=args.prune_rmsd,
+                                                      top_up=args.top_up, **options)
                         except ValueError as e:
                             reason = str(e)
                         except Exception as e:  # an RDKit failure on one molecule must not end the batch
