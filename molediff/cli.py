@@ -48,8 +48,16 @@ def _verbose_flag(parser: argparse.ArgumentParser) -> None:
                         help="log debug messages and show tracebacks")
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser with one-line usage errors: argparse prints the whole usage block first, which buries
+    the reason (e.g. an invalid choice) under a dozen lines; the commands' own checks print one line too."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def _top_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="molediff", description=DESCRIPTION, formatter_class=HelpFormatter,
+    parser = ArgumentParser(prog="molediff", description=DESCRIPTION, formatter_class=HelpFormatter,
                                      epilog="'molediff COMMAND --help' explains a command's options.")
     parser.add_argument("--version", action="version", version=f"molediff {__version__}")
     _verbose_flag(parser)

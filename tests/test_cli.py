@@ -33,6 +33,16 @@ def test_a_mistyped_command_says_so(capsys):
     assert "no command given" in capsys.readouterr().err
 
 
+def test_an_invalid_option_value_is_one_line_without_the_usage_block(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["conformers", "CCO", "-o", "x.sdf", "--top-up", "foo"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "usage:" not in err
+    assert err.startswith("molediff conformers: error: argument --top-up: invalid choice: 'foo'")
+    assert err.endswith("(see 'molediff conformers --help')")
+
+
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_command_help_shows_each_default_once(command, capsys):
     with pytest.raises(SystemExit):

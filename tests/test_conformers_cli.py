@@ -248,6 +248,7 @@ def test_top_up_from_unrelaxed_candidates_gives_distinct_conformers_with_energie
     unrelaxed = generate_conformers(smiles, n=8, top_up="unrelaxed")
     assert unrelaxed.GetNumConformers() == 8
     assert _distinct_count(unrelaxed, 0.25) >= _distinct_count(relaxed, 0.25) + 3
+    assert unrelaxed.GetIntProp("molediff_unrelaxed") >= 3 and relaxed.GetIntProp("molediff_unrelaxed") == 0
     for conf in unrelaxed.GetConformers():
         assert np.isfinite(conf.GetDoubleProp("MMFF94_energy_kcal_mol"))
     # the relaxed minima lead; an unrelaxed conformer (its hydrogens minimised) lies above the lowest minimum

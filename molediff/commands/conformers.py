@@ -52,13 +52,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "(needs a refiner; writes model_score)")
     parser.add_argument("--prune-rmsd", type=float, default=DEFAULT_PRUNE_RMSD, metavar="ANGSTROM",
                         help="--select energy keeps no two conformers closer than this RMSD (heavy atoms and polar "
-                             "H)")
+                             "H) while enough distinct candidates exist; the rest are topped up (--top-up)")
     parser.add_argument("--top-up", choices=list(TOP_UP_METHODS), default="unrelaxed",
                         help="when fewer than N distinct relaxed candidates exist (small molecules: the force field "
                              "collapses most candidates onto a few minima), fill the open slots with the most "
                              "distinct candidates as ETKDGv3 embedded them, before relaxation ('unrelaxed'; refined "
                              "like the rest, hydrogens minimised), or with near-duplicates of the relaxed ones "
-                             "('relaxed')")
+                             "('relaxed'); with --relax mmff only. Molecules with very few conformers can still "
+                             "get near-copies: N are always written when N candidates exist")
     parser.add_argument("--max-atoms", type=int, default=500,
                         help="skip molecules with more atoms than this (hydrogens included)")
     parser.add_argument("--threads", type=int, default=1,
@@ -113,6 +114,8 @@ def _summary(rec, mol) -> str:
                                             or mol.GetIntProp("molediff_refine_reverted")):
         parts.append(f"refined {mol.GetIntProp('molediff_refined')} "
                      f"({mol.GetIntProp('molediff_refine_reverted')} kept unrefined: stereo)")
+    if mol.HasProp("molediff_unrelaxed") and mol.GetIntProp("molediff_unrelaxed"):
+        parts.append(f"{mol.GetIntProp('molediff_unrelaxed')} from unrelaxed candidates (--top-up)")
     notes = mol.GetProp("molediff_notes")
     return f"{rec.name}: " + ", ".join(parts) + (f" ({notes})" if notes else "")
 

@@ -781,7 +781,8 @@ def generate_conformers(mol_or_smiles, n: int = 10, seed: int = 0, pool: int = 3
         ``model_score``. Mol properties: ``molediff_stereo_fixed`` / ``molediff_stereo_dropped`` (candidates
         mirrored / discarded by the stereo check), ``molediff_candidates`` (candidates embedded),
         ``molediff_forcefield`` (MMFF94, UFF or none), ``molediff_refined`` / ``molediff_refine_reverted``
-        (conformers refined / put back to their seed because refinement broke their stereo), ``molediff_init``,
+        (conformers refined / put back to their seed because refinement broke their stereo),
+        ``molediff_unrelaxed`` (conformers that are unrelaxed candidates, ``top_up``), ``molediff_init``,
         ``molediff_notes`` ("; "-separated, may be empty; e.g. why a molecule the model cannot read was not
         refined). Fewer than ``n`` conformers only when fewer candidates embedded with the right stereo (noted).
 
@@ -916,6 +917,7 @@ def generate_conformers(mol_or_smiles, n: int = 10, seed: int = 0, pool: int = 3
     out.SetIntProp("molediff_candidates", sum(r.embedded for r in rounds))
     out.SetIntProp("molediff_refined", refined)
     out.SetIntProp("molediff_refine_reverted", reverted)
+    out.SetIntProp("molediff_unrelaxed", sum(1 for j in chosen if j >= len(positions) - len(unrelaxed)))
     out.SetProp("molediff_forcefield", forcefield)
     out.SetProp("molediff_init", init)
     out.SetProp("molediff_notes", "; ".join(notes))
