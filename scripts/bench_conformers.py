@@ -179,8 +179,8 @@ def methods(model=None, sigma0: float = DEFAULT_SIGMA0, ablations=(0.1, 0.3), st
         arms[f"molediff + refiner, {passes} × {k} DDIM steps"] = refined(steps=k)
     arms["molediff + refiner, 1 pass of 5 DDIM steps"] = refined(passes=1, steps=5)
     arms["molediff + refiner, float32"] = refined(bf16=False)
-    other = "relaxed" if top_up == "unrelaxed" else "unrelaxed"
-    arms[f"molediff + refiner, top-up from {other} candidates"] = refined(top_up=other)
+    other_top_up = "relaxed" if top_up == "unrelaxed" else "unrelaxed"
+    arms[f"molediff + refiner, top-up from {other_top_up} candidates"] = refined(top_up=other_top_up)
     arms[f"molediff + refiner, SDEdit's fresh noise (σ₀ {sigma0:g} Å)"] = refined(fresh_noise=True)
     for other in ("energy", "diverse", "model"):
         if other != select:
