@@ -18,7 +18,13 @@ Reference sets (``--set``):
   atoms, are skipped);
 - ``ccd``: the 500 held-out Chemical Component Dictionary molecules of ``datasets/ccd_conformer_benchmark.txt``
   (``molediff.conformers.benchmark``; ``--n-molecules`` of them drawn seeded when fewer are asked for) against
-  their experimental ("model") coordinates, with the CCD's bond orders and charges (biotite's copy of the CCD).
+  their experimental ("model") coordinates, with the CCD's bond orders and charges (biotite's copy of the CCD);
+- ``drugs``: the 20 drug-like molecules of ``datasets/drugs20.smi`` (macrocycles, β-lactams, peptides), stereo as
+  written, no reference geometry: CPU, failures, stereo and ``--validity`` only.
+
+With ``--validity``, every N = 10 conformer is also checked with PoseBusters' intramolecular checks (the
+``posebusters`` package's ``mol`` configuration) and for local strain (MMFF94 energy above the minimum reached
+from it) and bond-length shifts on the way there (``molediff.chem.physics.mmff_strain``).
 
 Stereo is assigned from the reference geometry, so every method is asked for the reference's stereoisomer.
 
@@ -44,9 +50,10 @@ import time
 
 import numpy as np
 
-from molediff.conformers.pipeline import DEFAULT_PASSES, DEFAULT_SIGMA0, DEFAULT_STEPS
+from molediff.conformers.pipeline import DEFAULT_PASSES, DEFAULT_RESTRAINT, DEFAULT_SIGMA0, DEFAULT_STEPS
 
 MAX_ITERS = 1000  # MMFF94 steps for both the baseline and molediff's pipeline
+DRUGS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "datasets", "drugs20.smi")
 N_VALUES = (1, 10)
 
 
@@ -56,6 +63,15 @@ def reference_molecules(n_molecules: int, seed: int, which: str = "qm9", tuning:
     are chosen instead (QM9's valid split; the qualifying CCD components outside the benchmark list)."""
     if which == "ccd":
         return ccd_reference_molecules(n_molecules, seed, tuning)
+    if which == "drugs":
+        from molediff.conformers.pipeline import read_smiles_file
+
+        records = read_smiles_file(DRUGS_FILE)
+        mols = []
+        for rec in records[:n_molecules]:
+            rec.mol.SetProp("_Name", rec.name)
+            mols.append(rec.mol)
+        return mols, 0
 
     from molediff.chem.bonds import to_rdkit
     from molediff.data.qm9 import load_qm9
@@ -151,24 +167,35 @@ METHODS = {
 
 def methods(model=None, sigma0: float = DEFAULT_SIGMA0, ablations=(0.1, 0.3), steps: int = DEFAULT_STEPS,
             select: str = "diverse", pool: int = 3, only_defaults: bool = False, steps_ablations=(),
-            passes: int = DEFAULT_PASSES, top_up: str = "unrelaxed") -> dict:
+            passes: int = DEFAULT_PASSES, top_up: str = "unrelaxed", restraint: float | None = DEFAULT_RESTRAINT,
+            restraint_ablations=(), pools=(), passes_ablations=()) -> dict:
     """The arms of the run: ``METHODS`` without a refiner. With a refiner ``model``: the baselines, molediff's
     defaults with refinement (σ₀ ``sigma0``, ``passes`` of ``steps`` DDIM steps, ``select``, ``pool``, ``top_up``)
     and its ablations: no refinement (the model-free pipeline), pool 1, no relaxation, the other σ₀ and step
     counts, one pass of 5 steps, float32, the other top-up, fresh noise, the other selections.
-    ``only_defaults``: the baselines, the defaults and the model-free pipeline only."""
+    ``only_defaults``: the baselines, the defaults and the model-free pipeline only, plus the restraint
+    (``restraint_ablations``: force constants in kcal/mol/Å², None for hydrogens only) and pool (``pools``)
+    ablations asked for."""
     if model is None:
         return dict(METHODS)
 
     def refined(**kwargs):
         options = {"refiner": model, "sigma0": sigma0, "steps": steps, "passes": passes, "select": select,
-                   "top_up": top_up, "pool": pool, **kwargs}
+                   "top_up": top_up, "pool": pool, "restraint": restraint, **kwargs}
         return lambda mol, n, t: molediff_pipeline(mol, n, t, **options)
 
     arms = {"ETKDGv3": METHODS["ETKDGv3"], "ETKDGv3 + MMFF94": METHODS["ETKDGv3 + MMFF94"],
             f"molediff (pool {pool}, MMFF94, {select} selection, refined from σ₀ {sigma0:g} Å, {passes} × {steps} "
-            f"DDIM steps{'' if top_up == 'unrelaxed' else ', top-up from ' + top_up})": refined(),
-            "molediff, no refinement": lambda mol, n, t: molediff_pipeline(mol, n, t, pool=pool, top_up=top_up)}
+            f"DDIM steps, {_restraint_name(restraint)}{'' if top_up == 'unrelaxed' else ', top-up from ' + top_up})":
+            refined(),
+            "molediff, no refinement": lambda mol, n, t: molediff_pipeline(mol, n, t, pool=pool, top_up=top_up,
+                                                                            restraint=restraint)}
+    for k in restraint_ablations:
+        arms[f"molediff + refiner, {_restraint_name(k)}"] = refined(restraint=k)
+    for p in pools:
+        arms[f"molediff + refiner, pool {p}"] = refined(pool=p)
+    for k in passes_ablations:
+        arms[f"molediff + refiner, {k} × {steps} DDIM steps"] = refined(passes=k)
     if only_defaults:
         return arms
     arms["molediff + refiner, pool 1"] = refined(pool=1)
@@ -186,6 +213,10 @@ def methods(model=None, sigma0: float = DEFAULT_SIGMA0, ablations=(0.1, 0.3), st
         if other != select:
             arms[f"molediff + refiner, {other} selection"] = refined(select=other)
     return arms
+
+
+def _restraint_name(k: float | None) -> str:
+    return "hydrogens minimised (heavy atoms fixed)" if k is None else f"restrained minimisation k = {k:g}"
 
 
 def best_rmsd(generated, reference_heavy) -> float:
@@ -209,10 +240,47 @@ def stereo_kept(generated, reference) -> tuple[int, int]:
     return ok, generated.GetNumConformers()
 
 
-def run(molecules, threads: int, arms: dict | None = None) -> dict:
+def validity(out, busters) -> dict:
+    """Physical validity of every conformer of ``out`` (N = 10 outputs): PoseBusters' intramolecular checks
+    (``busters``: ``posebusters.PoseBusters(config="mol")``, Buttenschoen et al. 2024: sanitisation, bond lengths,
+    bond angles, internal clash, aromatic ring and double bond flatness, non-aromatic ring non-flatness, internal
+    energy against an ETKDG/UFF ensemble; a conformer passes when every check passes) and local strain by MMFF94
+    (``molediff.chem.physics.mmff_strain``: energy above the minimum reached from the conformer, and how far each
+    bond length moves on the way). Lists per conformer / per bond; molecules without MMFF94 parameters give no
+    strain."""
+    from rdkit import Chem, rdBase
+
+    from molediff.chem.physics import mmff_strain
+
+    confs = [Chem.Mol(out, confId=c.GetId()) for c in out.GetConformers()]
+    with rdBase.BlockLogs():
+        table = busters.bust(confs)
+    passed = table.astype(bool).all(axis=1).tolist()
+    failed_checks = [col for col in table.columns for ok in table[col].tolist() if not ok]
+    strain, shifts = [], []
+    for c in out.GetConformers():
+        try:
+            e0, e1, shift = mmff_strain(out, c.GetId())
+        except ValueError:
+            continue
+        strain.append(e0 - e1)
+        shifts.extend(shift.tolist())
+    return {"pb_pass": passed, "pb_failed": failed_checks, "strain": strain, "bond_shift": shifts}
+
+
+def run(molecules, threads: int, arms: dict | None = None, check_validity: bool = False) -> dict:
     from rdkit import Chem
 
     from molediff.conformers.pipeline import stereo_reference
+
+    busters = None
+    if check_validity:
+        import logging
+
+        from posebusters import PoseBusters
+
+        logging.getLogger("posebusters").setLevel(logging.ERROR)
+        busters = PoseBusters(config="mol")
 
     arms = METHODS if arms is None else arms
     results = {}
@@ -221,21 +289,27 @@ def run(molecules, threads: int, arms: dict | None = None) -> dict:
     references = [stereo_reference(Chem.AddHs(mol)) for mol in molecules]  # the atom order every method outputs
     for name, method in arms.items():
         row = {"failures": {n: 0 for n in N_VALUES}, "fixed": 0, "dropped": 0, "refined": 0, "reverted": 0,
-               "stereo_ok": 0, "stereo_checked": 0}
+               "stereo_ok": 0, "stereo_checked": 0, "failed": [], "valid": {"pb_pass": [], "pb_failed": [],
+                                                                             "strain": [], "bond_shift": []}}
         for n in N_VALUES:
             rmsd, cpu, conformers, per_molecule = [], 0.0, 0, []
             for mol, reference in zip(molecules, references):
                 start = time.process_time()
                 try:
                     out = method(mol, n, threads)
-                except (ValueError, RuntimeError):  # RDKit's internal failures count against the method too
+                except (ValueError, RuntimeError) as e:  # RDKit's internal failures count against the method too
                     row["failures"][n] += 1
+                    if n == max(N_VALUES):
+                        row["failed"].append(f"{mol.GetProp('_Name')}: {' '.join(str(e).split())[:120]}")
                     cpu += time.process_time() - start  # time spent failing counts too
                     continue
                 seconds = time.process_time() - start
                 cpu += seconds
                 conformers += out.GetNumConformers()
                 per_molecule.append(seconds / max(out.GetNumConformers(), 1))
+                if n == max(N_VALUES) and busters is not None:
+                    for key, values in validity(out, busters).items():
+                        row["valid"][key].extend(values)
                 if n == max(N_VALUES):
                     ok, checked = stereo_kept(out, reference)
                     row["stereo_ok"] += ok
@@ -245,8 +319,9 @@ def run(molecules, threads: int, arms: dict | None = None) -> dict:
                     row["dropped"] += out.GetIntProp("molediff_stereo_dropped")
                     row["refined"] += out.GetIntProp("molediff_refined")
                     row["reverted"] += out.GetIntProp("molediff_refine_reverted")
-                rmsd.append(best_rmsd(out, Chem.RemoveHs(mol)))
-            r = np.array(rmsd)
+                if mol.GetNumConformers():   # the drugs set has no reference geometry: validity only
+                    rmsd.append(best_rmsd(out, Chem.RemoveHs(mol)))
+            r = np.array(rmsd) if rmsd else np.full(1, np.nan)
             total = len(molecules)  # a molecule a method cannot embed counts as not covered
             row[n] = {"mean": r.mean(), "median": np.median(r), "cov05": (r < 0.5).sum() / total,
                       "cov10": (r < 1.0).sum() / total,
@@ -254,6 +329,26 @@ def run(molecules, threads: int, arms: dict | None = None) -> dict:
         results[name] = row
         print(f"done: {name}", file=sys.stderr)
     return results
+
+
+def print_validity(results: dict, n: int) -> None:
+    """The validity table: PoseBusters pass rate, the checks that failed most, local strain and bond shifts."""
+    from collections import Counter
+
+    print(f"\n| method (N={n}) | PoseBusters 'mol' checks passed (conformers) | checks failed most | strain median / "
+          f"95th pct (kcal/mol) | bonds within 0.05 Å of the MMFF94 minimum | failures (N={n}) |")
+    print("|---|---|---|---|---|---|")
+    for name, row in results.items():
+        v = row["valid"]
+        passed = f"{np.mean(v['pb_pass']):.1%} of {len(v['pb_pass'])}" if v["pb_pass"] else "n/a"
+        worst = ", ".join(f"{k} {c}" for k, c in Counter(v["pb_failed"]).most_common(3)) or "none"
+        strain = (f"{np.median(v['strain']):.2f} / {np.percentile(v['strain'], 95):.2f}" if v["strain"] else "n/a")
+        bonds = f"{np.mean(np.array(v['bond_shift']) <= 0.05):.2%}" if v["bond_shift"] else "n/a"
+        failed = "; ".join(row["failed"]) or "none"
+        print(f"| {name} | {passed} | {worst} | {strain} | {bonds} | {failed} |")
+    print("\nPoseBusters: the `posebusters` package's 'mol' configuration (Buttenschoen et al. 2024), each conformer "
+          "on its own; strain: MMFF94 energy above the minimum reached from the conformer by unrestrained "
+          "minimisation (2000 steps), molecules with MMFF94 parameters only.")
 
 
 def _machine() -> str:
@@ -271,8 +366,10 @@ def _machine() -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--set", choices=["qm9", "ccd"], default="qm9",
-                        help="reference set: QM9 test molecules (DFT) or the held-out CCD list (experimental)")
+    parser.add_argument("--set", choices=["qm9", "ccd", "drugs"], default="qm9",
+                        help="reference set: QM9 test molecules (DFT), the held-out CCD list (experimental), or "
+                             "datasets/drugs20.smi (20 drug-like molecules without reference geometry: CPU, "
+                             "failures and --validity only)")
     parser.add_argument("--n-molecules", type=int, default=100,
                         help="molecules to use (ccd: at most the 500 of the list)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the molecule selection")
@@ -292,6 +389,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--top-up", choices=["unrelaxed", "relaxed"], default="unrelaxed",
                         help="where the refiner's default arm fills slots left by too few distinct relaxed "
                              "candidates (generate_conformers' top_up; the other is an ablation)")
+    parser.add_argument("--restraint", default=str(DEFAULT_RESTRAINT),
+                        help="force constant (kcal/mol/Å²) of the restrained minimisation after refinement in the "
+                             "default arm, or 'none' (hydrogens only)")
+    parser.add_argument("--restraint-ablations", nargs="*", default=[],
+                        help="other force constants (or 'none') measured as ablations")
+    parser.add_argument("--pool-ablations", type=int, nargs="*", default=[], help="other pools measured as ablations")
+    parser.add_argument("--passes-ablations", type=int, nargs="*", default=[],
+                        help="other numbers of refinement passes measured as ablations")
+    parser.add_argument("--validity", action="store_true",
+                        help="also PoseBusters' intramolecular checks and MMFF94 local strain of every N=10 "
+                             "conformer (needs the posebusters package)")
     parser.add_argument("--only-defaults", action="store_true",
                         help="with --refiner: the baselines, the defaults and the model-free pipeline only")
     parser.add_argument("--tuning", action="store_true",
@@ -313,13 +421,18 @@ def main(argv: list[str] | None = None) -> None:
         except (FileNotFoundError, ValueError) as e:
             parser.error(" ".join(str(e).split()))
     molecules, skipped = reference_molecules(args.n_molecules, args.seed, args.set, args.tuning)
-    results = run(molecules, args.threads, methods(model, args.sigma0, args.sigma0_ablations, args.steps,
-                                                   args.select, args.pool, args.only_defaults,
-                                                   args.steps_ablations, args.passes, args.top_up))
+    def force_constant(text: str) -> float | None:
+        return None if text.lower() == "none" else float(text)
+
+    arms = methods(model, args.sigma0, args.sigma0_ablations, args.steps, args.select, args.pool, args.only_defaults,
+                   args.steps_ablations, args.passes, args.top_up, force_constant(args.restraint),
+                   [force_constant(k) for k in args.restraint_ablations], args.pool_ablations,
+                   args.passes_ablations)
+    results = run(molecules, args.threads, arms, check_validity=args.validity)
     lo, hi = N_VALUES
-    what = ("QM9 DFT geometries", "valid-split (tuning) molecules" if args.tuning else "test molecules") \
-        if args.set == "qm9" else ("CCD experimental geometries",
-                                   "CCD tuning molecules" if args.tuning else "held-out CCD molecules")
+    what = {"qm9": ("QM9 DFT geometries", "valid-split (tuning) molecules" if args.tuning else "test molecules"),
+            "ccd": ("CCD experimental geometries", "CCD tuning molecules" if args.tuning else "held-out CCD molecules"),
+            "drugs": ("no reference geometry (validity only)", "drug-like molecules of datasets/drugs20.smi")}[args.set]
     print(f"### Conformers vs {what[0]} ({len(molecules)} {what[1]}, seed {args.seed}; {skipped} skipped)\n")
     if model is not None:
         print(f"Refiner: `{args.refiner}` ({sum(p.numel() for p in model.parameters())} parameters, "
@@ -345,6 +458,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {name} | {a['mean']:.3f} | {b['mean']:.3f} | {b['median']:.3f} | {a['cov05']:.0%} / {b['cov05']:.0%} "
               f"| {a['cov10']:.0%} / {b['cov10']:.0%} | {1e3 * a['cpu_per_conf']:.1f} / {1e3 * b['cpu_per_conf']:.1f} "
               f"| {ratio} | {1e3 * b['cpu_median']:.1f} | {kept} | {stereo} | {failures} |")
+    if args.validity:
+        print_validity(results, hi)
     print("\nRMSD: best of N, heavy atoms, symmetry-aware, mean/median over the molecules a method embedded; coverage "
           "over all molecules (failures not covered); CPU includes failed attempts. Seeds differ between methods, so "
           "single molecules can differ by chance (a best-of-10 of 0.1 vs 1.2 Å on a flexible molecule happens).")

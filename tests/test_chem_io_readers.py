@@ -324,3 +324,23 @@ def test_folder_reports_empty_and_cut_files_and_reads_the_rest(tmp_path):
     assert [m.name for m in mols][:3] == ["water", "ammonia", "methane"]
     assert [record for record, _ in errors] == ["b.sdf", "c.sdf.gz"]
     assert errors[1][1].startswith("file is truncated after record ")
+
+
+def test_dative_bonds_to_a_metal_read_as_single_bonds(tmp_path):
+    # what `molediff conformers --allow-unvalidated-elements` writes for a metal complex must be scorable with the
+    # file's bonds; a dative bond between non-metals (ammonia borane above) stays unusable
+    from rdkit import Chem
+    from rdkit.Chem import rdDistGeom
+
+    mol = Chem.AddHs(Chem.MolFromSmiles("[NH3]->[Pt](<-[NH3])(Cl)Cl"))
+    assert rdDistGeom.EmbedMolecule(mol, randomSeed=3) == 0
+    path = tmp_path / "cisplatin.sdf"
+    with Chem.SDWriter(str(path)) as writer:
+        writer.write(mol)
+    notes = []
+    mols, errors = read_molecules(path, require_bonds=True, notes=notes)
+    assert errors == [] and len(mols) == 1
+    pt = mols[0].atomic_numbers.tolist().index(78)
+    to_pt = sorted(int(o) for i, j, o in mols[0].bonds.tolist() if pt in (i, j))
+    assert to_pt == [1, 1, 1, 1]                                     # two dative N->Pt, two Pt-Cl
+    assert [note for _, note in notes] == ["2 dative bonds read as single bonds (valence checks count them)"]

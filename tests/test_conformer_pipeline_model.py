@@ -50,13 +50,14 @@ def _heavy_rmsd(mol, a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_the_chosen_conformers_are_refined_keeping_stereo_with_relaxed_hydrogens(refiner):
-    common = dict(n=6, pool=1, seed=2, select="none", refiner=refiner, steps=5)
+    common = dict(n=6, pool=1, seed=2, select="none", refiner=refiner, steps=5, restraint=None, dedupe_rmsd=0)
     seeds = generate_conformers(ALANINE, sigma0=0, **common)       # the model loaded, refinement off
     refined = generate_conformers(ALANINE, sigma0=0.1, **common)
     assert seeds.GetIntProp("molediff_refined") == 0
     assert refined.GetIntProp("molediff_refined") + refined.GetIntProp("molediff_refine_reverted") == 6
     assert refined.GetIntProp("molediff_refined") >= 5
-    plain = generate_conformers(ALANINE, n=6, pool=1, seed=2, select="none")   # no model at all: the same seeds
+    # no model at all: the same seeds
+    plain = generate_conformers(ALANINE, n=6, pool=1, seed=2, select="none", dedupe_rmsd=0)
     np.testing.assert_array_equal(_positions(plain), _positions(seeds))
     props = rdForceFieldHelpers.MMFFGetMoleculeProperties(refined, mmffVariant="MMFF94")
     for k in range(6):
@@ -75,7 +76,7 @@ def test_the_chosen_conformers_are_refined_keeping_stereo_with_relaxed_hydrogens
 
 
 def test_a_refined_conformer_that_lost_its_stereo_goes_back_to_its_seed(refiner, monkeypatch):
-    common = dict(n=4, pool=1, seed=1, select="none", refiner=refiner, steps=3)
+    common = dict(n=4, pool=1, seed=1, select="none", refiner=refiner, steps=3, dedupe_rmsd=0)
     seeds = _positions(generate_conformers(ALANINE, sigma0=0, **common))
     real = refine.refine_conformers
 
@@ -110,7 +111,7 @@ def test_model_selection_takes_the_best_scored_third_then_spreads():
 
 
 def test_select_model_in_the_pipeline_records_scores(refiner):
-    mol = generate_conformers(ALANINE, n=3, pool=3, seed=0, select="model", refiner=refiner, steps=3)
+    mol = generate_conformers(ALANINE, n=3, pool=3, seed=0, select="model", refiner=refiner, steps=3, dedupe_rmsd=0)
     scores = [c.GetDoubleProp("model_score") for c in mol.GetConformers()]
     assert len(scores) == 3 and all(np.isfinite(scores)) and scores[0] == min(scores)
     assert {_smiles_from_3d(mol, k) for k in range(3)} == {ALANINE}
@@ -123,7 +124,7 @@ def test_candidates_from_noise_need_a_model_trained_on_all_times(refiner):
     full = ConformerDiffusion(ConformerDiffusionConfig(T=50, denoiser={"name": "egnn", "hidden": 8, "layers": 1},
                                                        node_features=NODE_FEATURES,
                                                        edge_features=EDGE_FEATURES)).double().eval()
-    mol = generate_conformers("CCO", n=3, pool=2, refiner=full, init="noise", relax="none", steps=4)
+    mol = generate_conformers("CCO", n=3, pool=2, refiner=full, init="noise", relax="none", steps=4, dedupe_rmsd=0)
     assert mol.GetNumConformers() == 3 and mol.GetProp("molediff_init") == "noise"
     assert mol.GetIntProp("molediff_candidates") == 6 and mol.GetIntProp("molediff_refined") == 0
     samples = refine.sample_conformers(full, Chem.AddHs(Chem.MolFromSmiles("CCO")), 6, steps=4, seed=0)
@@ -136,7 +137,7 @@ def test_candidates_from_noise_need_a_model_trained_on_all_times(refiner):
 
 
 def test_a_molecule_the_model_cannot_read_is_left_unrefined_with_a_note(refiner):
-    mol = generate_conformers("CCCl", n=2, refiner=refiner, steps=3, select="model")
+    mol = generate_conformers("CCCl", n=2, refiner=refiner, steps=3, select="model", dedupe_rmsd=0)
     assert mol.GetNumConformers() == 2 and mol.GetIntProp("molediff_refined") == 0
     notes = mol.GetProp("molediff_notes")
     assert "not refined by the model: elements ['Cl'] are not in the model's vocabulary" in notes

@@ -5,6 +5,7 @@ batch proceeds, exit codes, speed, and a selection that is more diverse than the
 from __future__ import annotations
 
 import itertools
+import os
 import subprocess
 import sys
 import time
@@ -105,7 +106,7 @@ def test_the_pipeline_mirrors_inverted_candidates_and_replaces_wrong_ones(monkey
         return ids, cause
 
     monkeypatch.setattr(pipeline, "_embed", embed_some_mirrored)
-    mol = generate_conformers("C[C@H](N)C(=O)O", n=4, pool=1)
+    mol = generate_conformers("C[C@H](N)C(=O)O", n=4, pool=1, dedupe_rmsd=0)
     assert mol.GetIntProp("molediff_stereo_fixed") == 2 and mol.GetIntProp("molediff_stereo_dropped") == 0
     assert {_smiles_from_3d(mol, c.GetId()) for c in mol.GetConformers()} == {"C[C@H](N)C(=O)O"}
 
@@ -116,18 +117,20 @@ def test_the_pipeline_mirrors_inverted_candidates_and_replaces_wrong_ones(monkey
         return lambda mol, cid, ref: "wrong" if next(calls) < 3 else check(mol, cid, ref)
 
     monkeypatch.setattr(pipeline, "check_conformer_stereo", first_three_wrong(itertools.count()))
-    mol = generate_conformers("C[C@H](N)C(=O)O", n=4, pool=2)  # 8 candidates, 3 dropped: 5 left to choose from
+    # 8 candidates, 3 dropped: 5 left to choose from
+    mol = generate_conformers("C[C@H](N)C(=O)O", n=4, pool=2, dedupe_rmsd=0)
     assert mol.GetNumConformers() == 4 and mol.GetIntProp("molediff_stereo_dropped") == 3
     assert mol.GetIntProp("molediff_candidates") == 8
     monkeypatch.setattr(pipeline, "check_conformer_stereo", first_three_wrong(itertools.count()))
-    mol = generate_conformers("C[C@H](N)C(=O)O", n=4, pool=1)  # 1 left: a second round replaces the dropped
+    # 1 left: a second round replaces the dropped
+    mol = generate_conformers("C[C@H](N)C(=O)O", n=4, pool=1, dedupe_rmsd=0)
     assert mol.GetNumConformers() == 4 and mol.GetIntProp("molediff_candidates") == 8
     assert {_smiles_from_3d(mol, c.GetId()) for c in mol.GetConformers()} == {"C[C@H](N)C(=O)O"}
 
 
 @pytest.mark.parametrize("smiles", ["F/C=C/Cl", "C/C=C\\C", "C/C=C/[C@@H](F)C"])
 def test_specified_double_bonds_keep_their_configuration(smiles):
-    mol = generate_conformers(smiles, n=5)
+    mol = generate_conformers(smiles, n=5, dedupe_rmsd=0)
     expected = Chem.MolToSmiles(Chem.MolFromSmiles(smiles))
     assert [_smiles_from_3d(mol, c.GetId()) for c in mol.GetConformers()] == [expected] * 5
 
@@ -148,6 +151,10 @@ def test_a_wrong_double_bond_is_caught():
     ("[C@H]12C[C@@H]1C2", {"pool": 1, "n": 1}, "embedding failed"),
     ("CCO", {"select": "energy", "relax": "none"}, "needs energies"),
     ("CC(=O)[O-].[Na+]", {}, "disconnected input (2 fragments"),
+    ("N[Pt](N)(Cl)Cl", {}, "unsupported element Pt: distance geometry and MMFF94 cannot place metals"),
+    ("CC[Sn](CC)(CC)CC", {}, "unsupported element Sn"),
+    ("CCO", {"restraint": -1.0}, "restraint must be a force constant >= 0"),
+    ("CCO", {"dedupe_rmsd": -0.1}, "dedupe_rmsd must be >= 0"),
 ])
 def test_every_failure_has_a_one_line_reason(smiles, kwargs, reason):
     with pytest.raises(ValueError, match=None) as info:
@@ -244,8 +251,8 @@ def test_top_up_from_unrelaxed_candidates_gives_distinct_conformers_with_energie
     # MMFF94 relaxes nearly all candidates of this small molecule into a few minima: topping up from relaxed
     # candidates repeats them, from unrelaxed ones adds rotamers; every conformer keeps its stereo and an energy
     smiles = "OC1(c2ccco2)CC1"
-    relaxed = generate_conformers(smiles, n=8, top_up="relaxed")
-    unrelaxed = generate_conformers(smiles, n=8, top_up="unrelaxed")
+    relaxed = generate_conformers(smiles, n=8, top_up="relaxed", dedupe_rmsd=0)
+    unrelaxed = generate_conformers(smiles, n=8, top_up="unrelaxed", dedupe_rmsd=0)
     assert unrelaxed.GetNumConformers() == 8
     assert _distinct_count(unrelaxed, 0.25) >= _distinct_count(relaxed, 0.25) + 3
     assert unrelaxed.GetIntProp("molediff_unrelaxed") >= 3 and relaxed.GetIntProp("molediff_unrelaxed") == 0
@@ -309,12 +316,112 @@ def test_relax_hydrogens_keeps_the_refined_hydrogens_when_minimisation_fails(mon
     assert energies[0] == pytest.approx(real(mol, props).CalcEnergy(), rel=1e-9)   # the single point
 
 
+def test_restrained_relaxation_mends_bonds_and_strain_and_holds_the_heavy_atoms():
+    # a refined conformer with a stretched C-C bond and a torsion off the force field's minimum: the restraint lets
+    # MMFF94 mend the stiff bond (its strain goes) while the heavy atoms, and so the torsion, are held towards the
+    # model's, the more so the stiffer the restraint (plain minimisation, k = 0, goes all the way to gauche)
+    from rdkit.Chem import rdForceFieldHelpers, rdMolTransforms
+
+    from molediff.conformers.pipeline import relax_restrained
+
+    mol = _embedded("CCCC", count=1)
+    rdForceFieldHelpers.MMFFOptimizeMolecule(mol)
+    conf = mol.GetConformer()
+    rdMolTransforms.SetDihedralDeg(conf, 0, 1, 2, 3, 100.0)         # not a minimum: the model's choice
+    rdMolTransforms.SetBondLength(conf, 1, 2, 1.62)                  # 0.1 Å long: the model's error
+    start = conf.GetPositions()
+    props = rdForceFieldHelpers.MMFFGetMoleculeProperties(mol)
+    e_start = rdForceFieldHelpers.MMFFGetMoleculeForceField(mol, props).CalcEnergy()
+    heavy = [0, 1, 2, 3]
+    fixed_pos, fixed_e = relax_restrained(mol, start[None], "MMFF94", None)    # hydrogens only
+    np.testing.assert_array_equal(fixed_pos[0][heavy], start[heavy])
+    dihedrals, moved = [], []
+    for k in (0.0, 10.0, 30.0):
+        pos, energies = relax_restrained(mol, start[None], "MMFF94", k)
+        out = Chem.Mol(mol)
+        for i, p in enumerate(pos[0].tolist()):
+            out.GetConformer().SetAtomPosition(i, p)
+        assert rdMolTransforms.GetBondLength(out.GetConformer(), 1, 2) == pytest.approx(1.52, abs=0.02)  # mended
+        plain = rdForceFieldHelpers.MMFFGetMoleculeForceField(out, props).CalcEnergy()
+        assert energies[0] == pytest.approx(plain, rel=1e-9)         # the energy without the restraint terms
+        assert energies[0] < fixed_e[0] - 3 and energies[0] < e_start - 3
+        dihedrals.append(rdMolTransforms.GetDihedralDeg(out.GetConformer(), 0, 1, 2, 3))
+        moved.append(np.linalg.norm(pos[0][heavy] - start[heavy], axis=1).max())
+    assert dihedrals[0] == pytest.approx(65.0, abs=3.0)              # k = 0: the gauche minimum
+    assert dihedrals[0] < dihedrals[1] < dihedrals[2] < 100.0        # held back towards the model's torsion
+    assert moved[0] > moved[1] > moved[2]
+    with pytest.raises(ValueError, match="restraint must be a force constant"):
+        relax_restrained(mol, start[None], "MMFF94", float("nan"))
+
+
+def test_every_energy_says_what_it_is_and_unrelaxed_top_ups_are_relaxed():
+    # model-free: relaxed candidates are minima; top-ups from unrelaxed candidates get a restrained minimisation
+    # (never the raw ETKDG energy), and their local strain is small
+    from molediff.chem.physics import mmff_strain
+
+    mol = generate_conformers("OC1(c2ccco2)CC1", n=8, dedupe_rmsd=0)
+    assert mol.GetIntProp("molediff_unrelaxed") >= 3
+    kinds = [c.GetProp("energy_kind") for c in mol.GetConformers()]
+    assert kinds.count("minimum") == 8 - mol.GetIntProp("molediff_unrelaxed")
+    assert kinds.count("restrained minimum (heavy atoms, k = 10 kcal/mol/A^2)") == mol.GetIntProp("molediff_unrelaxed")
+    for c in mol.GetConformers():
+        e0, e1, shift = mmff_strain(mol, c.GetId())
+        assert e0 == pytest.approx(c.GetDoubleProp("MMFF94_energy_kcal_mol"), abs=1e-6)
+        assert e0 - e1 < 2.0 and shift.max() < 0.02
+    hydrogens_only = generate_conformers("OC1(c2ccco2)CC1", n=8, dedupe_rmsd=0, restraint=None)
+    kinds = {c.GetProp("energy_kind") for c in hydrogens_only.GetConformers()}
+    assert "hydrogens minimised, heavy atoms fixed" in kinds
+
+
+def test_near_copies_are_written_once_and_the_summary_says_so(tmp_path, capsys):
+    # caffeine is rigid: every candidate is the same conformer up to methyl hydrogens
+    mol = generate_conformers("Cn1cnc2c1c(=O)n(C)c(=O)n2C", n=5)
+    assert mol.GetNumConformers() == 1
+    assert "4 near-copies (RMSD < 0.25 A) left out: only 1 distinct conformer" in mol.GetProp("molediff_notes")
+    assert generate_conformers("Cn1cnc2c1c(=O)n(C)c(=O)n2C", n=5, dedupe_rmsd=0).GetNumConformers() == 5
+    flexible = generate_conformers("CCCCCCO", n=5)                   # enough distinct conformers: all written
+    assert flexible.GetNumConformers() == 5 and "near-cop" not in flexible.GetProp("molediff_notes")
+    out = tmp_path / "caffeine.sdf"
+    assert main(["conformers", "Cn1cnc2c1c(=O)n(C)c(=O)n2C caffeine", "-n", "5", "-o", str(out),
+                 "--refiner", "none"]) == 0
+    text = capsys.readouterr().out
+    assert "caffeine: 1 conformer," in text and "only 1 distinct conformer" in text
+    assert len(_records(out)) == 1
+
+
+def test_metals_are_refused_unless_allowed_and_then_labelled(tmp_path, capsys):
+    out = tmp_path / "cisplatin.sdf"
+    assert main(["conformers", "N[Pt](N)(Cl)Cl cisplatin", "-o", str(out), "--refiner", "none"]) == 1
+    err = capsys.readouterr().err
+    assert "skipped cisplatin: unsupported element Pt" in err and not out.exists()
+    mol = generate_conformers("[NH3][Pt]([NH3])(Cl)Cl", n=2, allow_unvalidated_elements=True, dedupe_rmsd=0)
+    assert mol.GetNumConformers() == 2 and "UNVALIDATED: contains Pt" in mol.GetProp("molediff_notes")
+
+
+def test_ctrl_c_while_rdkit_embeds_stops_the_run():
+    # RDKit catches SIGINT itself while it embeds and returns no conformers; the pipeline must not take that for
+    # an embedding failure (and fall back to random coordinates)
+    import signal
+    import threading
+
+    from molediff.conformers import pipeline
+
+    mol = Chem.AddHs(Chem.MolFromSmiles("CCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCC(=O)NC1CCCCC1"))
+    timer = threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            pipeline._embed(mol, 2000, seed=0, threads=1, random_coords=False)
+    finally:
+        timer.cancel()
+
+
 # ------------------------------------------------------------------------------------------ the command
 def test_sdf_output_round_trips_with_titles_from_a_smi_file(tmp_path, capsys):
     smi = tmp_path / "in.smi"
     smi.write_text("# my molecules\nCCO ethanol\n\nC[C@@H](C(=O)O)N L-alanine\nF/C=C/Cl\n")
     out = tmp_path / "out.sdf"
-    assert main(["conformers", str(smi), "-n", "3", "-o", str(out)]) == 0
+    assert main(["conformers", str(smi), "-n", "3", "-o", str(out), "--dedupe-rmsd", "0"]) == 0
     records = _records(out)
     assert [r.GetProp("_Name") for r in records] == ["ethanol"] * 3 + ["L-alanine"] * 3 + ["mol_3"] * 3
     for name, group in itertools.groupby(records, key=lambda r: r.GetProp("_Name")):
@@ -353,7 +460,7 @@ def test_a_mixed_batch_reports_each_failure_and_proceeds(tmp_path, capsys):
     smi = tmp_path / "mixed.smi"
     smi.write_text("CCO good1\nC1CC( broken\n*C dummy\n CCCCCCCCCCCCCCCCCCCC long\nc1ccccc1 good2\n")
     out = tmp_path / "out.sdf"
-    assert main(["conformers", str(smi), "-n", "2", "-o", str(out), "--max-atoms", "40"]) == 0
+    assert main(["conformers", str(smi), "-n", "2", "-o", str(out), "--max-atoms", "40", "--dedupe-rmsd", "0"]) == 0
     err = capsys.readouterr()
     assert "skipped broken: could not parse SMILES 'C1CC('" in err.err
     assert "skipped dummy: unsupported element '*'" in err.err
@@ -390,8 +497,8 @@ def test_the_command_refines_with_the_shipped_weights_in_seconds(tmp_path):
     assert shipped_refiner() is not None, "molediff/pretrained/conformer_refiner.safetensors must ship"
     out = tmp_path / "out.sdf"
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "molediff.cli", "conformers", "CCO", "-n", "3", "-o", str(out)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-m", "molediff.cli", "conformers", "CCO", "-n", "3", "-o", str(out),
+                             "--dedupe-rmsd", "0"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert time.perf_counter() - start < 30  # a few seconds here; generous for a loaded CI machine
     first = result.stdout.splitlines()[0]
@@ -418,9 +525,28 @@ def test_the_api_uses_the_shipped_refiner_when_asked(monkeypatch):
 def test_the_model_free_pipeline_does_not_load_torch(tmp_path):
     out = tmp_path / "out.sdf"
     result = subprocess.run([sys.executable, "-m", "molediff.cli", "conformers", "CCO", "-n", "3", "--refiner", "none",
-                             "-o", str(out)], capture_output=True, text=True, timeout=60)
+                             "-o", str(out), "--dedupe-rmsd", "0"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert len(_records(out)) == 3
     probe = "import sys, molediff.commands.conformers, molediff.conformers.pipeline; print('torch' in sys.modules)"
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert loaded.stdout.strip() == "False", loaded.stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_embedding_ends_the_command_with_130_and_no_output(tmp_path):
+    import signal
+
+    out = tmp_path / "out.sdf"
+    long_chain = "C" * 40 + "(=O)NC1CCCCC1 long"
+    proc = subprocess.Popen([sys.executable, "-m", "molediff.cli", "conformers", long_chain, "-n", "300",
+                             "--refiner", "none", "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    time.sleep(6.0)    # start-up takes 1-3 s here; embedding 900 candidates of this chain takes far longer
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (stdout, stderr)
+    assert stderr.strip().splitlines()[-1] == "molediff conformers: interrupted; no partial output was written"
+    assert len(stderr.strip().splitlines()) == 1 and not out.exists()
+    assert not list(tmp_path.iterdir())                               # no temporary file left behind either

@@ -34,3 +34,8 @@ def symbol(z: int) -> str:
     if not 1 <= int(z) < len(SYMBOLS):
         raise ValueError(f"no element with atomic number {z}")
     return SYMBOLS[int(z)]
+
+
+METALS = frozenset([3, 4, 11, 12, 13, *range(19, 32), *range(37, 51), *range(55, 85), *range(87, 119)])
+"""Atomic numbers of the metals (alkali, alkaline earth, Al, transition metals, lanthanides, actinides, and the
+post-transition metals Ga, Ge, In, Sn, Sb, Tl, Pb, Bi, Po)."""

@@ -42,7 +42,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .elements import SYMBOLS, atomic_number
+from .elements import METALS, SYMBOLS, atomic_number
 from .molecule import Molecule
 
 log = logging.getLogger(__name__)
@@ -598,8 +598,14 @@ def _from_rdkit(mol, name: str, require_bonds: bool = False, notes: list[str] | 
             Chem.Kekulize(kek, clearAromaticFlags=True)
     orders = {Chem.BondType.SINGLE: 1, Chem.BondType.DOUBLE: 2, Chem.BondType.TRIPLE: 3, Chem.BondType.AROMATIC: 4}
     bonds: list[tuple[int, int, int]] | None = []
+    dative = 0
     for b in kek.GetBonds():
         o = orders.get(b.GetBondType())
+        if b.GetBondType() == Chem.BondType.DATIVE and not b.HasQuery() and \
+                (b.GetBeginAtom().GetAtomicNum() in METALS or b.GetEndAtom().GetAtomicNum() in METALS):
+            # a ligand's bond to a metal (molediff conformers --allow-unvalidated-elements writes them): kept as a
+            # single bond, so the file reads, and valence-based checks say what they make of the complex
+            o, dative = 1, dative + 1
         if o is None or b.HasQuery():
             mdl = f" (MDL type {b.GetIntProp('_MolFileBondType')})" if b.HasProp("_MolFileBondType") else ""
             why = f"unsupported bond type {b.GetBondType()!s}{mdl} between atoms {b.GetBeginAtomIdx() + 1} and " \
@@ -612,6 +618,9 @@ def _from_rdkit(mol, name: str, require_bonds: bool = False, notes: list[str] | 
             break
         i, j = sorted((b.GetBeginAtomIdx(), b.GetEndAtomIdx()))
         bonds.append((i, j, o))
+    if dative and bonds is not None and notes is not None:
+        notes.append(f"{dative} dative bond{'s' if dative > 1 else ''} read as single bond{'s' if dative > 1 else ''} "
+                     f"(valence checks count {'them' if dative > 1 else 'it'})")
     charges = np.array([a.GetFormalCharge() for a in mol.GetAtoms()], dtype=np.int64)
     m = Molecule(atomic_numbers=z, positions=_f32(pos), name=name,
                  bonds=None if bonds is None else np.array(bonds, dtype=np.int64).reshape(-1, 3),

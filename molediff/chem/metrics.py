@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .bonds import THRESHOLDS_PM, bond_list, perceive_bonds, perceive_bonds_batch, stable_atoms, to_rdkit
-from .elements import SYMBOLS
+from .elements import METALS, SYMBOLS
 
 log = logging.getLogger(__name__)
 
@@ -195,8 +195,7 @@ COINCIDENT_ATOMS_A = 0.1
 _FLAT_RMS_A = 0.01  # RMS distance (Å) from the best plane / line below which a geometry counts as flat / linear
 _TETRAHEDRAL = frozenset({5, 6, 7, 14, 15, 16, 32, 33, 34})  # with 4+ neighbours these cannot be planar
 _MONOVALENT = frozenset({1, 9, 17, 35, 53})  # H and halogens: always chain ends
-_METALS = frozenset([3, 4, 11, 12, 13, *range(19, 32), *range(37, 51), *range(55, 85), *range(87, 119)])
-_IS_METAL = np.isin(np.arange(len(SYMBOLS)), list(_METALS))
+_IS_METAL = np.isin(np.arange(len(SYMBOLS)), list(METALS))
 _IN_EDM_TABLE = np.isfinite(THRESHOLDS_PM[0]).any(axis=1)  # elements that have at least one EDM bond length
 
 

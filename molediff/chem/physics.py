@@ -112,21 +112,38 @@ def _geometry(out: dict, mol, x: np.ndarray, tolerance: float, clash_scale: floa
     out["aromatic_flat"] = deviation <= flat_tolerance
 
 
-def _mmff(out: dict, mol, max_iters: int) -> None:
+def mmff_strain(mol, conf_id: int = -1, max_iters: int = 2000):
+    """Local strain of conformer ``conf_id`` of an RDKit ``mol`` (with hydrogens) by MMFF94 (Halgren 1996): the
+    energy there, the energy of the minimum reached from it by unrestrained minimisation (``max_iters`` steps), both
+    in kcal/mol, and how far each bond's length moved on the way, |Δd| per bond in the molecule's bond order (Å).
+    The conformer itself is not changed. ValueError (one line) when MMFF94 has no parameters for the molecule or
+    an energy is not finite."""
+    from rdkit import Chem
     from rdkit.Chem import AllChem
 
-    props = AllChem.MMFFGetMoleculeProperties(mol)
-    if props is None:
-        out["error"] = "no MMFF94 parameters for this molecule"
-        return
-    ff = AllChem.MMFFGetMoleculeForceField(mol, props)
+    m = Chem.Mol(mol, confId=conf_id) if mol.GetNumConformers() > 1 else Chem.Mol(mol)
+    props = AllChem.MMFFGetMoleculeProperties(m)
+    ff = AllChem.MMFFGetMoleculeForceField(m, props) if props is not None else None
     if ff is None:
-        out["error"] = "no MMFF94 force field for this molecule"
-        return
-    e0 = ff.CalcEnergy()
+        raise ValueError("no MMFF94 parameters for this molecule")
+    pairs = np.array([(b.GetBeginAtomIdx(), b.GetEndAtomIdx()) for b in m.GetBonds()], dtype=np.int64).reshape(-1, 2)
+
+    def lengths() -> np.ndarray:
+        x = m.GetConformer().GetPositions()
+        return np.linalg.norm(x[pairs[:, 0]] - x[pairs[:, 1]], axis=1)
+
+    before, e0 = lengths(), ff.CalcEnergy()
     ff.Minimize(maxIts=max_iters)
     e1 = ff.CalcEnergy()
     if not (np.isfinite(e0) and np.isfinite(e1)):
-        out["error"] = f"MMFF94 failed: non-finite energy ({e0} before, {e1} after relaxing)"
+        raise ValueError(f"MMFF94 failed: non-finite energy ({e0} before, {e1} after relaxing)")
+    return float(e0), float(e1), np.abs(lengths() - before)
+
+
+def _mmff(out: dict, mol, max_iters: int) -> None:
+    try:
+        e0, e1, _ = mmff_strain(mol, max_iters=max_iters)
+    except ValueError as e:
+        out["error"] = str(e)
         return
-    out.update(mmff_energy=float(e0), mmff_relaxed_energy=float(e1), strain=float(e0 - e1))
+    out.update(mmff_energy=e0, mmff_relaxed_energy=e1, strain=e0 - e1)

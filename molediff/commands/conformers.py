@@ -23,7 +23,7 @@ import argparse
 import logging
 import sys
 
-from ..conformers.pipeline import DEFAULT_PRUNE_RMSD, TOP_UP_METHODS
+from ..conformers.pipeline import DEFAULT_DISTINCT_RMSD, DEFAULT_PRUNE_RMSD, DEFAULT_RESTRAINT, TOP_UP_METHODS
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +60,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "like the rest, hydrogens minimised), or with near-duplicates of the relaxed ones "
                              "('relaxed'); with --relax mmff only. Molecules with very few conformers can still "
                              "get near-copies: N are always written when N candidates exist")
+    parser.add_argument("--dedupe-rmsd", type=float, default=DEFAULT_DISTINCT_RMSD, metavar="ANGSTROM",
+                        help="write a conformer only if its RMSD (heavy atoms and polar H) to every conformer "
+                             "written before it is at least this; rigid molecules then get fewer than N, and the "
+                             "summary line says so (0: always write N when N candidates exist)")
     parser.add_argument("--max-atoms", type=int, default=500,
                         help="skip molecules with more atoms than this (hydrogens included)")
     parser.add_argument("--threads", type=int, default=1,
                         help="threads for embedding and relaxation (0: all cores)")
+    parser.add_argument("--allow-unvalidated-elements", action="store_true",
+                        help="accept metals and other elements outside H, B, C, N, O, F, Si, P, S, Cl, Se, Br, I "
+                             "(refused by default: the force fields do not model their coordination geometry); "
+                             "such molecules are written with an UNVALIDATED note")
     parser.add_argument("--no-hs", action="store_true",
                         help="write conformers without hydrogens (they are still used to generate them)")
     model = parser.add_argument_group("diffusion refiner")
@@ -85,6 +93,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--fp32", action="store_true",
                        help="run the refiner in float32; without it the refiner runs under bfloat16 autocast "
                             "where the CPU or GPU computes bf16 natively (about 2x faster, same accuracy)")
+    model.add_argument("--restraint", default=str(DEFAULT_RESTRAINT), metavar="K",
+                       help="after refinement, each conformer is minimised by the force field with its heavy atoms "
+                            "held to the refined positions by harmonic restraints of K kcal/mol/A^2 (default "
+                            "%(default)s: bond lengths and angles become the force field's, torsions stay the "
+                            "model's); 'none' minimises only the hydrogens (heavy atoms fixed, strained)")
     model.add_argument("--fresh-noise", action="store_true",
                        help="add SDEdit's fresh noise of sigma0 before refining (default: start from the conformer "
                             "itself, which measured better)")
@@ -187,6 +200,8 @@ def run(args: argparse.Namespace) -> int:
         return _usage_error("--select energy needs energies: use --relax mmff")
     if not args.prune_rmsd >= 0:
         return _usage_error("--prune-rmsd must be >= 0")
+    if not args.dedupe_rmsd >= 0:
+        return _usage_error("--dedupe-rmsd must be >= 0")
     if not args.output.lower().endswith(".sdf"):
         return _usage_error(f"output must end in .sdf, got {args.output!r}")
     if (args.steps is not None and args.steps < 1) or args.batch_size < 1 or (args.passes is not None
@@ -194,6 +209,12 @@ def run(args: argparse.Namespace) -> int:
         return _usage_error("--steps, --passes and --batch-size must be at least 1")
     if args.sigma0 is not None and args.sigma0 < 0:
         return _usage_error("--sigma0 must be >= 0 (0: no refinement)")
+    try:
+        restraint = None if args.restraint.lower() == "none" else float(args.restraint)
+    except ValueError:
+        return _usage_error(f"--restraint must be a number (kcal/mol/A^2) or 'none', got {args.restraint!r}")
+    if restraint is not None and not (restraint >= 0 and restraint != float("inf")):
+        return _usage_error(f"--restraint must be >= 0 and finite, or 'none', got {args.restraint!r}")
     path, described = _refiner_path(args)
     if path is None:
         for flag, given in (("--select model", args.select == "model"), ("--init noise", args.init == "noise"),
@@ -231,7 +252,10 @@ def run(args: argparse.Namespace) -> int:
                             mol = generate_conformers(rec.mol, n=args.num_conformers, seed=args.seed, pool=args.pool,
                                                       relax=args.relax, select=args.select, max_atoms=args.max_atoms,
                                                       threads=args.threads, prune_rmsd=args.prune_rmsd,
-                                                      top_up=args.top_up, **options)
+                                                      top_up=args.top_up, restraint=restraint,
+                                                      dedupe_rmsd=args.dedupe_rmsd,
+                                                      allow_unvalidated_elements=args.allow_unvalidated_elements,
+                                                      **options)
                         except ValueError as e:
                             reason = str(e)
                         except Exception as e:  # an RDKit failure on one molecule must not end the batch
@@ -252,6 +276,7 @@ def run(args: argparse.Namespace) -> int:
     except _NothingWritten:
         print(f"no conformers written: all {failed} molecule{'s' if failed != 1 else ''} failed", file=sys.stderr)
         return 1
-    print(f"wrote {total} conformers of {done} molecule{'s' if done != 1 else ''} to {args.output}"
+    print(f"wrote {total} conformer{'s' if total != 1 else ''} of {done} molecule{'s' if done != 1 else ''} "
+          f"to {args.output}"
           + (f"; {failed} failed" if failed else ""))
     return 0

@@ -53,9 +53,15 @@ DEFAULT_PASSES = 3  # refinement passes in a row (iterated partial diffusion; tu
 DEFAULT_PRUNE_RMSD = 0.5  # Å: select="energy" keeps no two conformers closer than this
 DEFAULT_DISTINCT_RMSD = 0.25  # Å: relaxed candidates this close count as one minimum (then unrelaxed ones top up)
 TOP_UP_METHODS = ("unrelaxed", "relaxed")
+ENERGY_KIND_PROP = "energy_kind"  # SD field: what the written energy is (a minimum, restrained, hydrogens only)
+DEFAULT_RESTRAINT = 10.0  # kcal/mol/Å²: heavy atoms held to the refined positions while the force field minimises
 HYDROGEN_ITERS = 200  # force-field steps that re-place the hydrogens of a refined conformer
+RESTRAINED_ITERS = 1000  # force-field steps of the restrained minimisation after refinement
 NOISE_STEPS = 50  # sampler steps from t = 1 (init="noise")
 SHIPPED_REFINER = "conformer_refiner"  # molediff/pretrained/conformer_refiner.safetensors, when a release ships it
+# Elements whose geometry ETKDGv3 and the force fields (MMFF94, else UFF) are known to get right; metals' coordination
+# (square-planar Pt, octahedral Fe) is not modelled by either and comes out wrong, so it is refused by default
+VALIDATED_ELEMENTS = frozenset((1, 5, 6, 7, 8, 9, 14, 15, 16, 17, 34, 35, 53))
 MAX_ATOMIC_NUMBER = 103  # UFF's periodic table (H..Lr) bounds what distance geometry and the force fields know
 MAX_SYMMETRY_MAPS = 1000  # automorphisms tried per RMSD; more only tightens an upper bound (selection is heuristic)
 SMILES_SUFFIXES = (".smi", ".smiles")
@@ -98,9 +104,13 @@ def parse_smiles(smiles: str):
     return mol
 
 
-def _check_atoms(mol, max_atoms: int) -> None:
+def _check_atoms(mol, max_atoms: int, allow_unvalidated_elements: bool = True) -> list[str]:
     """ValueError for a molecule the pipeline cannot handle: no atoms, dummy/query atoms or elements beyond
-    UFF's table, more than ``max_atoms`` atoms (hydrogens included)."""
+    UFF's table, more than ``max_atoms`` atoms (hydrogens included), more than one fragment, and, unless
+    ``allow_unvalidated_elements``, an element outside ``VALIDATED_ELEMENTS``. Returns the unvalidated element
+    symbols present (sorted)."""
+    from rdkit import Chem
+
     if mol.GetNumAtoms() == 0:
         raise ValueError("empty molecule (no atoms)")
     for atom in mol.GetAtoms():
@@ -113,6 +123,19 @@ def _check_atoms(mol, max_atoms: int) -> None:
                              f"geometry or force-field data beyond Lr (Z = {MAX_ATOMIC_NUMBER})")
     if mol.GetNumAtoms() > max_atoms:
         raise ValueError(f"too many atoms: {mol.GetNumAtoms()} with hydrogens, more than max_atoms={max_atoms}")
+    fragments = len(Chem.GetMolFrags(mol))
+    if fragments > 1:
+        # ETKDG embeds fragments on top of each other (a salt's ions at one point): refuse rather than write that
+        raise ValueError(f"disconnected input ({fragments} fragments, e.g. a salt or a mixture): conformers are for "
+                         f"one connected molecule; remove counter-ions (rdkit.Chem.SaltRemover) or give each "
+                         f"fragment as its own record")
+    other = sorted({a.GetSymbol() for a in mol.GetAtoms() if a.GetAtomicNum() not in VALIDATED_ELEMENTS})
+    if other and not allow_unvalidated_elements:
+        raise ValueError(f"unsupported element{'s' if len(other) > 1 else ''} {', '.join(other)}: distance geometry "
+                         f"and MMFF94 cannot place metals and other elements outside H, B, C, N, O, F, Si, P, S, "
+                         f"Cl, Se, Br, I (coordination geometry is not modelled); allow_unvalidated_elements / "
+                         f"--allow-unvalidated-elements writes them anyway, labelled unvalidated")
+    return other
 
 
 # ------------------------------------------------------------------------------------------ stereochemistry
@@ -340,6 +363,8 @@ def _embed(mol, count: int, seed: int, threads: int, random_coords: bool) -> tup
     and, when some failed, the check that failed most often (RDKit's ``EmbedFailureCauses`` name)."""
     from rdkit.Chem import rdDistGeom
 
+    from ..chem.io import rdkit_errors
+
     params = rdDistGeom.ETKDGv3()
     # RDKit derives conformer seeds from randomSeed: with randomSeed 0 (non-sequential) every conformer is the same,
     # and nearby seeds share conformers. Sequential seeds from a well-mixed start avoid both.
@@ -351,7 +376,12 @@ def _embed(mol, count: int, seed: int, threads: int, random_coords: bool) -> tup
     params.useRandomCoords = random_coords
     params.trackFailures = True
     before = {c.GetId() for c in mol.GetConformers()}
-    rdDistGeom.EmbedMultipleConfs(mol, count, params)
+    with rdkit_errors() as messages:
+        rdDistGeom.EmbedMultipleConfs(mol, count, params)
+    if any("Interrupted" in m for m in messages):
+        # RDKit catches SIGINT itself while it embeds and returns no conformers: Ctrl-C must stop the run, not be
+        # counted as an embedding failure
+        raise KeyboardInterrupt
     ids = [c.GetId() for c in mol.GetConformers() if c.GetId() not in before]
     cause = ""
     counts = list(params.GetFailureCounts())
@@ -514,19 +544,30 @@ def select_conformers(mol, positions: np.ndarray, energies: Sequence[float] | No
     return [order[k] if k < count else k for k in kept]
 
 
-def relax_hydrogens(mol, positions: np.ndarray, forcefield: str,
-                    max_iters: int = HYDROGEN_ITERS) -> tuple[np.ndarray, list[float | None]]:
-    """Minimise only the hydrogens of conformers ``positions`` [K, n_atoms, 3] (Å) of ``mol`` with ``forcefield``
-    (``MMFF94`` or ``UFF``, as ``_relax`` chose it), every heavy atom held fixed; returns the new positions and
-    the energies (kcal/mol) there. After refinement: the model's hydrogens are its least accurate atoms (an O–H
-    bond can come out 0.2 Å short), while its heavy atoms are what it improves; this keeps those exactly and puts
-    the hydrogens where the force field wants them given that frame. Positions unchanged and Nones for ``none``
-    or when the force field cannot be set up; a conformer whose minimisation fails keeps its hydrogens and gets
-    its single-point energy."""
+def relax_restrained(mol, positions: np.ndarray, forcefield: str, restraint: float | None,
+                     max_iters: int = RESTRAINED_ITERS) -> tuple[np.ndarray, list[float | None]]:
+    """Minimise conformers ``positions`` [K, n_atoms, 3] (Å) of ``mol`` with ``forcefield`` (``MMFF94`` or ``UFF``,
+    as ``_relax`` chose it) while every heavy atom is held near where it started; returns the new positions and
+    each conformer's energy (kcal/mol) by the force field alone (restraint terms excluded) at those positions.
+
+    ``restraint``: the force constant k (kcal/mol/Å²) of a harmonic restraint E = k·d² on each heavy atom's
+    displacement d from its starting position (RDKit's ``MMFFAddPositionConstraint`` / ``UFFAddPositionConstraint``
+    with no flat bottom); None fixes the heavy atoms exactly (only the hydrogens move). After refinement the
+    model's heavy atoms carry what it learned (torsions, ring puckers) but also errors of a few hundredths to
+    tenths of an Å in bond lengths and angles, which cost many kcal/mol: a weak restraint lets the force field
+    mend those stiff terms (they relax within a few hundredths of an Å) while the soft ones the model moved
+    (torsions) stay close to the model's (about 0.1 Å of heavy-atom motion at k = 3).
+
+    Positions unchanged and Nones for ``none`` or when the force field cannot be set up; a conformer whose
+    minimisation fails (RDKit's BFGS can stop on a bad line-search direction) keeps its positions and gets its
+    single-point energy. ValueError for a negative or non-finite ``restraint``.
+    """
     from rdkit import Chem
     from rdkit.Chem import rdForceFieldHelpers as ff
     from rdkit.Geometry import Point3D
 
+    if restraint is not None and not (np.isfinite(restraint) and restraint >= 0):
+        raise ValueError(f"restraint must be a force constant >= 0 (kcal/mol/Å²) or None, got {restraint}")
     positions = np.array(positions, dtype=np.float64)
     if forcefield not in ENERGY_PROPS:
         return positions, [None] * len(positions)
@@ -549,14 +590,30 @@ def relax_hydrogens(mol, positions: np.ndarray, forcefield: str,
             energies.append(None)
             continue
         for i in heavy:
-            field.AddFixedPoint(i)
+            if restraint is None:
+                field.AddFixedPoint(i)
+            elif props is not None:
+                field.MMFFAddPositionConstraint(i, 0.0, restraint)
+            else:
+                field.UFFAddPositionConstraint(i, 0.0, restraint)
         try:
             field.Minimize(maxIts=max_iters)
             positions[k] = m.GetConformer().GetPositions()
-        except RuntimeError:   # RDKit's BFGS can stop on a bad line-search direction: keep the refined hydrogens
+        except RuntimeError:   # keep the positions as they came
             field = field_at(pos)
+        if restraint is not None:   # the energy without the restraint terms: a fresh field at the final positions
+            field = field_at(positions[k])
         energies.append(float(field.CalcEnergy()))
     return positions, energies
+
+
+def relax_hydrogens(mol, positions: np.ndarray, forcefield: str,
+                    max_iters: int = HYDROGEN_ITERS) -> tuple[np.ndarray, list[float | None]]:
+    """Minimise only the hydrogens of conformers ``positions`` [K, n_atoms, 3] (Å) of ``mol``, every heavy atom held
+    fixed (``relax_restrained`` with ``restraint=None``); returns the new positions and the energies (kcal/mol)
+    there. Positions unchanged and Nones for ``none`` or when the force field cannot be set up; a conformer whose
+    minimisation fails keeps its hydrogens and gets its single-point energy."""
+    return relax_restrained(mol, positions, forcefield, None, max_iters)
 
 
 def _conformers_of(template, positions: Sequence[np.ndarray]):
@@ -579,16 +636,22 @@ def _conformers_of(template, positions: Sequence[np.ndarray]):
 class _Refined(NamedTuple):
     positions: list
     energies: list
-    refined: int
-    reverted: int
+    kept: list  # per candidate: True where the refined conformer replaced its seed
+
+
+def energy_kind(restraint: float | None) -> str:
+    """What the energy of a conformer after ``relax_restrained`` with ``restraint`` is (the ``energy_kind`` field)."""
+    if restraint is None:
+        return "hydrogens minimised, heavy atoms fixed"
+    return f"restrained minimum (heavy atoms, k = {restraint:g} kcal/mol/A^2)"
 
 
 def _refine_pool(molh, positions: list, energies: list, forcefield: str, settings: _ModelSettings, seed: int,
-                 reference: StereoReference, fresh_noise: bool) -> _Refined:
-    """Refine every candidate by partial diffusion, then re-place its hydrogens with the force field (heavy atoms
-    fixed, ``relax_hydrogens``) when the candidates were relaxed; a refined candidate whose stereo no longer
-    matches the input (or that is not finite) is replaced by its seed. Refined candidates get the energy of
-    that hydrogen relaxation."""
+                 reference: StereoReference, fresh_noise: bool, restraint: float | None) -> _Refined:
+    """Refine every candidate by partial diffusion, then minimise it with the force field, heavy atoms restrained
+    to the refined positions (``relax_restrained`` with ``restraint``), when the candidates were relaxed; a
+    refined candidate whose stereo no longer matches the input (or that is not finite) is replaced by its seed.
+    Refined candidates get the energy of that restrained minimisation."""
     from .refine import refine_conformers
 
     refined = refine_conformers(settings.model, molh, np.stack(positions), sigma0=None, t0=settings.t0,
@@ -598,14 +661,14 @@ def _refine_pool(molh, positions: list, energies: list, forcefield: str, setting
     finite = [bool(np.isfinite(x).all()) for x in refined]
     fresh: dict[int, float | None] = {}
     if any(finite):
-        relaxed, values = relax_hydrogens(molh, refined[finite], forcefield)
+        relaxed, values = relax_restrained(molh, refined[finite], forcefield, restraint)
         refined[finite] = relaxed
         fresh = dict(zip(np.flatnonzero(finite).tolist(), values))
     check = _conformers_of(molh, refined)
     ok = [finite[k] and check_conformer_stereo(check, k, reference) == "ok" for k in range(len(refined))]
     out_pos = [refined[k] if good else positions[k] for k, good in enumerate(ok)]
     out_e = [fresh.get(k) if good else energies[k] for k, good in enumerate(ok)]
-    return _Refined(out_pos, out_e, sum(ok), len(ok) - sum(ok))
+    return _Refined(out_pos, out_e, ok)
 
 
 def _model_source(model, steps: int | None, sampler: str, batch_size: int):
@@ -724,7 +787,9 @@ def generate_conformers(mol_or_smiles, n: int = 10, seed: int = 0, pool: int = 3
                         refiner=None, sigma0: float | None = None,
                         t0: float | None = None, steps: int | None = None, sampler: str = "ddim",
                         fresh_noise: bool = False, passes: int | None = None, bf16: bool | None = None,
-                        init: str = "etkdg", device: str = "cpu", batch_size: int = 32):
+                        init: str = "etkdg", device: str = "cpu", batch_size: int = 32,
+                        restraint: float | None = DEFAULT_RESTRAINT, dedupe_rmsd: float = DEFAULT_DISTINCT_RMSD,
+                        allow_unvalidated_elements: bool = False):
     """``n`` conformers of a molecule, with explicit hydrogens, as one ``rdkit.Chem.Mol``.
 
     Args:
@@ -814,6 +879,10 @@ def generate_conformers(mol_or_smiles, n: int = 10, seed: int = 0, pool: int = 3
         raise ValueError(f"top_up must be one of {', '.join(TOP_UP_METHODS)}, got {top_up!r}")
     if threads < 0:
         raise ValueError(f"threads must be >= 0 (0: all cores), got {threads}")
+    if restraint is not None and not (np.isfinite(restraint) and restraint >= 0):
+        raise ValueError(f"restraint must be a force constant >= 0 (kcal/mol/Å²) or None, got {restraint}")
+    if not dedupe_rmsd >= 0:
+        raise ValueError(f"dedupe_rmsd must be >= 0 (Å), got {dedupe_rmsd}")
     settings = _model_settings(refiner, sigma0, t0, steps, sampler, init, select, device, batch_size, fresh_noise,
                                passes, bf16)
     if isinstance(mol_or_smiles, str):
@@ -822,17 +891,14 @@ def generate_conformers(mol_or_smiles, n: int = 10, seed: int = 0, pool: int = 3
         mol = Chem.Mol(mol_or_smiles)
     else:
         raise ValueError(f"expected a SMILES string or an rdkit.Chem.Mol, got {type(mol_or_smiles).__name__}")
-    _check_atoms(mol, max_atoms)  # before adding hydrogens: the message names the input's atoms
-    fragments = len(Chem.GetMolFrags(mol))
-    if fragments > 1:
-        # ETKDG embeds fragments on top of each other (a salt's ions at one point): refuse rather than write that
-        raise ValueError(f"disconnected input ({fragments} fragments, e.g. a salt or a mixture): conformers are for "
-                         f"one connected molecule; remove counter-ions (rdkit.Chem.SaltRemover) or give each "
-                         f"fragment as its own record")
+    unvalidated = _check_atoms(mol, max_atoms, allow_unvalidated_elements)  # before adding H: names the input's atoms
     notes: list[str] = []
+    if unvalidated:
+        notes.append(f"UNVALIDATED: contains {', '.join(unvalidated)}, whose geometry the force fields do not model "
+                     f"(allow_unvalidated_elements)")
     with rdBase.BlockLogs():  # UFF typer warnings and the like would interleave with the caller's output
         molh = Chem.AddHs(mol)
-        _check_atoms(molh, max_atoms)
+        _check_atoms(molh, max_atoms)  # the count with hydrogens
         molh.RemoveAllConformers()
         reference = stereo_reference(molh)
         model_ok = settings is not None
@@ -878,26 +944,43 @@ def generate_conformers(mol_or_smiles, n: int = 10, seed: int = 0, pool: int = 3
                                    distinct_rmsd=distinct_rmsd)
         positions += unrelaxed   # chosen indices past the candidates refer to these
         energies += [None] * len(unrelaxed)
+        kinds = {j: "minimum" for j in chosen if energies[j] is not None}
         refined = reverted = 0
         if model_ok and settings.t0 is not None:
             # only the chosen n are refined: refinement moves atoms by about σ₀, far less than the RMSD between
             # the candidates selection tells apart, and refining the whole pool would cost pool times more
             result = _refine_pool(molh, [positions[j] for j in chosen], [energies[j] for j in chosen], forcefield,
-                                  settings, seed, reference, fresh_noise)
+                                  settings, seed, reference, fresh_noise, restraint)
             for k, j in enumerate(chosen):
                 positions[j], energies[j] = result.positions[k], result.energies[k]
-            refined, reverted = result.refined, result.reverted
+                if result.kept[k] and forcefield in ENERGY_PROPS:
+                    kinds[j] = energy_kind(restraint)
+            refined, reverted = sum(result.kept), len(result.kept) - sum(result.kept)
             if reverted:
                 notes.append(f"{reverted} refined conformer{'s' if reverted != 1 else ''} lost the input's stereo: "
                              f"kept unrefined")
         bare = [j for j in chosen if energies[j] is None]
-        if bare and forcefield in ENERGY_PROPS:   # unrelaxed top-ups left unrefined: place their H, get an energy
-            placed, values = relax_hydrogens(molh, np.stack([positions[j] for j in bare]), forcefield)
+        if bare and forcefield in ENERGY_PROPS:
+            # unrelaxed top-ups left unrefined: minimised like refined ones, heavy atoms restrained where ETKDGv3
+            # put them (they keep their rotamer or pucker, and get a force-field geometry and an honest energy)
+            placed, values = relax_restrained(molh, np.stack([positions[j] for j in bare]), forcefield, restraint)
             for j, pos, e in zip(bare, placed, values):
-                positions[j], energies[j] = pos, e
-    if len(chosen) < n:
-        why = "embedded" + (" with the input's stereo" if dropped else "")
-        notes.append(f"only {len(chosen)} of {n} conformers: too few candidates {why}")
+                positions[j], energies[j], kinds[j] = pos, e, energy_kind(restraint)
+        if len(chosen) < n:
+            why = "embedded" + (" with the input's stereo" if dropped else "")
+            notes.append(f"only {len(chosen)} of {n} conformers: too few candidates {why}")
+        if dedupe_rmsd > 0 and len(chosen) > 1:
+            # refinement and minimisation can bring conformers of a rigid molecule together: write each once
+            rmsd = SymmetricRMSD(molh, np.stack([positions[j] for j in chosen]), polar_hydrogens=True)
+            keep = []
+            for k in range(len(chosen)):
+                if not keep or rmsd.from_one(k)[keep].min() >= dedupe_rmsd:
+                    keep.append(k)
+            if len(keep) < len(chosen):
+                notes.append(f"{len(chosen) - len(keep)} near-cop{'ies' if len(chosen) - len(keep) != 1 else 'y'} "
+                             f"(RMSD < {dedupe_rmsd:g} A) left out: only {len(keep)} distinct conformer"
+                             f"{'s' if len(keep) != 1 else ''}")
+                chosen = [chosen[k] for k in keep]
     key = ENERGY_PROPS.get(forcefield)
     out = Chem.Mol(molh)
     for k, j in enumerate(chosen):
@@ -909,6 +992,7 @@ def generate_conformers(mol_or_smiles, n: int = 10, seed: int = 0, pool: int = 3
         conf.SetIntProp("conformer_index", k)
         if key is not None and energies[j] is not None:
             conf.SetDoubleProp(key, energies[j])
+            conf.SetProp(ENERGY_KIND_PROP, kinds.get(j, "minimum"))
         if scores is not None:
             conf.SetDoubleProp(SCORE_PROP, float(scores[j]))
         out.AddConformer(conf, assignId=False)
@@ -1045,7 +1129,8 @@ def sd_writer(path: str | os.PathLike):
     from rdkit import Chem
 
     writer = Chem.SDWriter(str(path))
-    writer.SetProps(["conformer_index", *ENERGY_PROPS.values(), SCORE_PROP])  # missing ones are skipped per record
+    # missing ones are skipped per record
+    writer.SetProps(["conformer_index", *ENERGY_PROPS.values(), ENERGY_KIND_PROP, SCORE_PROP])
     return writer
 
 
@@ -1065,6 +1150,8 @@ def write_sd_records(writer, mol, name: str, hydrogens: bool = True) -> int:
         for key in ENERGY_PROPS.values():
             if key in props:
                 out.SetProp(key, f"{props[key]:.4f}")
+        if ENERGY_KIND_PROP in props:
+            out.SetProp(ENERGY_KIND_PROP, str(props[ENERGY_KIND_PROP]))
         if SCORE_PROP in props:
             out.SetProp(SCORE_PROP, f"{props[SCORE_PROP]:.5f}")
         writer.write(out, confId=conf.GetId())
