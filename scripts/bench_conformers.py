@@ -50,7 +50,8 @@ import time
 
 import numpy as np
 
-from molediff.conformers.pipeline import DEFAULT_PASSES, DEFAULT_RESTRAINT, DEFAULT_SIGMA0, DEFAULT_STEPS
+from molediff.conformers.forcefield import DEFAULT_RESTRAINT
+from molediff.conformers.pipeline import DEFAULT_PASSES, DEFAULT_SIGMA0, DEFAULT_STEPS
 
 MAX_ITERS = 1000  # MMFF94 steps for both the baseline and molediff's pipeline
 DRUGS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "datasets", "drugs20.smi")
@@ -64,7 +65,7 @@ def reference_molecules(n_molecules: int, seed: int, which: str = "qm9", tuning:
     if which == "ccd":
         return ccd_reference_molecules(n_molecules, seed, tuning)
     if which == "drugs":
-        from molediff.conformers.pipeline import read_smiles_file
+        from molediff.conformers.io import read_smiles_file
 
         records = read_smiles_file(DRUGS_FILE)
         mols = []
@@ -232,7 +233,7 @@ def stereo_kept(generated, reference) -> tuple[int, int]:
     """(conformers of ``generated`` whose tetrahedral centres and double bonds match ``reference``'s specified
     stereo, conformers checked); (0, 0) when the reference specifies none. Checked from 3D on each output
     conformer independently of the pipeline's own checks (``check_conformer_stereo``)."""
-    from molediff.conformers.pipeline import check_conformer_stereo
+    from molediff.conformers.stereo import check_conformer_stereo
 
     if not reference:
         return 0, 0
@@ -271,7 +272,7 @@ def validity(out, busters) -> dict:
 def run(molecules, threads: int, arms: dict | None = None, check_validity: bool = False) -> dict:
     from rdkit import Chem
 
-    from molediff.conformers.pipeline import stereo_reference
+    from molediff.conformers.stereo import stereo_reference
 
     busters = None
     if check_validity:

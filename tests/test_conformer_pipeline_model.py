@@ -16,7 +16,8 @@ from test_conformer_scoring import mmff_conformers, train_tiny
 from molediff.cli import main
 from molediff.conformers import ConformerDiffusion, ConformerDiffusionConfig, refine
 from molediff.conformers.graph import EDGE_FEATURES, NODE_FEATURES
-from molediff.conformers.pipeline import SymmetricRMSD, generate_conformers, select_conformers
+from molediff.conformers.pipeline import generate_conformers
+from molediff.conformers.selection import SymmetricRMSD, select_conformers
 from molediff.training.checkpoint import model_config_of, write_weights
 
 ALANINE = "C[C@H](N)C(=O)O"
@@ -57,7 +58,7 @@ def test_the_chosen_conformers_are_refined_keeping_stereo_with_relaxed_hydrogens
     assert refined.GetIntProp("molediff_refined") + refined.GetIntProp("molediff_refine_reverted") == 6
     assert refined.GetIntProp("molediff_refined") >= 5
     # no model at all: the same seeds
-    plain = generate_conformers(ALANINE, n=6, pool=1, seed=2, select="none", dedupe_rmsd=0)
+    plain = generate_conformers(ALANINE, n=6, pool=1, seed=2, select="none", dedupe_rmsd=0, refiner=None)
     np.testing.assert_array_equal(_positions(plain), _positions(seeds))
     props = rdForceFieldHelpers.MMFFGetMoleculeProperties(refined, mmffVariant="MMFF94")
     for k in range(6):
@@ -145,10 +146,10 @@ def test_a_molecule_the_model_cannot_read_is_left_unrefined_with_a_note(refiner)
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"select": "model"}, "select='model' needs a model"),
-    ({"init": "noise"}, "init='noise' needs a model"),
-    ({"sigma0": 0.1}, "no refiner given"),
-    ({"passes": 2}, "no refiner given"),
+    ({"select": "model", "refiner": None}, "select='model' needs a model"),
+    ({"init": "noise", "refiner": None}, "init='noise' needs a model"),
+    ({"sigma0": 0.1, "refiner": None}, "no refiner given"),
+    ({"passes": 2, "refiner": None}, "no refiner given"),
     ({"refiner": "R", "passes": 0}, "passes must be at least 1"),
     ({"refiner": "R", "sigma0": 0.7}, "beyond the times this model was trained on (t_max = 0.35)"),
     ({"refiner": "R", "sigma0": 0.1, "t0": 0.05}, "give sigma0 or t0, not both"),
@@ -198,7 +199,7 @@ def test_the_command_uses_shipped_weights_when_there_are_some(weights, tmp_path,
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--init", "noise"], "--init noise needs a model trained on all noise levels (t_max = 1)"),
+    (["--init", "noise"], "init='noise' needs a model trained on all noise levels (t_max = 1)"),
     (["--sigma0", "0.7"], "beyond the times this model was trained on"),
     (["--sampler", "euler"], "unknown --sampler 'euler'"),
     (["--steps", "0"], "--steps, --passes and --batch-size must be at least 1"),

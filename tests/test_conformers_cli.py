@@ -17,16 +17,10 @@ from rdkit.Chem import rdDistGeom, rdMolAlign
 
 import molediff
 from molediff.cli import main
-from molediff.conformers.pipeline import (
-    SymmetricRMSD,
-    check_conformer_stereo,
-    enforce_stereo,
-    generate_conformers,
-    mirror_conformer,
-    relax_hydrogens,
-    select_conformers,
-    stereo_reference,
-)
+from molediff.conformers.forcefield import relax_hydrogens
+from molediff.conformers.pipeline import generate_conformers
+from molediff.conformers.selection import SymmetricRMSD, select_conformers
+from molediff.conformers.stereo import check_conformer_stereo, enforce_stereo, mirror_conformer, stereo_reference
 
 
 def _embedded(smiles: str, count: int = 2, seed: int = 7):
@@ -49,7 +43,7 @@ def _records(path):
 
 # ------------------------------------------------------------------------------------------ the library
 def test_generate_conformers_returns_n_relaxed_conformers_with_properties():
-    mol = generate_conformers("C[C@H](N)C(=O)O", n=4, seed=3)
+    mol = generate_conformers("C[C@H](N)C(=O)O", n=4, seed=3, refiner=None)
     assert mol.GetNumConformers() == 4 and mol.GetNumAtoms() == 13  # hydrogens added
     assert [c.GetIntProp("conformer_index") for c in mol.GetConformers()] == [0, 1, 2, 3]
     energies = [c.GetDoubleProp("MMFF94_energy_kcal_mol") for c in mol.GetConformers()]
@@ -58,16 +52,16 @@ def test_generate_conformers_returns_n_relaxed_conformers_with_properties():
     assert mol.GetIntProp("molediff_stereo_dropped") == 0
     for conf in mol.GetConformers():
         assert _smiles_from_3d(mol, conf.GetId()) == "C[C@H](N)C(=O)O"
-    again = generate_conformers("C[C@H](N)C(=O)O", n=4, seed=3)
+    again = generate_conformers("C[C@H](N)C(=O)O", n=4, seed=3, refiner=None)
     np.testing.assert_array_equal(again.GetConformer(2).GetPositions(), mol.GetConformer(2).GetPositions())
     assert molediff.generate_conformers is generate_conformers  # lazily exposed at the top level
 
 
 def test_uff_when_mmff94_has_no_parameters_is_a_note():
-    mol = generate_conformers("C[Se]C", n=2)
+    mol = generate_conformers("C[Se]C", n=2, refiner=None)
     assert mol.GetProp("molediff_forcefield") == "UFF" and "relaxed with UFF" in mol.GetProp("molediff_notes")
     assert all(c.HasProp("UFF_energy_kcal_mol") for c in mol.GetConformers())
-    plain = generate_conformers("CCO", n=2, relax="none")
+    plain = generate_conformers("CCO", n=2, relax="none", refiner=None)
     assert plain.GetProp("molediff_forcefield") == "none"
     assert not any(c.HasProp("MMFF94_energy_kcal_mol") for c in plain.GetConformers())
 
@@ -95,7 +89,7 @@ def test_a_conformer_of_a_diastereomer_is_dropped_not_mirrored():
 
 
 def test_the_pipeline_mirrors_inverted_candidates_and_replaces_wrong_ones(monkeypatch):
-    from molediff.conformers import pipeline
+    from molediff.conformers import pipeline, stereo
 
     embed = pipeline._embed
 
@@ -106,31 +100,31 @@ def test_the_pipeline_mirrors_inverted_candidates_and_replaces_wrong_ones(monkey
         return ids, cause
 
     monkeypatch.setattr(pipeline, "_embed", embed_some_mirrored)
-    mol = generate_conformers("C[C@H](N)C(=O)O", n=4, pool=1, dedupe_rmsd=0)
+    mol = generate_conformers("C[C@H](N)C(=O)O", n=4, pool=1, dedupe_rmsd=0, refiner=None)
     assert mol.GetIntProp("molediff_stereo_fixed") == 2 and mol.GetIntProp("molediff_stereo_dropped") == 0
     assert {_smiles_from_3d(mol, c.GetId()) for c in mol.GetConformers()} == {"C[C@H](N)C(=O)O"}
 
-    check = pipeline.check_conformer_stereo
+    check = stereo.check_conformer_stereo
     monkeypatch.setattr(pipeline, "_embed", embed)
 
     def first_three_wrong(calls):
         return lambda mol, cid, ref: "wrong" if next(calls) < 3 else check(mol, cid, ref)
 
-    monkeypatch.setattr(pipeline, "check_conformer_stereo", first_three_wrong(itertools.count()))
+    monkeypatch.setattr(stereo, "check_conformer_stereo", first_three_wrong(itertools.count()))
     # 8 candidates, 3 dropped: 5 left to choose from
-    mol = generate_conformers("C[C@H](N)C(=O)O", n=4, pool=2, dedupe_rmsd=0)
+    mol = generate_conformers("C[C@H](N)C(=O)O", n=4, pool=2, dedupe_rmsd=0, refiner=None)
     assert mol.GetNumConformers() == 4 and mol.GetIntProp("molediff_stereo_dropped") == 3
     assert mol.GetIntProp("molediff_candidates") == 8
-    monkeypatch.setattr(pipeline, "check_conformer_stereo", first_three_wrong(itertools.count()))
+    monkeypatch.setattr(stereo, "check_conformer_stereo", first_three_wrong(itertools.count()))
     # 1 left: a second round replaces the dropped
-    mol = generate_conformers("C[C@H](N)C(=O)O", n=4, pool=1, dedupe_rmsd=0)
+    mol = generate_conformers("C[C@H](N)C(=O)O", n=4, pool=1, dedupe_rmsd=0, refiner=None)
     assert mol.GetNumConformers() == 4 and mol.GetIntProp("molediff_candidates") == 8
     assert {_smiles_from_3d(mol, c.GetId()) for c in mol.GetConformers()} == {"C[C@H](N)C(=O)O"}
 
 
 @pytest.mark.parametrize("smiles", ["F/C=C/Cl", "C/C=C\\C", "C/C=C/[C@@H](F)C"])
 def test_specified_double_bonds_keep_their_configuration(smiles):
-    mol = generate_conformers(smiles, n=5, dedupe_rmsd=0)
+    mol = generate_conformers(smiles, n=5, dedupe_rmsd=0, refiner=None)
     expected = Chem.MolToSmiles(Chem.MolFromSmiles(smiles))
     assert [_smiles_from_3d(mol, c.GetId()) for c in mol.GetConformers()] == [expected] * 5
 
@@ -158,7 +152,7 @@ def test_a_wrong_double_bond_is_caught():
 ])
 def test_every_failure_has_a_one_line_reason(smiles, kwargs, reason):
     with pytest.raises(ValueError, match=None) as info:
-        generate_conformers(smiles, **kwargs)
+        generate_conformers(smiles, **kwargs, refiner=None)
     message = str(info.value)
     assert reason in message and "\n" not in message
 
@@ -171,8 +165,8 @@ def _mean_and_min_pairwise_rmsd(mol) -> tuple[float, float]:
 
 
 def test_diverse_selection_is_at_least_as_spread_as_the_first_n():
-    diverse = _mean_and_min_pairwise_rmsd(generate_conformers("CCCCCCCCO", n=8, select="diverse"))
-    first = _mean_and_min_pairwise_rmsd(generate_conformers("CCCCCCCCO", n=8, select="none"))
+    diverse = _mean_and_min_pairwise_rmsd(generate_conformers("CCCCCCCCO", n=8, select="diverse", refiner=None))
+    first = _mean_and_min_pairwise_rmsd(generate_conformers("CCCCCCCCO", n=8, select="none", refiner=None))
     assert diverse[0] >= first[0] and diverse[1] >= first[1], (diverse, first)
 
 
@@ -251,8 +245,8 @@ def test_top_up_from_unrelaxed_candidates_gives_distinct_conformers_with_energie
     # MMFF94 relaxes nearly all candidates of this small molecule into a few minima: topping up from relaxed
     # candidates repeats them, from unrelaxed ones adds rotamers; every conformer keeps its stereo and an energy
     smiles = "OC1(c2ccco2)CC1"
-    relaxed = generate_conformers(smiles, n=8, top_up="relaxed", dedupe_rmsd=0)
-    unrelaxed = generate_conformers(smiles, n=8, top_up="unrelaxed", dedupe_rmsd=0)
+    relaxed = generate_conformers(smiles, n=8, top_up="relaxed", dedupe_rmsd=0, refiner=None)
+    unrelaxed = generate_conformers(smiles, n=8, top_up="unrelaxed", dedupe_rmsd=0, refiner=None)
     assert unrelaxed.GetNumConformers() == 8
     assert _distinct_count(unrelaxed, 0.25) >= _distinct_count(relaxed, 0.25) + 3
     assert unrelaxed.GetIntProp("molediff_unrelaxed") >= 3 and relaxed.GetIntProp("molediff_unrelaxed") == 0
@@ -262,7 +256,7 @@ def test_top_up_from_unrelaxed_candidates_gives_distinct_conformers_with_energie
     energies = [c.GetDoubleProp("MMFF94_energy_kcal_mol") for c in unrelaxed.GetConformers()]
     assert energies[0] == min(energies)
     with pytest.raises(ValueError, match="top_up must be one of"):
-        generate_conformers(smiles, n=2, top_up="seeds")
+        generate_conformers(smiles, n=2, top_up="seeds", refiner=None)
 
 
 def test_relax_hydrogens_moves_only_hydrogens_and_mends_a_short_bond():
@@ -322,7 +316,7 @@ def test_restrained_relaxation_mends_bonds_and_strain_and_holds_the_heavy_atoms(
     # model's, the more so the stiffer the restraint (plain minimisation, k = 0, goes all the way to gauche)
     from rdkit.Chem import rdForceFieldHelpers, rdMolTransforms
 
-    from molediff.conformers.pipeline import relax_restrained
+    from molediff.conformers.forcefield import relax_restrained
 
     mol = _embedded("CCCC", count=1)
     rdForceFieldHelpers.MMFFOptimizeMolecule(mol)
@@ -359,7 +353,7 @@ def test_every_energy_says_what_it_is_and_unrelaxed_top_ups_are_relaxed():
     # (never the raw ETKDG energy), and their local strain is small
     from molediff.chem.physics import mmff_strain
 
-    mol = generate_conformers("OC1(c2ccco2)CC1", n=8, dedupe_rmsd=0)
+    mol = generate_conformers("OC1(c2ccco2)CC1", n=8, dedupe_rmsd=0, refiner=None)
     assert mol.GetIntProp("molediff_unrelaxed") >= 3
     kinds = [c.GetProp("energy_kind") for c in mol.GetConformers()]
     assert kinds.count("minimum") == 8 - mol.GetIntProp("molediff_unrelaxed")
@@ -368,18 +362,18 @@ def test_every_energy_says_what_it_is_and_unrelaxed_top_ups_are_relaxed():
         e0, e1, shift = mmff_strain(mol, c.GetId())
         assert e0 == pytest.approx(c.GetDoubleProp("MMFF94_energy_kcal_mol"), abs=1e-6)
         assert e0 - e1 < 2.0 and shift.max() < 0.02
-    hydrogens_only = generate_conformers("OC1(c2ccco2)CC1", n=8, dedupe_rmsd=0, restraint=None)
+    hydrogens_only = generate_conformers("OC1(c2ccco2)CC1", n=8, dedupe_rmsd=0, restraint=None, refiner=None)
     kinds = {c.GetProp("energy_kind") for c in hydrogens_only.GetConformers()}
     assert "hydrogens minimised, heavy atoms fixed" in kinds
 
 
 def test_near_copies_are_written_once_and_the_summary_says_so(tmp_path, capsys):
     # caffeine is rigid: every candidate is the same conformer up to methyl hydrogens
-    mol = generate_conformers("Cn1cnc2c1c(=O)n(C)c(=O)n2C", n=5)
+    mol = generate_conformers("Cn1cnc2c1c(=O)n(C)c(=O)n2C", n=5, refiner=None)
     assert mol.GetNumConformers() == 1
     assert "4 near-copies (RMSD < 0.25 A) left out: only 1 distinct conformer" in mol.GetProp("molediff_notes")
-    assert generate_conformers("Cn1cnc2c1c(=O)n(C)c(=O)n2C", n=5, dedupe_rmsd=0).GetNumConformers() == 5
-    flexible = generate_conformers("CCCCCCO", n=5)                   # enough distinct conformers: all written
+    assert generate_conformers("Cn1cnc2c1c(=O)n(C)c(=O)n2C", n=5, dedupe_rmsd=0, refiner=None).GetNumConformers() == 5
+    flexible = generate_conformers("CCCCCCO", n=5, refiner=None)    # enough distinct conformers: all written
     assert flexible.GetNumConformers() == 5 and "near-cop" not in flexible.GetProp("molediff_notes")
     out = tmp_path / "caffeine.sdf"
     assert main(["conformers", "Cn1cnc2c1c(=O)n(C)c(=O)n2C caffeine", "-n", "5", "-o", str(out),
@@ -394,7 +388,8 @@ def test_metals_are_refused_unless_allowed_and_then_labelled(tmp_path, capsys):
     assert main(["conformers", "N[Pt](N)(Cl)Cl cisplatin", "-o", str(out), "--refiner", "none"]) == 1
     err = capsys.readouterr().err
     assert "skipped cisplatin: unsupported element Pt" in err and not out.exists()
-    mol = generate_conformers("[NH3][Pt]([NH3])(Cl)Cl", n=2, allow_unvalidated_elements=True, dedupe_rmsd=0)
+    mol = generate_conformers("[NH3][Pt]([NH3])(Cl)Cl", n=2, allow_unvalidated_elements=True, dedupe_rmsd=0,
+                              refiner=None)
     assert mol.GetNumConformers() == 2 and "UNVALIDATED: contains Pt" in mol.GetProp("molediff_notes")
 
 
@@ -515,7 +510,8 @@ def test_the_api_uses_the_shipped_refiner_when_asked(monkeypatch):
 
     mol = generate_conformers("CCO", n=2, refiner="shipped")
     assert mol.GetIntProp("molediff_refined") == 2 and mol.GetNumConformers() == 2
-    assert generate_conformers("CCO", n=2).GetIntProp("molediff_refined") == 0   # the default: model-free
+    assert generate_conformers("CCO", n=2, dedupe_rmsd=0).GetIntProp("molediff_refined") == 2  # the command's default
+    assert generate_conformers("CCO", n=2, refiner=None).GetIntProp("molediff_refined") == 0   # model-free
     monkeypatch.setattr(pipeline, "_SHIPPED_MODELS", {})
     monkeypatch.setattr(pipeline, "shipped_refiner", lambda: None)
     with pytest.raises(ValueError, match="refiner='shipped', but this installation has no conformer_refiner"):

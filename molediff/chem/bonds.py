@@ -134,7 +134,6 @@ def to_rdkit(atomic_numbers, positions, bond_orders=None, formal_charges=None, b
     matters).
     """
     from rdkit import Chem
-    from rdkit.Geometry import Point3D
 
     z = np.asarray(atomic_numbers, dtype=np.int64).reshape(-1)
     x = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
@@ -169,9 +168,19 @@ def to_rdkit(atomic_numbers, positions, bond_orders=None, formal_charges=None, b
     mol = mol.GetMol()
     if not conformer:
         return mol
-    conf = Chem.Conformer(len(z))
-    for k, p in enumerate(x):
-        conf.SetAtomPosition(k, Point3D(*map(float, p)))
-    conf.Set3D(True)
-    mol.AddConformer(conf, assignId=True)
+    mol.AddConformer(rdkit_conformer(x), assignId=True)
     return mol
+
+
+def rdkit_conformer(positions, conf_id: int | None = None):
+    """A 3D ``rdkit.Chem.Conformer`` holding ``positions`` [n_atoms, 3] (Å, stored as float64), with id ``conf_id``
+    when given (the one way molediff turns coordinates into an RDKit conformer)."""
+    from rdkit import Chem
+
+    x = np.asarray(positions, dtype=np.float64)
+    conf = Chem.Conformer(len(x))
+    conf.SetPositions(x)
+    conf.Set3D(True)
+    if conf_id is not None:
+        conf.SetId(int(conf_id))
+    return conf

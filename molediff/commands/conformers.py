@@ -23,7 +23,9 @@ import argparse
 import logging
 import sys
 
-from ..conformers.pipeline import DEFAULT_DISTINCT_RMSD, DEFAULT_PRUNE_RMSD, DEFAULT_RESTRAINT, TOP_UP_METHODS
+from ..conformers.forcefield import DEFAULT_RESTRAINT
+from ..conformers.pipeline import TOP_UP_METHODS
+from ..conformers.selection import DEFAULT_DISTINCT_RMSD, DEFAULT_PRUNE_RMSD
 
 log = logging.getLogger(__name__)
 
@@ -147,75 +149,60 @@ def _refiner_path(args) -> tuple[str | None, str]:
     return str(shipped), f"{shipped} (shipped)"
 
 
-def _load_model(args, path: str):
-    """The refiner on --device, checked against the model options, and how it will be used (one line);
-    ValueError / FileNotFoundError (one line) for what cannot work."""
-    import torch
+def _options(args):
+    """The run's ``ConformerOptions`` from the arguments; ValueError (one line) for values that cannot work."""
+    from ..conformers.pipeline import ConformerOptions
 
-    from ..conformers.pipeline import DEFAULT_PASSES, DEFAULT_SIGMA0, DEFAULT_STEPS, NOISE_STEPS, refiner_uses_bf16
-    from ..conformers.refine import load_refiner, refine_time
-    from ..diffusion import SAMPLERS
+    try:
+        restraint = None if args.restraint.lower() == "none" else float(args.restraint)
+    except ValueError:
+        raise ValueError(f"--restraint must be a number (kcal/mol/A^2) or 'none', got {args.restraint!r}") from None
+    return ConformerOptions(n=args.num_conformers, seed=args.seed, pool=args.pool, relax=args.relax,
+                            select=args.select, max_atoms=args.max_atoms, prune_rmsd=args.prune_rmsd,
+                            top_up=args.top_up, restraint=restraint, dedupe_rmsd=args.dedupe_rmsd,
+                            threads=args.threads, init=args.init,
+                            allow_unvalidated_elements=args.allow_unvalidated_elements)
+
+
+def _refiner(args, path: str, init: str):
+    """The ``Refiner`` on --device with the model options, and how it will be used (one line); ValueError /
+    FileNotFoundError (one line) for what cannot work."""
+    from ..conformers.pipeline import Refiner
     from ..utils import set_threads
 
     if args.threads:
         set_threads(args.threads)
-    if args.sampler not in SAMPLERS:
-        raise ValueError(f"unknown --sampler {args.sampler!r}; choose one of {', '.join(sorted(SAMPLERS))}")
-    model = load_refiner(path, args.device)
-    if args.init == "noise":
-        if model.config.t_max < 1.0:
-            raise ValueError(f"--init noise needs a model trained on all noise levels (t_max = 1); {path} was "
-                             f"trained up to t_max = {model.config.t_max} only (a refiner: use --init etkdg)")
-        return model, f"candidates sampled from noise, {args.steps or NOISE_STEPS} {args.sampler} steps"
-    if args.sigma0 == 0:
-        return model, "no refinement (--sigma0 0)"
-    sigma0 = DEFAULT_SIGMA0 if args.sigma0 is None and args.t0 is None else args.sigma0
-    t0 = refine_time(model, sigma0, args.t0)
-    sigma = float(model.schedule.sigma(torch.tensor(t0, dtype=torch.float64)))
-    how = "with fresh noise" if args.fresh_noise else "from the conformers themselves"
-    passes = args.passes or DEFAULT_PASSES
-    precision = "bf16 autocast" if refiner_uses_bf16(model, False if args.fp32 else None) else "float32"
-    return model, (f"refining from sigma0 = {sigma:.3f} A (t0 = {t0:.3f}) {how}, {passes} pass"
-                   f"{'es' if passes != 1 else ''} of {args.steps or DEFAULT_STEPS} {args.sampler} steps, {precision}")
+    refiner = Refiner(path, sigma0=args.sigma0, t0=args.t0, steps=args.steps,
+                      passes=args.passes if args.init != "noise" else None, sampler=args.sampler,
+                      fresh_noise=args.fresh_noise, bf16=False if args.fp32 else None, batch_size=args.batch_size,
+                      device=args.device)
+    refiner.check_init(init)
+    return refiner, refiner.describe(init)
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from ..conformers.pipeline import generate_conformers, read_inputs, sd_writer, write_sd_records
+    from ..conformers.io import read_inputs, sd_writer, write_sd_records
+    from ..conformers.pipeline import generate_conformers
     from ..utils import atomic_path, check_output_path, progress
 
     # Usage errors (exit 2) are found before any work: option values, the output path, the input itself.
-    if args.num_conformers < 1:
-        return _usage_error("-n/--num-conformers must be at least 1")
-    if args.pool < 1:
-        return _usage_error("--pool must be at least 1")
-    if args.max_atoms < 1:
-        return _usage_error("--max-atoms must be at least 1")
-    if args.threads < 0:
-        return _usage_error("--threads must be 0 (all cores) or more")
-    if not 0 <= args.seed < 2**31:
-        return _usage_error("--seed must be in 0..2147483647")
-    if args.select == "energy" and args.relax == "none":
-        return _usage_error("--select energy needs energies: use --relax mmff")
-    if not args.prune_rmsd >= 0:
-        return _usage_error("--prune-rmsd must be >= 0")
-    if not args.dedupe_rmsd >= 0:
-        return _usage_error("--dedupe-rmsd must be >= 0")
     if not args.output.lower().endswith(".sdf"):
         return _usage_error(f"output must end in .sdf, got {args.output!r}")
+    try:
+        options = _options(args)
+    except ValueError as e:
+        return _usage_error(str(e))
     if (args.steps is not None and args.steps < 1) or args.batch_size < 1 or (args.passes is not None
                                                                                and args.passes < 1):
         return _usage_error("--steps, --passes and --batch-size must be at least 1")
-    if args.sigma0 is not None and args.sigma0 < 0:
-        return _usage_error("--sigma0 must be >= 0 (0: no refinement)")
-    try:
-        restraint = None if args.restraint.lower() == "none" else float(args.restraint)
-    except ValueError:
-        return _usage_error(f"--restraint must be a number (kcal/mol/A^2) or 'none', got {args.restraint!r}")
-    if restraint is not None and not (restraint >= 0 and restraint != float("inf")):
-        return _usage_error(f"--restraint must be >= 0 and finite, or 'none', got {args.restraint!r}")
     path, described = _refiner_path(args)
+    if path is not None:
+        from ..diffusion import SAMPLERS
+
+        if args.sampler not in SAMPLERS:
+            return _usage_error(f"unknown --sampler {args.sampler!r}; choose one of {', '.join(sorted(SAMPLERS))}")
     if path is None:
         for flag, given in (("--select model", args.select == "model"), ("--init noise", args.init == "noise"),
                             ("--sigma0", args.sigma0 is not None), ("--t0", args.t0 is not None),
@@ -223,21 +210,16 @@ def run(args: argparse.Namespace) -> int:
                             ("--fp32", args.fp32)):
             if given:
                 return _usage_error(f"{flag} needs a refiner: pass --refiner WEIGHTS (refiner: {described})")
-    model = None
+    refiner = None
     try:
         check_output_path(args.output)
         records = read_inputs(args.input)
         if path is not None:
-            model, how = _load_model(args, path)
+            refiner, how = _refiner(args, path, options.init)
             described = f"{described}; {how}"
     except (ValueError, OSError) as e:
         return _usage_error(" ".join(str(e).split()))
     print(f"refiner: {described}")
-    options = {}
-    if model is not None:
-        options = dict(refiner=model, sigma0=args.sigma0, t0=args.t0, steps=args.steps, sampler=args.sampler,
-                       fresh_noise=args.fresh_noise, init=args.init, batch_size=args.batch_size,
-                       passes=args.passes if args.init != "noise" else None, bf16=False if args.fp32 else None)
 
     verbose = getattr(args, "verbose", False)
     done = failed = total = 0
@@ -249,13 +231,7 @@ def run(args: argparse.Namespace) -> int:
                     reason = rec.error
                     if reason is None:
                         try:
-                            mol = generate_conformers(rec.mol, n=args.num_conformers, seed=args.seed, pool=args.pool,
-                                                      relax=args.relax, select=args.select, max_atoms=args.max_atoms,
-                                                      threads=args.threads, prune_rmsd=args.prune_rmsd,
-                                                      top_up=args.top_up, restraint=restraint,
-                                                      dedupe_rmsd=args.dedupe_rmsd,
-                                                      allow_unvalidated_elements=args.allow_unvalidated_elements,
-                                                      **options)
+                            mol = generate_conformers(rec.mol, options, refiner)
                         except ValueError as e:
                             reason = str(e)
                         except Exception as e:  # an RDKit failure on one molecule must not end the batch

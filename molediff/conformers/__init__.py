@@ -1,7 +1,8 @@
 """Graph-conditioned conformer generation: the atoms and their graph are given, only coordinates diffuse.
 
-``generate_conformers`` (``pipeline``) is the pipeline (ETKDGv3, MMFF94, stereo check, optional refinement by a
-trained model, diverse selection). ``ConformerDiffusion`` (``model``) is the graph-conditioned model, ``graph``
+``generate_conformers`` (``pipeline``, with ``ConformerOptions`` and ``Refiner``) is the pipeline (ETKDGv3,
+MMFF94, stereo check, diverse selection, refinement by a trained model and restrained minimisation), built from
+``stereo``, ``selection``, ``forcefield`` and ``io`` (inputs and SD records). ``ConformerDiffusion`` (``model``) is the graph-conditioned model, ``graph``
 its RDKit node and edge features, ``training`` its ``molediff train`` task, ``refine_conformers`` (``refine``)
 the SDEdit refinement of seed conformers, ``score_conformers`` (``scoring``) the model's ranking of conformers
 and ``benchmark`` the held-out CCD benchmark list. Names are imported on first use, so that the model-free
@@ -16,6 +17,8 @@ _EXPORTS = {
     "ConformerDiffusion": ".model",
     "ConformerDiffusionConfig": ".model",
     "generate_conformers": ".pipeline",
+    "ConformerOptions": ".pipeline",
+    "Refiner": ".pipeline",
     "mol_graph": ".graph",
     "molecule_to_rdkit": ".graph",
     "refine_conformers": ".refine",

@@ -187,7 +187,7 @@ def conformer_coordinates(mol, coordinates, purpose: str, kind: str) -> np.ndarr
 def refine_conformers(model, mol, coordinates: np.ndarray | None = None, sigma0: float | None = 0.1,
                       steps: int | None = 20, sampler: str = "ddim", seed: int = 0, batch_size: int = 32,
                       t0: float | None = None, fresh_noise: bool = True, passes: int = 1, bf16: bool = False,
-                      **sampler_options) -> np.ndarray:
+                      inputs=None, **sampler_options) -> np.ndarray:
     """Refine K seed conformers of one molecule with a trained ``ConformerDiffusion`` (SDEdit from σ₀ Å).
 
     Args:
@@ -206,6 +206,7 @@ def refine_conformers(model, mol, coordinates: np.ndarray | None = None, sigma0:
             ``molediff.utils.cpu_has_native_bf16``; slower where it is emulated); coordinates stay float64.
         seed: conformer k is refined with seed ``seed + k`` whatever the batch size.
         batch_size: conformers per model call.
+        inputs: ``model_inputs(model, mol)`` computed already (the pipeline reads each molecule's graph once).
 
     Returns [K, n, 3] float64 refined coordinates, each with its seed's centre of mass.
     Raises ValueError for hydrogens that are not atoms, an element outside the model's vocabulary, too many
@@ -214,7 +215,7 @@ def refine_conformers(model, mol, coordinates: np.ndarray | None = None, sigma0:
     """
     n = mol.GetNumAtoms()
     coordinates = conformer_coordinates(mol, coordinates, "refine", "seed")
-    types, node, edge = model_inputs(model, mol)
+    types, node, edge = model_inputs(model, mol) if inputs is None else inputs
     t0 = refine_time(model, sigma0, t0)
     if batch_size < 1 or passes < 1:
         raise ValueError(f"batch_size and passes must be at least 1, got {batch_size} and {passes}")
