@@ -2,10 +2,11 @@
 
 ``generate_conformers`` (``pipeline``, with ``ConformerOptions`` and ``Refiner``) is the pipeline (ETKDGv3,
 MMFF94, stereo check, diverse selection, refinement by a trained model and restrained minimisation), built from
-``stereo``, ``selection``, ``forcefield`` and ``io`` (inputs and SD records). ``ConformerDiffusion`` (``model``) is the graph-conditioned model, ``graph``
-its RDKit node and edge features, ``training`` its ``molediff train`` task, ``refine_conformers`` (``refine``)
-the SDEdit refinement of seed conformers, ``score_conformers`` (``scoring``) the model's ranking of conformers
-and ``benchmark`` the held-out CCD benchmark list. Names are imported on first use, so that the model-free
+``stereo``, ``selection``, ``forcefield`` and ``io`` (inputs and SD records). ``ConformerDiffusion``
+(``model``) is the graph-conditioned model, ``graph`` its RDKit node and edge features, ``training`` its
+``molediff train`` task, ``refine_conformers`` (``refine``) the SDEdit refinement of seed conformers,
+``score_conformers`` (``scoring``) the model's ranking of conformers and ``benchmark`` the held-out CCD
+benchmark list. Names are imported on first use, so that the model-free
 pipeline and ``molediff conformers`` without a refiner do not load torch.
 """
 
