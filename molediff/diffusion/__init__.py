@@ -1,7 +1,7 @@
 """The domain-agnostic diffusion core: schedule (by log-SNR) → forward process → objective → samplers.
 
 Nothing here knows about atoms, residues or pixels; a domain supplies a backbone (wrapped as
-``eps_fn(z_t, t)``), a space (``EuclideanSpace`` or ``ZeroCoMSpace``) and its data.
+``eps_fn(z_t, t)``), a space (``EuclideanSpace``, ``ZeroCoMSpace`` or ``TorusSpace`` for angles) and its data.
 """
 
 from .objective import (
@@ -28,11 +28,11 @@ from .schedule import (
     PolynomialSchedule,
     make_schedule,
 )
-from .space import EuclideanSpace, ZeroCoMSpace, expand_like, randn
+from .space import EuclideanSpace, TorusSpace, ZeroCoMSpace, expand_like, randn, wrap_angle
 
 __all__ = [
     "SCHEDULES", "NoiseSchedule", "LinearBetaSchedule", "CosineSchedule", "PolynomialSchedule", "make_schedule",
-    "EuclideanSpace", "ZeroCoMSpace", "expand_like", "randn",
+    "EuclideanSpace", "ZeroCoMSpace", "TorusSpace", "expand_like", "randn", "wrap_angle",
     "q_sample", "posterior", "posterior_from_eps", "predict_x0", "clip_denoised", "eps_from_v",
     "epsilon_loss", "sample_time", "min_snr_weight", "truncated_snr_weight", "prior_kl", "diffusion_kl",
     "gaussian_decoder_nll",

@@ -57,6 +57,8 @@ def epsilon_loss(eps_fn: EpsFn, x: Tensor, schedule: NoiseSchedule, space: Eucli
     """Elementwise w(λ_t) ‖ε̂(z_t, t) − ε‖², zero at padding; same shape as ``x``.
 
     ``t`` defaults to uniform grid times; ``weighting`` maps log-SNR ``[B]`` to per-sample weights.
+    The network sees ``space.wrap(z_t)`` (z_t itself in the Euclidean spaces); on the torus the target stays the
+    unwrapped ε, as in FoldingDiff (Wu et al. 2022, eq. 2–3).
     ``return_x0=True`` also returns the implied clean estimate x̂ = (z_t − σ_t ε̂) / α_t (same shape as ``x``)
     and the times ``t`` ``[B]``, for auxiliary losses on x̂.
     """
@@ -65,7 +67,7 @@ def epsilon_loss(eps_fn: EpsFn, x: Tensor, schedule: NoiseSchedule, space: Eucli
         t = sample_time(x.shape[0], schedule, generator if isinstance(generator, torch.Generator) else None,
                         x.device)
     noise = space.randn(x.shape, mask, generator, x.dtype, x.device)
-    z_t = q_sample(x, t, schedule, noise)
+    z_t = space.wrap(q_sample(x, t, schedule, noise), mask)
     eps_hat = eps_fn(z_t, t.to(x.dtype))
     err = space.project(eps_hat - noise, mask) ** 2
     if weighting is not None:

@@ -5,7 +5,10 @@ Each takes ``eps_fn(z_t, t) → ε̂`` (t ``[B]`` in [0, 1]) and ``z_1``, walks 
 prediction of the data from the last latent.  The stochastic samplers default to uniform spacing, Heun to
 Karras et al.'s ρ = 7 spacing and DPM-Solver++ to even log-SNR steps.  The space projects every update
 (zero centre of mass for molecules) and draws the fresh noise of stochastic samplers; ``generator`` may be
-one ``torch.Generator`` or one per sample.
+one ``torch.Generator`` or one per sample. ``space.wrap`` maps the state back onto the space: on the starting
+noise, after every update (before the guide) and on the result. It is the identity for the Euclidean spaces;
+``TorusSpace`` wraps angles into [−π, π), which makes all four samplers run on the torus unchanged (with the
+approximation its docstring states).
 """
 
 from __future__ import annotations
@@ -36,6 +39,12 @@ def _guided(guide: Guide | None, z: Tensor, t: Tensor) -> Tensor:
     return z if guide is None else guide(z, t)
 
 
+def _final(eps_fn: EpsFn, z: Tensor, t: Tensor, schedule: NoiseSchedule, space: EuclideanSpace,
+           mask: Tensor | None, guide: Guide | None) -> Tensor:
+    """x̂(z_0), mapped onto the space and guided."""
+    return _guided(guide, space.wrap(predict_x0(z, t, schedule, _eps(eps_fn, z, t, space, mask)), mask), t)
+
+
 def _eps(eps_fn: EpsFn, z: Tensor, t: Tensor, space: EuclideanSpace, mask: Tensor | None) -> Tensor:
     return space.project(eps_fn(z, t.to(z.dtype)), mask)
 
@@ -53,11 +62,12 @@ def ddpm_sample(eps_fn: EpsFn, z: Tensor, schedule: NoiseSchedule, space: Euclid
     if noise_scale < 0:
         raise ValueError(f"DDPM noise_scale must be >= 0, got {noise_scale}")
     ts = _grid(schedule, steps, z, spacing)
+    z = space.wrap(z, mask)
     for t, s in progress(list(zip(ts[:-1], ts[1:])), desc="DDPM", disable=None if show_progress else True, leave=False):
         mean, var = posterior_from_eps(z, _eps(eps_fn, z, t, space, mask), s, t, schedule)
         noise = space.randn(z.shape, mask, generator, z.dtype, z.device)
-        z = _guided(guide, mean + noise_scale * var.sqrt() * noise, s)
-    return _guided(guide, predict_x0(z, ts[-1], schedule, _eps(eps_fn, z, ts[-1], space, mask)), ts[-1])
+        z = _guided(guide, space.wrap(mean + noise_scale * var.sqrt() * noise, mask), s)
+    return _final(eps_fn, z, ts[-1], schedule, space, mask, guide)
 
 
 def ddim_sample(eps_fn: EpsFn, z: Tensor, schedule: NoiseSchedule, space: EuclideanSpace,
@@ -71,6 +81,7 @@ def ddim_sample(eps_fn: EpsFn, z: Tensor, schedule: NoiseSchedule, space: Euclid
     if eta < 0:
         raise ValueError(f"DDIM eta must be >= 0, got {eta}")
     ts = _grid(schedule, steps, z, spacing)
+    z = space.wrap(z, mask)
     for t, s in progress(list(zip(ts[:-1], ts[1:])), desc="DDIM", disable=None if show_progress else True, leave=False):
         eps = _eps(eps_fn, z, t, space, mask)
         x_hat = predict_x0(z, t, schedule, eps)
@@ -80,8 +91,8 @@ def ddim_sample(eps_fn: EpsFn, z: Tensor, schedule: NoiseSchedule, space: Euclid
         z = (expand_like(schedule.alpha(s), z) * x_hat + expand_like((sigma2_s - c2).clamp(min=0).sqrt(), z) * eps)
         if eta > 0:
             z = z + expand_like(c2.sqrt(), z) * space.randn(z.shape, mask, generator, z.dtype, z.device)
-        z = _guided(guide, z, s)
-    return _guided(guide, predict_x0(z, ts[-1], schedule, _eps(eps_fn, z, ts[-1], space, mask)), ts[-1])
+        z = _guided(guide, space.wrap(z, mask), s)
+    return _final(eps_fn, z, ts[-1], schedule, space, mask, guide)
 
 
 def heun_sample(eps_fn: EpsFn, z: Tensor, schedule: NoiseSchedule, space: EuclideanSpace,
@@ -92,21 +103,25 @@ def heun_sample(eps_fn: EpsFn, z: Tensor, schedule: NoiseSchedule, space: Euclid
 
     In the variables x̃ = z / α and σ̃ = σ / α = exp(−λ/2), the probability-flow ODE is dx̃/dσ̃ = ε̂.
     Each step takes an Euler step, then corrects with the slope at its end (two network calls per step,
-    one on the final step).
+    one on the final step). A space that wraps (the torus) wraps z = α x̃ after each step.
     """
     ts = _grid(schedule, steps, z, spacing)
     sig = [expand_like((-0.5 * schedule.log_snr(t)).exp(), z) for t in ts]
     alpha = [expand_like(schedule.alpha(t), z) for t in ts]
-    x = z / alpha[0]
+    wraps = getattr(space, "periodic", False)   # Euclidean spaces: x̃ is left bit for bit as it was
+    x = space.wrap(z, mask) / alpha[0]
     for i in progress(range(len(ts) - 1), desc="Heun", disable=None if show_progress else True, leave=False):
         d = _eps(eps_fn, x * alpha[i], ts[i], space, mask)
         x_next = x + (sig[i + 1] - sig[i]) * d
         if i < len(ts) - 2:  # the last step (to t = 0) stays Euler, as in Karras et al.
             d_next = _eps(eps_fn, x_next * alpha[i + 1], ts[i + 1], space, mask)
             x_next = x + (sig[i + 1] - sig[i]) * 0.5 * (d + d_next)
-        x = x_next if guide is None else guide(x_next * alpha[i + 1], ts[i + 1]) / alpha[i + 1]
+        if guide is None and not wraps:
+            x = x_next
+        else:
+            x = _guided(guide, space.wrap(x_next * alpha[i + 1], mask), ts[i + 1]) / alpha[i + 1]
     z = x * alpha[-1]
-    return _guided(guide, predict_x0(z, ts[-1], schedule, _eps(eps_fn, z, ts[-1], space, mask)), ts[-1])
+    return _final(eps_fn, z, ts[-1], schedule, space, mask, guide)
 
 
 def dpm_solver_2m_sample(eps_fn: EpsFn, z: Tensor, schedule: NoiseSchedule, space: EuclideanSpace,
@@ -120,6 +135,7 @@ def dpm_solver_2m_sample(eps_fn: EpsFn, z: Tensor, schedule: NoiseSchedule, spac
     r = h_{i−1} / h_i; the first step is first order.  One network call per step.
     """
     ts = _grid(schedule, steps, z, spacing)
+    z = space.wrap(z, mask)
     half_lam = [0.5 * schedule.log_snr(t) for t in ts]
     x_prev, h_prev = None, None
     for i in progress(range(len(ts) - 1), desc="DPM-Solver++", disable=None if show_progress else True, leave=False):
@@ -132,9 +148,9 @@ def dpm_solver_2m_sample(eps_fn: EpsFn, z: Tensor, schedule: NoiseSchedule, spac
             d = (1 + 0.5 / r) * x_hat - (0.5 / r) * x_prev
         ratio = expand_like(schedule.sigma(ts[i + 1]) / schedule.sigma(ts[i]), z)
         z = space.project(ratio * z - expand_like(schedule.alpha(ts[i + 1]) * torch.expm1(-h), z) * d, mask)
-        z = _guided(guide, z, ts[i + 1])
+        z = _guided(guide, space.wrap(z, mask), ts[i + 1])
         x_prev, h_prev = x_hat, h
-    return _guided(guide, predict_x0(z, ts[-1], schedule, _eps(eps_fn, z, ts[-1], space, mask)), ts[-1])
+    return _final(eps_fn, z, ts[-1], schedule, space, mask, guide)
 
 
 SAMPLERS: dict[str, Callable[..., Tensor]] = {

@@ -1,7 +1,7 @@
 """Spaces: what differs per domain in the core — how noise is drawn, how it is projected, how many
 degrees of freedom a sample has (for the likelihood) and how per-element terms reduce to per-sample sums.
 
-Two spaces cover the domains:
+Three spaces cover the domains:
 
 * ``EuclideanSpace``: images and any unconstrained tensor ``[B, ...]``; an optional node mask
   ``[B, N]`` marks real entries of padded ``[B, N, D]`` tensors.
@@ -9,6 +9,12 @@ Two spaces cover the domains:
   zero centre of mass over the masked nodes (translation invariance).  Coordinates then have
   ``com_dims · (n − 1)`` degrees of freedom; any remaining channels (e.g. atom-type features) are
   ordinary masked Euclidean channels.
+* ``TorusSpace``: angles ``[B, ...]`` (radians) on the torus: every state is wrapped into [−π, π) by
+  ``wrap`` (after noising and after every sampler step); the noise ε itself is ordinary Gaussian noise.
+
+Every space has ``project`` (applied to ε̂ and to noise: a linear projection, never a wrap) and ``wrap``
+(applied to the state z_t: the canonical representative of a point of the space; the identity, returning the
+same tensor, for the Euclidean spaces, so their results are bit for bit what they were without it).
 
 Noise can be drawn from one ``torch.Generator`` or from one generator per sample, so a sample's noise does
 not depend on what else is in its batch.
@@ -16,12 +22,13 @@ not depend on what else is in its batch.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-__all__ = ["EuclideanSpace", "ZeroCoMSpace", "expand_like", "randn"]
+__all__ = ["EuclideanSpace", "ZeroCoMSpace", "TorusSpace", "expand_like", "randn", "wrap_angle"]
 
 Generator = torch.Generator | Sequence[torch.Generator] | None
 
@@ -68,6 +75,9 @@ def _check_mask(x: Tensor, mask: Tensor | None) -> None:
 class EuclideanSpace:
     """Unconstrained ℝ^d per sample; padded entries (mask False) are held at zero."""
 
+    periodic: bool = False
+    """True for spaces whose ``wrap`` is not the identity (the torus)."""
+
     def _mask(self, x: Tensor, mask: Tensor | None) -> Tensor | None:
         _check_mask(x, mask)
         return None if mask is None else mask.reshape(*mask.shape, *([1] * (x.dim() - 2))).to(x.dtype)
@@ -79,6 +89,10 @@ class EuclideanSpace:
 
     def project(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         return self.mask_out(x, mask)
+
+    def wrap(self, z: Tensor, mask: Tensor | None = None) -> Tensor:
+        """The canonical representative of the state ``z``: here ``z`` itself (the same tensor object)."""
+        return z
 
     def randn(self, shape: Sequence[int], mask: Tensor | None = None, generator: Generator = None,
               dtype=None, device=None) -> Tensor:
@@ -123,3 +137,43 @@ class ZeroCoMSpace(EuclideanSpace):
     def dof(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         n = self._check(x, mask).sum(1)
         return (n - 1).clamp(min=0) * self.com_dims + n * (x.shape[-1] - self.com_dims)
+
+
+def wrap_angle(x: Tensor) -> Tensor:
+    """Angles (radians) mapped into [−π, π): x − 2π ⌊(x + π) / 2π⌋, elementwise, same shape and dtype.
+
+    Values already in [−π, π) are returned exactly (bit for bit); the result never equals π. Differentiable
+    almost everywhere (gradient 1).
+    """
+    y = torch.remainder(x + math.pi, 2 * math.pi) - math.pi
+    y = torch.where(y >= math.pi, y - 2 * math.pi, y)
+    return torch.where((x >= -math.pi) & (x < math.pi), x, y)
+
+
+class TorusSpace(EuclideanSpace):
+    """Angles on the torus (T^d): states ``[B, ...]`` in radians, wrapped into [−π, π); padding (mask False,
+    for ``[B, N, ...]`` with a node mask ``[B, N]``) held at 0.
+
+    The diffusion is FoldingDiff's (Wu et al. 2022, §3.2, following Jing et al. 2022 for the torus): the
+    forward marginal is the wrapped normal z_t = wrap(α_t x + σ_t ε), ε ~ N(0, I), with density
+    Σ_k N(z + 2πk; α_t x, σ_t²) on [−π, π); the ε-objective's target is the unwrapped ε and the network sees
+    the wrapped z_t; every sampler step is wrapped back. The prior is wrap(N(0, I)).
+
+    * ``project`` only zeroes padding: it acts on ε̂ and on fresh noise, which are not angles and are never
+      wrapped. ``randn`` is therefore ordinary (unwrapped) Gaussian noise.
+    * ``wrap`` maps a state into [−π, π) (the samplers call it on the starting noise, after every update and
+      on the returned x̂; ``epsilon_loss`` on z_t).
+
+    Samplers (all four in ``samplers.py`` call ``wrap`` and run unchanged): the VP update's factor α_s/α_t ≠ 1
+    on z_t is not periodic, so on the torus every step is FoldingDiff's approximation, which is exact where
+    the wrapped marginal does not wrap (low noise) and errs only where it is nearly uniform.
+    ``tests/test_diffusion_torus.py`` measures each sampler against the exact denoiser of a wrapped mixture.
+    The variational bound (``prior_kl``, ``diffusion_kl``, ``vlb`` and the decoders) is Euclidean: it is not
+    a bound on the torus and must not be used with this space.
+    """
+
+    periodic = True
+
+    def wrap(self, z: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``z`` wrapped into [−π, π) elementwise, zero at padding; same shape."""
+        return self.mask_out(wrap_angle(z), mask)

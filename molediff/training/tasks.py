@@ -22,6 +22,7 @@ TASKS: dict[str, str] = {
     "molecules": "molediff.molecules.training:build_task",
     "conformers": "molediff.conformers.training:build_task",
     "proteins": "molediff.proteins.training:build_task",
+    "protein_angles": "molediff.proteins.angle_training:build_task",
     "images": "molediff.images.training:build_task",
 }
 """Task name → ``"module:function"`` building a ``TrainingTask`` from a ``TrainConfig``."""
