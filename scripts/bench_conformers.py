@@ -152,9 +152,12 @@ def etkdg(mol, n: int, threads: int, relax: bool):
 
 
 def molediff_pipeline(mol, n: int, threads: int, **kwargs):
+    """``generate_conformers`` with seed 0 and the baseline's MMFF94 step limit; model-free unless ``kwargs`` name
+    a refiner (the API's default is the shipped one)."""
     from molediff.conformers.pipeline import generate_conformers
 
-    return generate_conformers(mol, n=n, seed=0, threads=threads, max_iters=MAX_ITERS, **kwargs)
+    options = {"refiner": None, "max_iters": MAX_ITERS, **kwargs}
+    return generate_conformers(mol, n=n, seed=0, threads=threads, **options)
 
 
 METHODS = {
@@ -168,15 +171,15 @@ METHODS = {
 
 def methods(model=None, sigma0: float = DEFAULT_SIGMA0, ablations=(0.1, 0.3), steps: int = DEFAULT_STEPS,
             select: str = "diverse", pool: int = 3, only_defaults: bool = False, steps_ablations=(),
-            passes: int = DEFAULT_PASSES, top_up: str = "unrelaxed", restraint: float | None = DEFAULT_RESTRAINT,
+            passes: int = DEFAULT_PASSES, top_up: str = "unrelaxed", restraint: float = DEFAULT_RESTRAINT,
             restraint_ablations=(), pools=(), passes_ablations=()) -> dict:
     """The arms of the run: ``METHODS`` without a refiner. With a refiner ``model``: the baselines, molediff's
     defaults with refinement (σ₀ ``sigma0``, ``passes`` of ``steps`` DDIM steps, ``select``, ``pool``, ``top_up``)
     and its ablations: no refinement (the model-free pipeline), pool 1, no relaxation, the other σ₀ and step
     counts, one pass of 5 steps, float32, the other top-up, fresh noise, the other selections.
-    ``only_defaults``: the baselines, the defaults and the model-free pipeline only, plus the restraint
-    (``restraint_ablations``: force constants in kcal/mol/Å², None for hydrogens only) and pool (``pools``)
-    ablations asked for."""
+    ``only_defaults``: the baselines, the defaults and the model-free pipeline only, plus the ablations of what
+    follows refinement (``restraint_ablations``: force constants in kcal/mol/Å², ``"none"`` for hydrogens only,
+    ``"torsions"`` for the refined torsions on the seed), of the pool (``pools``) and of the passes asked for."""
     if model is None:
         return dict(METHODS)
 
@@ -192,7 +195,7 @@ def methods(model=None, sigma0: float = DEFAULT_SIGMA0, ablations=(0.1, 0.3), st
             "molediff, no refinement": lambda mol, n, t: molediff_pipeline(mol, n, t, pool=pool, top_up=top_up,
                                                                             restraint=restraint)}
     for k in restraint_ablations:
-        arms[f"molediff + refiner, {_restraint_name(k)}"] = refined(restraint=k)
+        arms[f"molediff + refiner, {_restraint_name(k)}"] = refined(**_after_refinement(k))
     for p in pools:
         arms[f"molediff + refiner, pool {p}"] = refined(pool=p)
     for k in passes_ablations:
@@ -216,8 +219,17 @@ def methods(model=None, sigma0: float = DEFAULT_SIGMA0, ablations=(0.1, 0.3), st
     return arms
 
 
-def _restraint_name(k: float | None) -> str:
-    return "hydrogens minimised (heavy atoms fixed)" if k is None else f"restrained minimisation k = {k:g}"
+def _after_refinement(k) -> dict:
+    """generate_conformers' options for a restraint ablation: a force constant, 'none' or 'torsions'."""
+    if k in ("none", "torsions"):
+        return {"after_refinement": "hydrogens" if k == "none" else "torsions"}
+    return {"restraint": float(k)}
+
+
+def _restraint_name(k) -> str:
+    return {"none": "hydrogens minimised (heavy atoms fixed)",
+            "torsions": "refined torsions on the seed, hydrogens minimised"}.get(k) or \
+        f"restrained minimisation k = {float(k):g}"
 
 
 def best_rmsd(generated, reference_heavy) -> float:
@@ -290,7 +302,8 @@ def run(molecules, threads: int, arms: dict | None = None, check_validity: bool 
     references = [stereo_reference(Chem.AddHs(mol)) for mol in molecules]  # the atom order every method outputs
     for name, method in arms.items():
         row = {"failures": {n: 0 for n in N_VALUES}, "fixed": 0, "dropped": 0, "refined": 0, "reverted": 0,
-               "stereo_ok": 0, "stereo_checked": 0, "failed": [], "valid": {"pb_pass": [], "pb_failed": [],
+               "stereo_ok": 0, "stereo_checked": 0, "failed": [], "failed_names": set(), "right_stereo": set(),
+               "valid": {"pb_pass": [], "pb_failed": [],
                                                                              "strain": [], "bond_shift": []}}
         for n in N_VALUES:
             rmsd, cpu, conformers, per_molecule = [], 0.0, 0, []
@@ -302,6 +315,7 @@ def run(molecules, threads: int, arms: dict | None = None, check_validity: bool 
                     row["failures"][n] += 1
                     if n == max(N_VALUES):
                         row["failed"].append(f"{mol.GetProp('_Name')}: {' '.join(str(e).split())[:120]}")
+                        row["failed_names"].add(mol.GetProp("_Name"))
                     cpu += time.process_time() - start  # time spent failing counts too
                     continue
                 seconds = time.process_time() - start
@@ -315,6 +329,8 @@ def run(molecules, threads: int, arms: dict | None = None, check_validity: bool 
                     ok, checked = stereo_kept(out, reference)
                     row["stereo_ok"] += ok
                     row["stereo_checked"] += checked
+                    if out.GetNumConformers() and (ok or not checked):   # embedded with the input's stereo
+                        row["right_stereo"].add(mol.GetProp("_Name"))
                 if n == max(N_VALUES) and out.HasProp("molediff_stereo_fixed"):
                     row["fixed"] += out.GetIntProp("molediff_stereo_fixed")
                     row["dropped"] += out.GetIntProp("molediff_stereo_dropped")
@@ -324,7 +340,8 @@ def run(molecules, threads: int, arms: dict | None = None, check_validity: bool 
                     rmsd.append(best_rmsd(out, Chem.RemoveHs(mol)))
             r = np.array(rmsd) if rmsd else np.full(1, np.nan)
             total = len(molecules)  # a molecule a method cannot embed counts as not covered
-            row[n] = {"mean": r.mean(), "median": np.median(r), "cov05": (r < 0.5).sum() / total,
+            row[n] = {"cpu_per_mol": cpu / max(len(molecules), 1), "mean": r.mean(), "median": np.median(r),
+                      "cov05": (r < 0.5).sum() / total,
                       "cov10": (r < 1.0).sum() / total,
                       "cpu_per_conf": cpu / max(conformers, 1), "cpu_median": float(np.median(per_molecule))}
         results[name] = row
@@ -337,8 +354,11 @@ def print_validity(results: dict, n: int) -> None:
     from collections import Counter
 
     print(f"\n| method (N={n}) | PoseBusters 'mol' checks passed (conformers) | checks failed most | strain median / "
-          f"95th pct (kcal/mol) | bonds within 0.05 Å of the MMFF94 minimum | failures (N={n}) |")
-    print("|---|---|---|---|---|---|")
+          f"95th pct (kcal/mol) | bonds within 0.05 Å of the MMFF94 minimum | CPU per molecule vs ETKDGv3 + MMFF94 "
+          f"| failed where ETKDGv3 embeds the input's stereo | failures (N={n}) |")
+    print("|---|---|---|---|---|---|---|---|")
+    base = results.get("ETKDGv3 + MMFF94", {}).get(n, {}).get("cpu_per_mol")
+    embeddable = results.get("ETKDGv3", {}).get("right_stereo", set())
     for name, row in results.items():
         v = row["valid"]
         passed = f"{np.mean(v['pb_pass']):.1%} of {len(v['pb_pass'])}" if v["pb_pass"] else "n/a"
@@ -346,7 +366,9 @@ def print_validity(results: dict, n: int) -> None:
         strain = (f"{np.median(v['strain']):.2f} / {np.percentile(v['strain'], 95):.2f}" if v["strain"] else "n/a")
         bonds = f"{np.mean(np.array(v['bond_shift']) <= 0.05):.2%}" if v["bond_shift"] else "n/a"
         failed = "; ".join(row["failed"]) or "none"
-        print(f"| {name} | {passed} | {worst} | {strain} | {bonds} | {failed} |")
+        ratio = f"{row[n]['cpu_per_mol'] / base:.2f}×" if base else "n/a"
+        extra = len(row["failed_names"] & embeddable)
+        print(f"| {name} | {passed} | {worst} | {strain} | {bonds} | {ratio} | {extra} | {failed} |")
     print("\nPoseBusters: the `posebusters` package's 'mol' configuration (Buttenschoen et al. 2024), each conformer "
           "on its own; strain: MMFF94 energy above the minimum reached from the conformer by unrestrained "
           "minimisation (2000 steps), molecules with MMFF94 parameters only.")
@@ -390,11 +412,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--top-up", choices=["unrelaxed", "relaxed"], default="unrelaxed",
                         help="where the refiner's default arm fills slots left by too few distinct relaxed "
                              "candidates (generate_conformers' top_up; the other is an ablation)")
-    parser.add_argument("--restraint", default=str(DEFAULT_RESTRAINT),
+    parser.add_argument("--restraint", type=float, default=DEFAULT_RESTRAINT,
                         help="force constant (kcal/mol/Å²) of the restrained minimisation after refinement in the "
-                             "default arm, or 'none' (hydrogens only)")
+                             "default arm")
     parser.add_argument("--restraint-ablations", nargs="*", default=[],
-                        help="other force constants (or 'none') measured as ablations")
+                        help="other force constants, 'none' (hydrogens only) or 'torsions' (the refined torsions on "
+                             "the seed) measured as ablations")
     parser.add_argument("--pool-ablations", type=int, nargs="*", default=[], help="other pools measured as ablations")
     parser.add_argument("--passes-ablations", type=int, nargs="*", default=[],
                         help="other numbers of refinement passes measured as ablations")
@@ -422,13 +445,15 @@ def main(argv: list[str] | None = None) -> None:
         except (FileNotFoundError, ValueError) as e:
             parser.error(" ".join(str(e).split()))
     molecules, skipped = reference_molecules(args.n_molecules, args.seed, args.set, args.tuning)
-    def force_constant(text: str) -> float | None:
-        return None if text.lower() == "none" else float(text)
-
+    for k in args.restraint_ablations:
+        if k not in ("none", "torsions"):
+            try:
+                float(k)
+            except ValueError:
+                parser.error(f"--restraint-ablations takes force constants, 'none' or 'torsions', got {k!r}")
     arms = methods(model, args.sigma0, args.sigma0_ablations, args.steps, args.select, args.pool, args.only_defaults,
-                   args.steps_ablations, args.passes, args.top_up, force_constant(args.restraint),
-                   [force_constant(k) for k in args.restraint_ablations], args.pool_ablations,
-                   args.passes_ablations)
+                   args.steps_ablations, args.passes, args.top_up, args.restraint, args.restraint_ablations,
+                   args.pool_ablations, args.passes_ablations)
     results = run(molecules, args.threads, arms, check_validity=args.validity)
     lo, hi = N_VALUES
     what = {"qm9": ("QM9 DFT geometries", "valid-split (tuning) molecules" if args.tuning else "test molecules"),

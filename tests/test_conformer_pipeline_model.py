@@ -51,7 +51,8 @@ def _heavy_rmsd(mol, a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_the_chosen_conformers_are_refined_keeping_stereo_with_relaxed_hydrogens(refiner):
-    common = dict(n=6, pool=1, seed=2, select="none", refiner=refiner, steps=5, restraint=None, dedupe_rmsd=0)
+    common = dict(n=6, pool=1, seed=2, select="none", refiner=refiner, steps=5,
+                  after_refinement="hydrogens", dedupe_rmsd=0)
     seeds = generate_conformers(ALANINE, sigma0=0, **common)       # the model loaded, refinement off
     refined = generate_conformers(ALANINE, sigma0=0.1, **common)
     assert seeds.GetIntProp("molediff_refined") == 0

@@ -148,6 +148,7 @@ def test_a_wrong_double_bond_is_caught():
     ("N[Pt](N)(Cl)Cl", {}, "unsupported element Pt: distance geometry and MMFF94 cannot place metals"),
     ("CC[Sn](CC)(CC)CC", {}, "unsupported element Sn"),
     ("CCO", {"restraint": -1.0}, "restraint must be a force constant >= 0"),
+    ("CCO", {"after_refinement": "nothing"}, "after_refinement must be one of restrained, hydrogens, torsions"),
     ("CCO", {"dedupe_rmsd": -0.1}, "dedupe_rmsd must be >= 0"),
 ])
 def test_every_failure_has_a_one_line_reason(smiles, kwargs, reason):
@@ -348,6 +349,31 @@ def test_restrained_relaxation_mends_bonds_and_strain_and_holds_the_heavy_atoms(
         relax_restrained(mol, start[None], "MMFF94", float("nan"))
 
 
+def test_transfer_torsions_keeps_the_seed_bonds_and_takes_the_target_torsions():
+    from rdkit.Chem import rdForceFieldHelpers, rdMolTransforms
+
+    from molediff.conformers.forcefield import transfer_torsions
+
+    mol = _embedded("CCCCO", count=1)
+    rdForceFieldHelpers.MMFFOptimizeMolecule(mol)
+    conf = mol.GetConformer()
+    rdMolTransforms.SetDihedralDeg(conf, 0, 1, 2, 3, 180.0)
+    seed = conf.GetPositions()
+    target_mol = Chem.Mol(mol)
+    tconf = target_mol.GetConformer()
+    rdMolTransforms.SetDihedralDeg(tconf, 0, 1, 2, 3, 70.0)
+    rdMolTransforms.SetBondLength(tconf, 1, 2, 1.70)                  # the target's bond is off; the seed's is kept
+    out = transfer_torsions(mol, seed[None], tconf.GetPositions()[None])[0]
+    result = Chem.Mol(mol)
+    result.GetConformer().SetPositions(out)
+    rconf = result.GetConformer()
+    assert rdMolTransforms.GetDihedralDeg(rconf, 0, 1, 2, 3) == pytest.approx(70.0, abs=1e-6)
+    for b in mol.GetBonds():
+        i, j = b.GetBeginAtomIdx(), b.GetEndAtomIdx()
+        assert rdMolTransforms.GetBondLength(rconf, i, j) == pytest.approx(
+            rdMolTransforms.GetBondLength(conf, i, j), abs=1e-9)
+
+
 def test_every_energy_says_what_it_is_and_unrelaxed_top_ups_are_relaxed():
     # model-free: relaxed candidates are minima; top-ups from unrelaxed candidates get a restrained minimisation
     # (never the raw ETKDG energy), and their local strain is small
@@ -362,7 +388,8 @@ def test_every_energy_says_what_it_is_and_unrelaxed_top_ups_are_relaxed():
         e0, e1, shift = mmff_strain(mol, c.GetId())
         assert e0 == pytest.approx(c.GetDoubleProp("MMFF94_energy_kcal_mol"), abs=1e-6)
         assert e0 - e1 < 2.0 and shift.max() < 0.02
-    hydrogens_only = generate_conformers("OC1(c2ccco2)CC1", n=8, dedupe_rmsd=0, restraint=None, refiner=None)
+    hydrogens_only = generate_conformers("OC1(c2ccco2)CC1", n=8, dedupe_rmsd=0, after_refinement="hydrogens",
+                                         refiner=None)
     kinds = {c.GetProp("energy_kind") for c in hydrogens_only.GetConformers()}
     assert "hydrogens minimised, heavy atoms fixed" in kinds
 

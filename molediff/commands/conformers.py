@@ -24,7 +24,7 @@ import logging
 import sys
 
 from ..conformers.forcefield import DEFAULT_RESTRAINT
-from ..conformers.pipeline import TOP_UP_METHODS
+from ..conformers.pipeline import AFTER_REFINEMENT, TOP_UP_METHODS
 from ..conformers.selection import DEFAULT_DISTINCT_RMSD, DEFAULT_PRUNE_RMSD
 
 log = logging.getLogger(__name__)
@@ -95,11 +95,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--fp32", action="store_true",
                        help="run the refiner in float32; without it the refiner runs under bfloat16 autocast "
                             "where the CPU or GPU computes bf16 natively (about 2x faster, same accuracy)")
-    model.add_argument("--restraint", default=str(DEFAULT_RESTRAINT), metavar="K",
-                       help="after refinement, each conformer is minimised by the force field with its heavy atoms "
-                            "held to the refined positions by harmonic restraints of K kcal/mol/A^2 (default "
-                            "%(default)s: bond lengths and angles become the force field's, torsions stay the "
-                            "model's); 'none' minimises only the hydrogens (heavy atoms fixed, strained)")
+    model.add_argument("--after-refinement", choices=list(AFTER_REFINEMENT), default="restrained",
+                       help="what the force field does to each refined conformer: 'restrained' minimises it with its "
+                            "heavy atoms held to the refined positions by harmonic restraints (--restraint): bond "
+                            "lengths and angles become the force field's, torsions and ring puckers stay close to the "
+                            "model's; 'hydrogens' minimises only the hydrogens (the model's bond lengths stay, with "
+                            "their strain); 'torsions' puts the refined acyclic torsions on the unrefined conformer "
+                            "(the force field's bond lengths and angles) and minimises the hydrogens")
+    model.add_argument("--restraint", type=float, default=DEFAULT_RESTRAINT, metavar="K",
+                       help="force constant of those restraints in kcal/mol/A^2 (E = K d^2 per heavy atom; larger "
+                            "keeps more of the model's geometry and more strain)")
     model.add_argument("--fresh-noise", action="store_true",
                        help="add SDEdit's fresh noise of sigma0 before refining (default: start from the conformer "
                             "itself, which measured better)")
@@ -153,13 +158,10 @@ def _options(args):
     """The run's ``ConformerOptions`` from the arguments; ValueError (one line) for values that cannot work."""
     from ..conformers.pipeline import ConformerOptions
 
-    try:
-        restraint = None if args.restraint.lower() == "none" else float(args.restraint)
-    except ValueError:
-        raise ValueError(f"--restraint must be a number (kcal/mol/A^2) or 'none', got {args.restraint!r}") from None
     return ConformerOptions(n=args.num_conformers, seed=args.seed, pool=args.pool, relax=args.relax,
                             select=args.select, max_atoms=args.max_atoms, prune_rmsd=args.prune_rmsd,
-                            top_up=args.top_up, restraint=restraint, dedupe_rmsd=args.dedupe_rmsd,
+                            top_up=args.top_up, after_refinement=args.after_refinement, restraint=args.restraint,
+                            dedupe_rmsd=args.dedupe_rmsd,
                             threads=args.threads, init=args.init,
                             allow_unvalidated_elements=args.allow_unvalidated_elements)
 

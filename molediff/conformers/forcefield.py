@@ -112,3 +112,36 @@ def energy_kind(restraint: float | None) -> str:
     if restraint is None:
         return "hydrogens minimised, heavy atoms fixed"
     return f"restrained minimum (heavy atoms, k = {restraint:g} kcal/mol/A^2)"
+
+
+def transfer_torsions(mol, seeds: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Conformers with the bond lengths and angles of ``seeds`` and the acyclic torsions of ``targets`` (both
+    [K, n_atoms, 3], Å, conformers of ``mol``): every rotatable bond of the seed (a single, non-ring bond between
+    two atoms with other neighbours) is turned to the target's dihedral (RDKit ``SetDihedralRad``, which moves the
+    smaller side). Ring conformations and the torsions of terminal groups stay the seed's. Returns [K, n_atoms, 3]
+    float64."""
+    from rdkit import Chem
+    from rdkit.Chem import rdMolTransforms
+
+    from ..chem.bonds import rdkit_conformer
+
+    pattern = Chem.MolFromSmarts("[!D1;!$(*#*)]-&!@[!D1;!$(*#*)]")
+    torsions = []
+    for i, j in mol.GetSubstructMatches(pattern):
+        a = next(n.GetIdx() for n in mol.GetAtomWithIdx(i).GetNeighbors() if n.GetIdx() != j)
+        b = next(n.GetIdx() for n in mol.GetAtomWithIdx(j).GetNeighbors() if n.GetIdx() != i)
+        torsions.append((a, i, j, b))
+    m = Chem.Mol(mol)
+    m.RemoveAllConformers()
+    out = np.array(seeds, dtype=np.float64)
+    for k, (seed, target) in enumerate(zip(seeds, targets)):
+        m.RemoveAllConformers()
+        m.AddConformer(rdkit_conformer(target), assignId=True)
+        wanted = [rdMolTransforms.GetDihedralRad(m.GetConformer(), *t) for t in torsions]
+        m.RemoveAllConformers()
+        m.AddConformer(rdkit_conformer(seed), assignId=True)
+        conf = m.GetConformer()
+        for t, value in zip(torsions, wanted):
+            rdMolTransforms.SetDihedralRad(conf, *t, value)
+        out[k] = conf.GetPositions()
+    return out

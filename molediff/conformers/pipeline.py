@@ -50,6 +50,7 @@ from .forcefield import (
     energy_kind,
     relax_candidates,
     relax_restrained,
+    transfer_torsions,
 )
 from .io import SCORE_PROP, parse_smiles
 from .selection import DEFAULT_DISTINCT_RMSD, DEFAULT_PRUNE_RMSD, SELECT_METHODS, distinct_conformers, select_conformers
@@ -58,6 +59,7 @@ from .stereo import StereoReference, check_conformer_stereo, enforce_stereo, ste
 RELAX_METHODS = ("mmff", "none")
 INIT_METHODS = ("etkdg", "noise")
 TOP_UP_METHODS = ("unrelaxed", "relaxed")
+AFTER_REFINEMENT = ("restrained", "hydrogens", "torsions")
 DEFAULT_SIGMA0 = 0.45  # Å; no fresh noise, DEFAULT_PASSES × DEFAULT_STEPS DDIM steps: best on the tuning sets
 DEFAULT_STEPS = 3  # sampler steps of each refinement pass
 DEFAULT_PASSES = 3  # refinement passes in a row (iterated partial diffusion; tuning sets: better than one pass)
@@ -92,10 +94,14 @@ class ConformerOptions:
             ``"relaxed"`` with near-duplicates of the relaxed ones. Relaxed candidates within ``distinct_rmsd``
             Å of a chosen one count as duplicates.
         distinct_rmsd: Å, see ``top_up``.
-        restraint: force constant k (kcal/mol/Å²) of the harmonic restraints E = k·d² holding each heavy atom to
-            its refined (or, for an unrefined top-up, embedded) position while the force field minimises the
-            conformer (``forcefield.relax_restrained``); None minimises only the hydrogens (heavy atoms fixed:
-            the model's bond-length errors stay, with their strain).
+        after_refinement: what the force field does to a refined conformer: ``"restrained"`` minimises it with
+            each heavy atom held to its refined position by a harmonic restraint of ``restraint``
+            (``forcefield.relax_restrained``; unrefined top-ups likewise, held where ETKDGv3 put them);
+            ``"hydrogens"`` minimises only the hydrogens (heavy atoms fixed: the model's bond-length errors stay,
+            with their strain; top-ups likewise); ``"torsions"`` takes the seed conformer (the force field's bond
+            lengths and angles), sets its acyclic torsions to the refined ones (``forcefield.transfer_torsions``;
+            ring conformations stay the seed's) and minimises the hydrogens (top-ups as ``"restrained"``).
+        restraint: force constant k (kcal/mol/Å²) of the restraints E = k·d² of ``"restrained"``.
         dedupe_rmsd: Å; a conformer within this RMSD (heavy atoms and polar H) of one written before it is left
             out, and the report says so; 0 keeps all.
         threads: threads for embedding and relaxation (0: all cores); torch's threads are the caller's.
@@ -116,7 +122,8 @@ class ConformerOptions:
     prune_rmsd: float = DEFAULT_PRUNE_RMSD
     top_up: str = "unrelaxed"
     distinct_rmsd: float = DEFAULT_DISTINCT_RMSD
-    restraint: float | None = DEFAULT_RESTRAINT
+    after_refinement: str = "restrained"
+    restraint: float = DEFAULT_RESTRAINT
     dedupe_rmsd: float = DEFAULT_DISTINCT_RMSD
     threads: int = 1
     max_iters: int = 1000
@@ -143,8 +150,11 @@ class ConformerOptions:
             raise ValueError(f"threads must be >= 0 (0: all cores), got {self.threads}")
         if self.max_atoms < 1 or self.max_iters < 1:
             raise ValueError(f"max_atoms and max_iters must be at least 1, got {self.max_atoms}, {self.max_iters}")
-        if self.restraint is not None and not (np.isfinite(self.restraint) and self.restraint >= 0):
-            raise ValueError(f"restraint must be a force constant >= 0 (kcal/mol/Å²) or None, got {self.restraint}")
+        if self.after_refinement not in AFTER_REFINEMENT:
+            raise ValueError(f"after_refinement must be one of {', '.join(AFTER_REFINEMENT)}, got "
+                             f"{self.after_refinement!r}")
+        if self.restraint is None or not (np.isfinite(self.restraint) and self.restraint >= 0):
+            raise ValueError(f"restraint must be a force constant >= 0 (kcal/mol/Å²), got {self.restraint}")
         if not self.dedupe_rmsd >= 0:
             raise ValueError(f"dedupe_rmsd must be >= 0 (Å), got {self.dedupe_rmsd}")
         if self.init not in INIT_METHODS:
@@ -575,23 +585,32 @@ def _refine(molh, chosen: list[Candidate], refiner: Refiner, inputs, reference: 
     less than the RMSD between the candidates selection tells apart, and refining the pool would cost pool times
     more), minimise it with its heavy atoms restrained to the refined positions when the candidates were relaxed,
     and keep it unless it is not finite or its stereo no longer matches the input (then its seed stays)."""
-    refined = refiner.refine(molh, np.stack([c.positions for c in chosen]), options.seed, inputs)
+    seeds = np.stack([c.positions for c in chosen])
+    refined = refiner.refine(molh, seeds, options.seed, inputs)
     finite = [bool(np.isfinite(x).all()) for x in refined]
     fresh: dict[int, float | None] = {}
+    restraint = _restraint(options)
     if any(finite):
-        relaxed, values = relax_restrained(molh, refined[finite], report.forcefield, options.restraint)
+        if options.after_refinement == "torsions":
+            refined[finite] = transfer_torsions(molh, seeds[finite], refined[finite])
+        relaxed, values = relax_restrained(molh, refined[finite], report.forcefield, restraint)
         refined[finite] = relaxed
         fresh = dict(zip(np.flatnonzero(finite).tolist(), values))
     check = conformers_of(molh, refined)
     for k, c in enumerate(chosen):
         if finite[k] and check_conformer_stereo(check, k, reference) == "ok":
             c.positions, c.energy, c.refined = refined[k], fresh.get(k), True
-            c.kind = energy_kind(options.restraint) if report.forcefield in ENERGY_PROPS else None
+            c.kind = energy_kind(restraint) if report.forcefield in ENERGY_PROPS else None
     report.refined = sum(c.refined for c in chosen)
     report.reverted = len(chosen) - report.refined
     if report.reverted:
         report.notes.append(f"{report.reverted} refined conformer{'s' if report.reverted != 1 else ''} lost the "
                             f"input's stereo: kept unrefined")
+
+
+def _restraint(options: ConformerOptions) -> float | None:
+    """The force constant ``relax_restrained`` gets after refinement (None: heavy atoms fixed)."""
+    return options.restraint if options.after_refinement == "restrained" else None
 
 
 # ------------------------------------------------------------------------------------------ stages 4 and 5
@@ -601,10 +620,10 @@ def _relax_top_ups(molh, chosen: list[Candidate], options: ConformerOptions, rep
     force-field geometry and an honest energy."""
     bare = [c for c in chosen if c.energy is None]
     if bare and report.forcefield in ENERGY_PROPS:
-        placed, values = relax_restrained(molh, np.stack([c.positions for c in bare]), report.forcefield,
-                                          options.restraint)
+        restraint = None if options.after_refinement == "hydrogens" else options.restraint
+        placed, values = relax_restrained(molh, np.stack([c.positions for c in bare]), report.forcefield, restraint)
         for c, pos, e in zip(bare, placed, values):
-            c.positions, c.energy, c.kind = pos, e, energy_kind(options.restraint)
+            c.positions, c.energy, c.kind = pos, e, energy_kind(restraint)
 
 
 def _drop_near_copies(molh, chosen: list[Candidate], options: ConformerOptions,
