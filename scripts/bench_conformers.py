@@ -481,8 +481,12 @@ def main(argv: list[str] | None = None) -> None:
                 if row["stereo_checked"] else "none specified")
         ratio = f"{b['cpu_per_conf'] / base:.2f}×" if base else "n/a"
         failures = f"{row['failures'][lo]} / {row['failures'][hi]}"
-        print(f"| {name} | {a['mean']:.3f} | {b['mean']:.3f} | {b['median']:.3f} | {a['cov05']:.0%} / {b['cov05']:.0%} "
-              f"| {a['cov10']:.0%} / {b['cov10']:.0%} | {1e3 * a['cpu_per_conf']:.1f} / {1e3 * b['cpu_per_conf']:.1f} "
+        if np.isnan(b["mean"]):   # no reference geometry (the drugs set)
+            rmsd = "n/a | n/a | n/a | n/a | n/a"
+        else:
+            rmsd = (f"{a['mean']:.3f} | {b['mean']:.3f} | {b['median']:.3f} | {a['cov05']:.0%} / {b['cov05']:.0%} "
+                    f"| {a['cov10']:.0%} / {b['cov10']:.0%}")
+        print(f"| {name} | {rmsd} | {1e3 * a['cpu_per_conf']:.1f} / {1e3 * b['cpu_per_conf']:.1f} "
               f"| {ratio} | {1e3 * b['cpu_median']:.1f} | {kept} | {stereo} | {failures} |")
     if args.validity:
         print_validity(results, hi)
