@@ -25,6 +25,22 @@ deduplicated, split by 30 % sequence identity clusters). The held-out validation
 test chains, are the real-data row: the W1 distances a model cannot beat. Prints one Markdown table (every metric
 side by side) and draws the distributions of all samples over the test chains as a PNG.
 
+``acceptance``: issue 20's table for the angle model (``--checkpoint``, default the shipped
+``protein_ca_angles``): ``-n`` chains at L = 80 and 128 with ``molediff protein sample``'s default sampler (the
+L = 128 sampling timed), the Cartesian EGNN (``--baseline``, default the shipped ``protein_ca_egnn``, DPM-50), the
+held-out validation chains, and the two calibration rows of ``molediff.proteins.reference`` (80-residue windows of
+real chains rebuilt from their own angles at 3.80 Å; chains from independent real (θ, τ) pairs): Cα–Cα, helix +
+strand by P-SEA, W1 of bond angles and dihedrals to the held-out test chains, clashes and Rg/N^0.38, in one
+Markdown table with the targets; ``--png`` draws both models over the test chains.
+
+``lever``: the lever-arm effect, clashes and Rg/N^0.38 against chain length for the angle model's samples, real
+windows of the same length and chains of independent real (θ, τ) pairs.
+
+``samplers``: the angle model's samplers and step counts side by side on the same seeds (time and the acceptance
+metrics), to choose ``molediff.proteins.sampling.MODEL_KINDS["angles"]``'s default.
+
+``heldout``: rewrites the held-out chains shipped in ``molediff/proteins/resources`` from the data folder.
+
 ``denoising``: what a trained model gets right at each noise level, on held-out validation chains: the ε-MSE
 (the training loss per coordinate; 1 = predicting nothing) and the consecutive Cα–Cα distances of its one-step
 clean estimate x̂(z_t) at t = 0.02 … 0.8, with fixed noise draws. A model that samples good local geometry
@@ -34,6 +50,10 @@ has x̂ near 3.8 Å with a small spread from mid noise down.
     python scripts/bench_proteins.py sampling --hidden 16 --layers 2
     python scripts/bench_proteins.py quality --source ../shared/data/proteins-db55 -n 100 --png quality.png
     python scripts/bench_proteins.py denoising --source ../shared/data/proteins-db55
+    python scripts/bench_proteins.py acceptance --source ../shared/data/proteins-db55 --png acceptance.png
+    python scripts/bench_proteins.py lever --source ../shared/data/proteins-db55
+    python scripts/bench_proteins.py samplers --source ../shared/data/proteins-db55 --runs ddpm:100 ddpm:1000
+    python scripts/bench_proteins.py heldout --source ../shared/data/proteins-db55
 """
 
 from __future__ import annotations
@@ -50,6 +70,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -246,15 +267,15 @@ def sampling(args) -> None:
 
 # ---------------------------------------------------------------------------------------------- quality
 def quality(args) -> None:
-    from molediff.commands.protein import SHIPPED
     from molediff.proteins.data import load_proteins
     from molediff.proteins.io import read_ca_traces, write_ca_trace
     from molediff.proteins.metrics import plot_distributions, score_chains
     from molediff.proteins.model import ProteinBackboneDiffusion
+    from molediff.proteins.sampling import MODEL_KINDS
     from molediff.training.weights import load_model, pretrained_path
 
     torch.set_num_threads(args.threads)
-    checkpoint = args.checkpoint or pretrained_path(SHIPPED)
+    checkpoint = args.checkpoint or pretrained_path(MODEL_KINDS["egnn"].shipped)
     model = load_model(ProteinBackboneDiffusion, checkpoint, device=args.device)
     test = load_proteins({"path": args.source, "split": "test"})
     valid = load_proteins({"path": args.source, "split": "valid"})
@@ -304,14 +325,14 @@ def quality(args) -> None:
 
 
 def denoising(args) -> None:
-    from molediff.commands.protein import SHIPPED
     from molediff.diffusion import predict_x0
     from molediff.proteins.data import load_proteins
     from molediff.proteins.model import ProteinBackboneDiffusion
+    from molediff.proteins.sampling import MODEL_KINDS
     from molediff.training.weights import load_model, pretrained_path
 
     torch.set_num_threads(args.threads)
-    checkpoint = args.checkpoint or pretrained_path(SHIPPED)
+    checkpoint = args.checkpoint or pretrained_path(MODEL_KINDS["egnn"].shipped)
     model = load_model(ProteinBackboneDiffusion, checkpoint).eval().double()
     valid = load_proteins({"path": args.source, "split": "valid"})
     chains = [valid[i].coords for i in range(len(valid))][:args.n]
@@ -342,6 +363,222 @@ def denoising(args) -> None:
         mse = float(((eps_hat - eps)[mask] ** 2).mean())
         print(f"| {t:g} | {float(sigma[0] / alpha[0]) * scale:.2f} | {mse:.3f} | {float(d.mean()):.2f} ± "
               f"{float(d.std()):.2f} | {float(((d - 3.8).abs() > 0.2).double().mean()):.0%} |")
+
+
+# ------------------------------------------------------------------------------------------- acceptance
+TARGETS = {"ca_ca": "3.80 ± 0.02", "sse": "≥ 25 %", "w1_angle": "≤ 6", "w1_dihedral": "≤ 20", "pairs": "< 1 %",
+           "chains": "≤ 20 %", "rg": "2.0–2.8", "time": "≤ 60 (L = 128, 100 chains, 2 cores)"}
+"""Issue 20's acceptance criteria, one per column of the acceptance table."""
+
+
+def _heldout(source: str) -> tuple[list, list]:
+    """(test chains: the W1 reference, valid chains: the real-data row) of a structure folder or prepared .npz."""
+    from molediff.proteins.data import load_proteins
+
+    test = load_proteins({"path": source, "split": "test"})
+    valid = load_proteins({"path": source, "split": "valid"})
+    return [test[i].coords for i in range(len(test))], [valid[i].coords for i in range(len(valid))]
+
+
+def _calibration_source(source: str, which: str, n: int) -> list:
+    """The real chains the calibration rows are built from: ``heldout`` (validation + test) or the first ``n``
+    training chains (``train``, the issue author's setting)."""
+    from molediff.proteins.data import load_proteins
+
+    if which == "train":
+        train = load_proteins({"path": source, "split": "train"})
+        return [train[i].coords for i in range(min(n, len(train)))]
+    test, valid = _heldout(source)
+    return valid + test
+
+
+def _sample_and_reread(model, L: int, n: int, seed: int, batch_size: int, sampler: str, steps: int | None,
+                       folder: Path) -> tuple[list, float]:
+    """n chains of L residues (seeds seed..seed+n−1), written as mmCIF (any coordinate range; 0.001 Å as PDB) and
+    re-read as `protein score` reads them; returns (chains, wall seconds of the sampling alone)."""
+    from molediff.proteins.io import read_ca_traces, write_ca_trace
+
+    seeds = range(seed, seed + n)
+    t0 = time.perf_counter()
+    chains = model.sample_chains(torch.full((n,), L), seeds=seeds, batch_size=batch_size, sampler=sampler,
+                                 steps=steps, show_progress=True)
+    wall = time.perf_counter() - t0
+    folder.mkdir(parents=True)
+    for s, c in zip(seeds, chains):
+        write_ca_trace(folder / f"sample_{s}.cif", c)
+    written, _, bad = read_ca_traces(folder)
+    if bad:
+        print(f"  {folder.name}: {len(bad)} unreadable sample files: {bad[:3]}", file=sys.stderr)
+    return written, wall
+
+
+def _resolve(kind: str, checkpoint: str | None, sampler: str | None, steps: int | None):
+    """(model, sampler, steps, label) of a protein model kind with its default sampler, as `protein sample`."""
+    from molediff.proteins.sampling import MODEL_KINDS, load_protein_model
+
+    spec = MODEL_KINDS[kind]
+    model = load_protein_model(kind, checkpoint)
+    sampler = sampler or spec.sampler
+    if steps is None and sampler == spec.sampler and spec.steps is not None:
+        steps = min(spec.steps, model.schedule.T)
+    label = f"{sampler}-{steps or model.schedule.T}"
+    return model, sampler, steps, label
+
+
+def acceptance_row(name: str, summary: dict, seconds: float | None = None) -> str:
+    """One Markdown row of the acceptance table from ``score_chains``'s summary."""
+    r = summary
+
+    def pct(v, digits=1):
+        return "-" if v is None else f"{100 * v:.{digits}f} %"
+
+    def num(v, fmt):
+        return "-" if v is None else format(v, fmt)
+
+    return (f"| {name} | {r['n_chains']} | {num(r['ca_ca_mean'], '.3f')} ± {num(r['ca_ca_std'], '.3f')} "
+            f"| {pct(r['helix'] + r['strand'])} ({pct(r['helix'], 0)} / {pct(r['strand'], 0)}) "
+            f"| {num(r['w1_bond_angle'], '.2f')} | {num(r['w1_dihedral'], '.2f')} | {pct(r['clash_pair_rate'], 2)} "
+            f"| {pct(r['clash_chain_rate'], 0)} | {num(r['rg_scaled_mean'], '.2f')} ± {num(r['rg_scaled_std'], '.2f')} "
+            f"| {'-' if seconds is None else f'{seconds:.1f}'} |")
+
+
+def acceptance(args) -> None:
+    """Issue 20's acceptance table: the angle model and the Cartesian EGNN at each length, the held-out real
+    chains and the two calibration rows, every metric in one Markdown table."""
+    from molediff.proteins.metrics import plot_distributions, score_chains
+    from molediff.proteins.reference import independent_angle_chains, rebuilt_windows
+
+    torch.set_num_threads(args.threads)
+    reference, valid = _heldout(args.source)
+    real = _calibration_source(args.source, args.calibration, args.calibration_chains)
+    models = [("angle model", "angles", args.checkpoint, args.sampler, args.steps)]
+    if args.baseline != "none":
+        models.append(("Cartesian EGNN", "egnn", args.baseline, args.baseline_sampler, args.baseline_steps))
+    lines, samples, results = [], {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for title, kind, checkpoint, sampler, steps in models:
+            model, sampler, steps, label = _resolve(kind, checkpoint, sampler, steps)
+            samples[title] = []
+            for L in args.lengths:
+                chains, wall = _sample_and_reread(model, L, args.n, args.seed, args.batch_size, sampler, steps,
+                                                  Path(tmp) / f"{kind}{L}")
+                name = f"{title} ({Path(checkpoint).name if checkpoint else 'shipped'}, {label}), L = {L}"
+                results[name] = score_chains(chains, reference)
+                lines.append(acceptance_row(name, results[name], wall))
+                samples[title] += chains
+                print(f"  {name}: {wall:.1f} s", file=sys.stderr)
+    rng = np.random.default_rng(args.seed)
+    rows = [(f"held-out real chains (validation split, {len(valid)})", valid),
+            (f"calibration: {args.window}-residue windows of {args.calibration} chains rebuilt at 3.80 Å",
+             rebuilt_windows(real, args.window, rng=rng)),
+            (f"calibration: independent real (θ, τ) pairs, L = {args.window}",
+             independent_angle_chains(real, args.window, args.calibration_chains, rng=rng))]
+    for name, chains in rows:
+        results[name] = score_chains(chains, reference)
+        lines.append(acceptance_row(name, results[name]))
+    print(_header(args))
+    print(f"{args.n} chains per length, seeds {args.seed}..{args.seed + args.n - 1}, batches of {args.batch_size}, "
+          f"{args.threads} torch threads; samples written as mmCIF and re-read. W1 (degrees) against the "
+          f"{len(reference)} held-out test chains of {args.source}. Calibration rows from {len(real)} "
+          f"{args.calibration} chains (windows: one per chain of at least {args.window} residues). Sampling s: "
+          "wall time of sampling all chains of that row (network and NeRF, not file writing).\n")
+    print("| set | chains | Cα–Cα Å | helix + strand (helix / strand) | W1 bond angle ° | W1 dihedral ° "
+          "| clashing pairs | chains with a clash | Rg/N^0.38 | sampling s |")
+    print("|---" * 10 + "|")
+    t = TARGETS
+    print(f"| **target** (issue 20) | 100 | {t['ca_ca']} | {t['sse']} | {t['w1_angle']} | {t['w1_dihedral']} "
+          f"| {t['pairs']} | {t['chains']} | {t['rg']} | {t['time']} |")
+    print("\n".join(lines))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+    if args.png:
+        first, *others = list(samples.items())
+        plot_distributions(args.png, first[1], reference, label=first[0],
+                           reference_label="held-out test chains", others=others)
+        print(f"\nDistributions: {args.png}")
+
+
+def lever(args) -> None:
+    """The lever-arm effect: clashes and Rg/N^0.38 against chain length, for the model's samples, for windows
+    of real held-out chains of the same length (as they are) and for independent real (θ, τ) pairs."""
+    from molediff.proteins.metrics import length_profile
+    from molediff.proteins.reference import independent_angle_chains
+
+    torch.set_num_threads(args.threads)
+    reference, valid = _heldout(args.source)
+    real = valid + reference
+    model, sampler, steps, label = _resolve("angles", args.checkpoint, args.sampler, args.steps)
+    rng = np.random.default_rng(args.seed)
+    sets = {"angle model": [], "real windows": [], "independent pairs": []}
+    for L in args.lengths:
+        sets["angle model"] += model.sample_chains(torch.full((args.n,), L), seeds=range(args.seed, args.seed + args.n),
+                                                   batch_size=args.batch_size, sampler=sampler, steps=steps)
+        long = [c for c in real if len(c) >= L]
+        sets["real windows"] += [c[s:s + L] for c in long for s in [int(rng.integers(0, len(c) - L + 1))]]
+        sets["independent pairs"] += independent_angle_chains(real, L, args.n, rng=rng)
+    print(_header(args))
+    print(f"Angle model {args.checkpoint or 'shipped'} ({label}), {args.n} chains per length; real windows: one "
+          f"window of each held-out chain ({len(real)}) long enough, at its own bond lengths; independent pairs: "
+          f"{args.n} chains per length from the pooled (θ, τ) of the held-out chains. Clashes: Cα pairs "
+          "|i − j| ≥ 3 under 3.0 Å.\n")
+    print("| L | set | chains | clashing pairs | chains with a clash | Rg/N^0.38 |")
+    print("|---|---|---|---|---|---|")
+    edges = sorted(args.lengths) + [max(args.lengths) + 1]
+    profiles = {name: {r["lo"]: r for r in length_profile(chains, edges)} for name, chains in sets.items() if chains}
+    for L in sorted(args.lengths):
+        for name, prof in profiles.items():
+            r = prof.get(L)
+            if r is None:
+                continue
+            pairs = "-" if r["clash_pair_rate"] is None else f"{100 * r['clash_pair_rate']:.2f} %"
+            print(f"| {L} | {name} | {r['n_chains']} | {pairs} | {100 * r['clash_chain_rate']:.0f} % "
+                  f"| {r['rg_scaled_mean']:.2f} ± {r['rg_scaled_std']:.2f} |")
+
+
+def samplers(args) -> None:
+    """Choose the angle model's default sampler: each ``sampler:steps[:spacing]`` on the same seeds at one
+    length, timed, with the acceptance metrics."""
+    from molediff.proteins.metrics import score_chains
+    from molediff.proteins.sampling import load_protein_model
+
+    torch.set_num_threads(args.threads)
+    reference, _ = _heldout(args.source)
+    model = load_protein_model("angles", args.checkpoint)
+    print(_header(args))
+    print(f"Angle model {args.checkpoint or 'shipped'}; {args.n} chains of L = {args.length} (seeds {args.seed}.."
+          f"{args.seed + args.n - 1}) per sampler, batches of {args.batch_size}, {args.threads} torch threads; W1 "
+          f"against the {len(reference)} held-out test chains. Seconds: sampling these chains (×100/n for 100).\n")
+    print("| sampler | steps | spacing | s | helix + strand | W1 bond angle ° | W1 dihedral ° | clashing pairs "
+          "| chains with a clash | Rg/N^0.38 |")
+    print("|---" * 10 + "|")
+    for run in args.runs:
+        name, steps, *rest = run.split(":")
+        spacing = rest[0] if rest else "uniform"
+        options = {} if name == "dpm2m" else {"spacing": spacing}
+        t0 = time.perf_counter()
+        chains = model.sample_chains(torch.full((args.n,), args.length), seeds=range(args.seed, args.seed + args.n),
+                                     batch_size=args.batch_size, sampler=name, steps=int(steps), **options)
+        wall = time.perf_counter() - t0
+        r = score_chains(chains, reference)
+        pairs = "-" if r["clash_pair_rate"] is None else f"{100 * r['clash_pair_rate']:.2f} %"
+        sse = 100 * (r["helix"] + r["strand"])
+        print(f"| {name} | {steps} | {spacing if options else '-'} | {wall:.1f} | {sse:.1f} % "
+              f"| {r['w1_bond_angle']:.2f} | {r['w1_dihedral']:.2f} | {pairs} | {100 * r['clash_chain_rate']:.0f} % "
+              f"| {r['rg_scaled_mean']:.2f} ± {r['rg_scaled_std']:.2f} |", flush=True)
+
+
+def heldout(args) -> None:
+    """Rewrite the shipped held-out chains (``molediff.proteins.reference.HELDOUT_PATH``) from ``--source``."""
+    from molediff.proteins.data import load_proteins
+    from molediff.proteins.reference import HELDOUT_PATH
+
+    full = load_proteins({"path": args.source, "split": "all"})
+    held = full.subset([i for i, s in enumerate(full.split) if s in ("valid", "test")])
+    out = Path(args.output or HELDOUT_PATH)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    held.save(out)
+    print(f"wrote {len(held)} held-out chains ({held.split.count('test')} test, {held.split.count('valid')} valid, "
+          f"{int(held.lengths.sum())} residues) to {out}")
 
 
 def main() -> None:
@@ -389,11 +626,58 @@ def main() -> None:
     d.add_argument("--source", required=True, help="structure folder whose held-out validation chains are used")
     d.add_argument("-n", type=int, default=20, help="validation chains (at most all)")
     d.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    a = sub.add_parser("acceptance", help="issue 20's table: angle model, Cartesian EGNN, real and calibration rows")
+    a.add_argument("--checkpoint", default=None, help="angle-model weights or run directory (default: shipped)")
+    a.add_argument("--baseline", default=None,
+                   help="Cartesian EGNN weights or run directory (default: shipped; 'none' leaves it out)")
+    a.add_argument("--source", required=True,
+                   help="structure folder (or prepared .npz) whose held-out splits are the real chains")
+    a.add_argument("--lengths", type=int, nargs="+", default=[80, 128], help="chain lengths to sample")
+    a.add_argument("-n", type=int, default=100, help="chains per length")
+    a.add_argument("--seed", type=int, default=0, help="chain i uses seed + i")
+    a.add_argument("--sampler", default=None, help="angle model's sampler (default: protein sample's)")
+    a.add_argument("--steps", type=int, default=None, help="angle model's steps (default: protein sample's)")
+    a.add_argument("--baseline-sampler", default="dpm2m",
+                   help="EGNN sampler (default dpm2m: its DDPM-1000 takes about 20 s per chain at L = 128)")
+    a.add_argument("--baseline-steps", type=int, default=50, help="EGNN sampler steps")
+    a.add_argument("--window", type=int, default=80, help="calibration chain length (residues)")
+    a.add_argument("--calibration", choices=["heldout", "train"], default="heldout",
+                   help="real chains of the calibration rows: held-out (valid + test) or training chains")
+    a.add_argument("--calibration-chains", type=int, default=150,
+                   help="training chains read with --calibration train; chains built from independent pairs")
+    a.add_argument("--batch-size", type=int, default=100, help="chains sampled together")
+    a.add_argument("--threads", type=int, default=2, help="torch CPU threads (the 60 s target is for 2 cores)")
+    a.add_argument("--json", default=None, help="also write the summaries as JSON")
+    a.add_argument("--png", default=None, help="draw the distributions of both models over the test chains")
+    v = sub.add_parser("lever", help="clashes and Rg/N^0.38 against chain length: model, real, independent pairs")
+    v.add_argument("--checkpoint", default=None, help="angle-model weights or run directory (default: shipped)")
+    v.add_argument("--source", required=True, help="structure folder (or prepared .npz) with held-out splits")
+    v.add_argument("--lengths", type=int, nargs="+", default=[48, 80, 128], help="chain lengths")
+    v.add_argument("-n", type=int, default=50, help="chains per length")
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--sampler", default=None, help="default: protein sample's")
+    v.add_argument("--steps", type=int, default=None, help="default: protein sample's")
+    v.add_argument("--batch-size", type=int, default=50)
+    v.add_argument("--threads", type=int, default=2)
+    w = sub.add_parser("samplers", help="the angle model's samplers side by side (time and quality)")
+    w.add_argument("--checkpoint", default=None, help="angle-model weights or run directory (default: shipped)")
+    w.add_argument("--source", required=True, help="structure folder (or prepared .npz) with held-out splits")
+    w.add_argument("--length", type=int, default=128)
+    w.add_argument("-n", type=int, default=20, help="chains per sampler")
+    w.add_argument("--seed", type=int, default=0)
+    w.add_argument("--runs", nargs="+", default=["ddpm:100", "ddpm:200", "ddpm:200:karras", "ddpm:1000"],
+                   help="sampler:steps[:spacing] (spacing uniform, log_snr or karras; not for dpm2m)")
+    w.add_argument("--batch-size", type=int, default=100)
+    w.add_argument("--threads", type=int, default=2)
+    h = sub.add_parser("heldout", help="rewrite the held-out chains shipped in molediff/proteins/resources")
+    h.add_argument("--source", required=True, help="the structure folder (../shared/data/proteins-db55)")
+    h.add_argument("-o", "--output", default=None, help="default: molediff.proteins.reference.HELDOUT_PATH")
     args = p.parse_args()
     if args.mode == "case":
         print(json.dumps(run_case(args)))
     else:
-        {"graph": graph, "sampling": sampling, "quality": quality, "denoising": denoising}[args.mode](args)
+        {"graph": graph, "sampling": sampling, "quality": quality, "denoising": denoising, "acceptance": acceptance,
+         "lever": lever, "samplers": samplers, "heldout": heldout}[args.mode](args)
 
 
 if __name__ == "__main__":

@@ -12,10 +12,12 @@ import pytest
 from molediff.cli import main
 from molediff.proteins.io import read_ca_traces
 from molediff.proteins.metrics import (
+    RG_SCALED_REAL,
     bond_angles,
     ca_distances,
     clashes,
     dihedrals,
+    length_profile,
     radius_of_gyration,
     score_chains,
     secondary_structure,
@@ -101,3 +103,57 @@ def test_scattered_traces_are_scored_without_blowing_up():
     assert (secondary_structure(x) == "c").all()
     s = score_chains([x, ideal_helix(40)])
     assert s["ca_ca_outside"] > 0.5 and 0 < s["helix"] < 1
+
+
+def test_length_profile_bins_clashes_and_compactness_like_score_chains():
+    helix, clash = ideal_helix(40), ideal_helix(40)
+    clash[30] = clash[10] + [0.5, 0.0, 0.0]                 # one residue on top of another
+    chains = [helix, clash, ideal_helix(90)]
+    rows = length_profile(chains, edges=[0, 64, 128])
+    assert [(r["lo"], r["hi"], r["n_chains"]) for r in rows] == [(0, 64, 2), (64, 128, 1)]
+    both = score_chains(chains[:2])
+    assert rows[0]["clash_pair_rate"] == pytest.approx(both["clash_pair_rate"]) and rows[0]["clash_chain_rate"] == 0.5
+    assert rows[0]["rg_scaled_mean"] == pytest.approx(both["rg_scaled_mean"])
+    assert rows[1]["clash_chain_rate"] == 0.0 and rows[1]["mean_length"] == 90
+    assert [r["lo"] for r in length_profile(chains)] == [40, 90]   # default: one bin per length
+    with pytest.raises(ValueError, match="increase"):
+        length_profile(chains, edges=[10, 10])
+
+
+def test_the_real_chains_rg_constant_is_the_shipped_heldout_mean():
+    from molediff.proteins.reference import heldout_chains
+
+    chains = heldout_chains("all")
+    assert len(chains) == 59 and len(heldout_chains("test")) == 39 and len(heldout_chains("valid")) == 20
+    assert score_chains(chains)["rg_scaled_mean"] == pytest.approx(RG_SCALED_REAL, abs=0.01)
+    with pytest.raises(ValueError, match="test"):
+        heldout_chains("train")
+
+
+def test_the_ca_ca_axis_shows_every_value():
+    """No clipping into end bins: the bins reach from the shortest to the longest bond of every set, and 3.8 Å
+    lies inside; a range over a factor 4 switches to a log axis."""
+    from molediff.proteins.metrics import _ca_ca_bins
+
+    bins, log_x = _ca_ca_bins([np.array([3.79, 3.81]), np.array([2.9, 7.5])])
+    assert bins[0] <= 2.9 and bins[-1] >= 7.5 and not log_x
+    assert np.histogram([2.9, 7.5, 3.8], bins)[0].sum() == 3
+    bins, log_x = _ca_ca_bins([np.array([3.8]), np.array([0.2, 4000.0])])
+    assert log_x and bins[0] <= 0.2 and bins[-1] >= 4000.0
+    bins, _ = _ca_ca_bins([np.array([3.8, 3.8])])
+    assert bins[0] <= 3.3 and bins[-1] >= 4.3
+
+
+def test_score_png_draws_the_heldout_chains_by_default(tmp_path, capsys):
+    out_png = tmp_path / "s.png"
+    assert main(["protein", "score", str(FIXTURES), "--png", str(out_png)]) == 0
+    assert "held-out real chains" in capsys.readouterr().out
+    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_score_png_without_shipped_heldout_chains_warns_and_still_draws(tmp_path, monkeypatch, capsys):
+    import molediff.proteins.reference as reference
+
+    monkeypatch.setattr(reference, "HELDOUT_PATH", tmp_path / "missing.npz")
+    assert main(["protein", "score", str(FIXTURES), "--png", str(tmp_path / "s.png")]) == 0
+    assert "no held-out real chains" in capsys.readouterr().err and (tmp_path / "s.png").is_file()

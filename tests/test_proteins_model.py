@@ -109,31 +109,36 @@ def _config(tmp_path) -> Path:
     return path
 
 
+def _egnn_sample(tmp_path) -> list[str]:
+    """`molediff protein sample` of the Cartesian model trained in tmp_path/run."""
+    return ["protein", "sample", "--model", "egnn", "--checkpoint", str(tmp_path / "run")]
+
+
 def test_tiny_training_run_then_sample_and_score(tmp_path, capsys):
     from molediff.training import run_training
 
     metrics = run_training(_config(tmp_path))
     assert np.isfinite(metrics["loss"])
     out = tmp_path / "samples"
-    rc = main(["protein", "sample", "--checkpoint", str(tmp_path / "run"), "-n", "2", "-o", str(out)])
+    rc = main([*_egnn_sample(tmp_path), "-n", "2", "-o", str(out)])
     err = capsys.readouterr().err
     assert rc == 0, err
     names = sorted(p.name for p in out.iterdir())
     assert {"sample_0.cif", "sample_1.cif"} <= set(names)
     # A 3-step model may throw atoms beyond PDB's columns: then the chain is mmCIF only, and says so.
     assert len(names) == 4 or "mmCIF only" in err
-    assert main(["protein", "sample", "--checkpoint", str(tmp_path / "run"), "--length", "12", "-n", "1",
+    assert main([*_egnn_sample(tmp_path), "--length", "12", "-n", "1",
                  "--steps", "2", "-o", str(tmp_path / "fixed")]) == 0
     assert main(["protein", "score", str(out)]) == 0
-    assert main(["protein", "sample", "--checkpoint", str(tmp_path / "run"), "--length", "999", "-n", "1",
+    assert main([*_egnn_sample(tmp_path), "--length", "999", "-n", "1",
                  "-o", str(out)]) == 1
     # low-temperature DDPM: same seed, smaller fresh noise → a different chain; not an option of other samplers
     cold = tmp_path / "cold"
-    assert main(["protein", "sample", "--checkpoint", str(tmp_path / "run"), "--length", "12", "-n", "1",
+    assert main([*_egnn_sample(tmp_path), "--length", "12", "-n", "1",
                  "--steps", "2", "--noise-scale", "0.5", "-o", str(cold)]) == 0
     assert (cold / "sample_0.cif").read_text() != (tmp_path / "fixed" / "sample_0.cif").read_text()
     capsys.readouterr()
-    assert main(["protein", "sample", "--checkpoint", str(tmp_path / "run"), "--sampler", "ddim",
+    assert main([*_egnn_sample(tmp_path), "--sampler", "ddim",
                  "--noise-scale", "0.5", "-o", str(cold)]) == 1
     assert "--noise-scale is an option of the ddpm sampler" in capsys.readouterr().err
 
@@ -155,11 +160,13 @@ def test_sample_defaults_to_the_shipped_weights_and_says_when_there_are_none(tmp
 
     with pytest.raises(SystemExit):
         main(["protein", "sample", "--help"])
-    assert "shipped 'protein_ca_egnn' weights" in " ".join(capsys.readouterr().out.split())
-    monkeypatch.setattr(weights, "PRETRAINED_DIR", tmp_path)   # an installation without the shipped file
-    assert main(["protein", "sample", "-n", "1", "-o", str(tmp_path / "out")]) == 1
-    err = capsys.readouterr().err
-    assert "no protein weights are shipped" in err and len(err.strip().splitlines()) == 1
+    text = " ".join(capsys.readouterr().out.split())
+    assert "shipped 'protein_ca_angles' weights of the angle model" in text and "egnn: 'protein_ca_egnn'" in text
+    monkeypatch.setattr(weights, "PRETRAINED_DIR", tmp_path)   # an installation without the shipped files
+    for model in ("angles", "egnn"):
+        assert main(["protein", "sample", "--model", model, "-n", "1", "-o", str(tmp_path / "out")]) == 1
+        err = capsys.readouterr().err
+        assert "protein weights are shipped" in err and "--checkpoint" in err and len(err.strip().splitlines()) == 1
 
 
 def test_sample_writes_mmcif_only_beyond_the_pdb_range(tmp_path, monkeypatch, capsys):
@@ -169,7 +176,7 @@ def test_sample_writes_mmcif_only_beyond_the_pdb_range(tmp_path, monkeypatch, ca
     monkeypatch.setattr(ProteinBackboneDiffusion, "sample_chains",
                         lambda self, lengths, seeds, **kw: [np.full((int(n), 3), 2.0e4 if k == 0 else 1.0, np.float32)
                                                             for k, n in enumerate(lengths)])
-    assert main(["protein", "sample", "--checkpoint", str(tmp_path / "run"), "--length", "6", "-n", "2",
+    assert main([*_egnn_sample(tmp_path), "--length", "6", "-n", "2",
                  "-o", str(tmp_path / "out")]) == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["sample_0.cif", "sample_1.cif", "sample_1.pdb"]
     assert "mmCIF only: sample_0" in capsys.readouterr().err

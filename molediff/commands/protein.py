@@ -2,10 +2,11 @@
 
   molediff protein score DIR [--reference DIR] [--json OUT] [--png OUT]
       geometry of Cα traces (PDB/mmCIF files, optionally .gz): Cα–Cα distances, clashes, P-SEA secondary
-      structure, Rg / N^0.38, and with --reference the W1 distances of virtual bond angles and dihedrals.
-  molediff protein sample --length L -n N -o DIR [--checkpoint W]
-      sample Cα traces with the shipped backbone model (or your own weights); one PDB and one mmCIF file per
-      chain.
+      structure, Rg / N^0.38, and with --reference the W1 distances of virtual bond angles and dihedrals. The
+      PNG draws the reference, or by default the shipped held-out real chains, beside the chains.
+  molediff protein sample --length L -n N -o DIR [--model angles|egnn] [--checkpoint W]
+      sample Cα traces with the shipped angle model (or the Cartesian EGNN model, or your own weights); one PDB
+      and one mmCIF file per chain.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ import math
 import sys
 from pathlib import Path
 
-SHIPPED = "protein_ca_egnn"   # molediff/pretrained/protein_ca_egnn.safetensors and its card protein_ca_egnn.md
+SHIPPED = "protein_ca_angles"   # molediff/pretrained/protein_ca_angles.safetensors and its card, the default model
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     from ..diffusion import SAMPLERS
+    from ..proteins.sampling import DEFAULT_MODEL, MODEL_KINDS
 
     HelpFormatter = parser.formatter_class  # the CLI's formatter (commands do not import the CLI module)
 
@@ -33,20 +35,30 @@ def configure(parser: argparse.ArgumentParser) -> None:
     score.add_argument("--reference", metavar="DIR", default=None,
                        help="reference structures for the W1 distances of bond angles and dihedrals")
     score.add_argument("--json", metavar="OUT", default=None, help="write the summary as JSON")
-    score.add_argument("--png", metavar="OUT", default=None, help="draw the distributions as a PNG")
+    score.add_argument("--png", metavar="OUT", default=None,
+                       help="draw the distributions as a PNG, beside the --reference chains (default: the 39 "
+                            "held-out test chains shipped with molediff)")
     sample = sub.add_parser("sample", help="sample Cα traces with a trained model", formatter_class=HelpFormatter,
                             description="Sample Cα traces and write NAME.pdb and NAME.cif per chain into DIR, "
-                                        f"with the shipped '{SHIPPED}' weights unless --checkpoint names others "
-                                        "(train your own with 'molediff train configs/protein_cpu_small.yaml').")
+                                        f"with the shipped '{SHIPPED}' weights of the angle model unless "
+                                        "--checkpoint names others (train your own with 'molediff train "
+                                        "configs/protein_angles_cpu.yaml'); --model egnn samples the Cartesian "
+                                        "Cα EGNN model ('protein_ca_egnn', configs/protein_cpu_small.yaml).")
     sample.add_argument("--length", type=int, default=None,
                         help="residues per chain (default: drawn from the training length histogram)")
     sample.add_argument("-n", "--num-chains", type=int, default=10, help="number of chains")
     sample.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
+    sample.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(MODEL_KINDS),
+                        help="angles: virtual bond angles and dihedrals with every Cα–Cα at 3.80 Å; egnn: Cartesian "
+                             "Cα coordinates")
     sample.add_argument("--checkpoint", default=None,
-                        help=f"exported .safetensors weights or a training run/checkpoint directory (default: the "
-                             f"shipped '{SHIPPED}' weights)")
-    sample.add_argument("--sampler", default="ddpm", choices=sorted(SAMPLERS), help="sampler")
-    sample.add_argument("--steps", type=int, default=None, help="sampler steps (default: all T)")
+                        help="exported .safetensors weights or a training run/checkpoint directory of the --model "
+                             "(default: its shipped weights, " + ", ".join(
+                                 f"{k}: '{v.shipped}'" for k, v in sorted(MODEL_KINDS.items())) + ")")
+    sample.add_argument("--sampler", default=None, choices=sorted(SAMPLERS), help="sampler (default: " + ", ".join(
+        f"{k}: {v.sampler}" for k, v in sorted(MODEL_KINDS.items())) + ")")
+    sample.add_argument("--steps", type=int, default=None, help="sampler steps (default: " + ", ".join(
+        f"{k}: {v.steps or 'all T'}" for k, v in sorted(MODEL_KINDS.items())) + ")")
     sample.add_argument("--noise-scale", type=float, default=1.0, metavar="GAMMA",
                         help="ddpm only: scale of each step's fresh noise (below 1: low-temperature sampling, as "
                              "Genie and Chroma use it; default 1, the exact reverse process)")
@@ -63,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
 def _score(args: argparse.Namespace) -> int:
     from ..proteins.io import read_ca_traces
     from ..proteins.metrics import format_table, plot_distributions, score_chains
+    from ..proteins.reference import heldout_chains
     from ..utils import atomic_write, check_output_path
 
     for flag, path, suffix in (("--json", args.json, ".json"), ("--png", args.png, ".png")):
@@ -90,8 +103,18 @@ def _score(args: argparse.Namespace) -> int:
         with atomic_write(args.json) as f:
             f.write(json.dumps({"path": str(args.path), "reference": args.reference, **clean}, indent=1) + "\n")
     if args.png:
-        plot_distributions(args.png, chains, reference, label=Path(args.path).name or "chains")
-        print(f"drew the distributions to {args.png}")
+        if reference is None:
+            try:
+                drawn, drawn_label = heldout_chains("test"), "held-out real chains (test split)"
+            except FileNotFoundError:   # an installation without molediff/proteins/resources
+                drawn, drawn_label = None, "reference"
+                print("warning: no held-out real chains in this installation; pass --reference DIR to draw real "
+                      "chains beside yours", file=sys.stderr)
+        else:
+            drawn, drawn_label = reference, f"reference ({Path(args.reference).name or args.reference})"
+        plot_distributions(args.png, chains, drawn, label=Path(args.path).name or "chains",
+                           reference_label=drawn_label)
+        print(f"drew the distributions to {args.png}" + ("" if drawn is None else f" beside the {drawn_label}"))
     return 0
 
 
@@ -99,32 +122,35 @@ def _sample(args: argparse.Namespace) -> int:
     import torch
 
     from ..proteins.io import write_ca_trace
-    from ..proteins.model import ProteinBackboneDiffusion
-    from ..training.weights import load_model, weights_or_shipped
+    from ..proteins.sampling import MODEL_KINDS, check_length, load_protein_model
     from ..utils import set_threads
 
     if args.num_chains < 1 or args.batch_size < 1:
         raise ValueError("--num-chains and --batch-size must be at least 1")
     set_threads(args.threads)
-    checkpoint = weights_or_shipped(args.checkpoint, SHIPPED, "protein")
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--output {args.output!r} is a file; give a folder")
-    model = load_model(ProteinBackboneDiffusion, checkpoint, device=args.device)
-    if args.length is not None and not 2 <= args.length <= model.config.max_length:
-        raise ValueError(f"--length must lie in 2..{model.config.max_length} for this model")
-    if args.steps is not None and not 1 <= args.steps <= model.schedule.T:
+    kind = MODEL_KINDS[args.model]
+    sampler = args.sampler or kind.sampler
+    model = load_protein_model(args.model, args.checkpoint, device=args.device)
+    steps = args.steps
+    if steps is None and sampler == kind.sampler and kind.steps is not None:
+        steps = min(kind.steps, model.schedule.T)      # the kind's default, for a model with fewer steps all of them
+    if args.length is not None:
+        check_length(model, args.model, args.length)
+    if steps is not None and not 1 <= steps <= model.schedule.T:
         raise ValueError(f"--steps must lie in 1..{model.schedule.T} for this model")
-    if args.noise_scale != 1.0 and args.sampler != "ddpm":
+    if args.noise_scale != 1.0 and sampler != "ddpm":
         raise ValueError("--noise-scale is an option of the ddpm sampler")
     if args.noise_scale < 0:
         raise ValueError(f"--noise-scale must be >= 0, got {args.noise_scale}")
-    options = {"noise_scale": args.noise_scale} if args.sampler == "ddpm" else {}
+    options = {"noise_scale": args.noise_scale} if sampler == "ddpm" else {}
     lengths = (torch.full((args.num_chains,), args.length, dtype=torch.long) if args.length is not None
                else model.sample_lengths(args.num_chains, torch.Generator().manual_seed(args.seed)))
     seeds = range(args.seed, args.seed + args.num_chains)
-    chains = model.sample_chains(lengths, seeds=seeds, batch_size=args.batch_size, sampler=args.sampler,
-                                 steps=args.steps, show_progress=True, **options)
+    chains = model.sample_chains(lengths, seeds=seeds, batch_size=args.batch_size, sampler=sampler,
+                                 steps=steps, show_progress=True, **options)
     out.mkdir(parents=True, exist_ok=True)
     no_pdb = []
     for seed, coords in zip(seeds, chains):

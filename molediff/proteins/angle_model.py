@@ -22,11 +22,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..diffusion import SCHEDULES, NoiseSchedule, TorusSpace, epsilon_loss, make_schedule, sample
+from ..pointcloud import sample_in_size_batches
 from ..utils import build_config
 from .angles import CA_CA, angle_mask, angles_to_chain, chain_to_angles, lengths_from_mask
 
@@ -261,3 +263,21 @@ class ProteinAngleDiffusion(nn.Module):
         coords = angles_to_chain(angles, lengths, self.config.bond_length)
         mask = torch.arange(coords.shape[1], device=coords.device)[None] < lengths[:, None]
         return coords, mask
+
+    def sample_chains(self, lengths: Sequence[int] | Tensor, seeds: Sequence[int], batch_size: int = 16,
+                      show_progress: bool = False, **sample_options) -> list[np.ndarray]:
+        """Sample many chains in batches of similar length: ``[L_i, 3]`` float32 arrays (Å) in input order, as
+        ``ProteinBackboneDiffusion.sample_chains``. Chain i depends on ``seeds[i]`` alone, not on the batch size
+        or order. ``sample_options`` go to :meth:`sample` (sampler, steps, the sampler's options). ValueError for
+        a length outside 4..max_length or a seed count that does not match."""
+        lengths = self.check_lengths(lengths)
+        seeds = list(seeds)
+        if len(seeds) != lengths.numel():
+            raise ValueError(f"got {len(seeds)} seeds for {lengths.numel()} chains")
+
+        def sample_batch(idx: list[int]) -> list[np.ndarray]:
+            coords, mask = self.sample(lengths[idx], seeds=[seeds[i] for i in idx], show_progress=show_progress,
+                                       **sample_options)
+            return [coords[b][mask[b]].float().cpu().numpy() for b in range(len(idx))]
+
+        return sample_in_size_batches(lengths, batch_size, sample_batch, show_progress, desc="sampling chains")
