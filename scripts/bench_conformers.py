@@ -172,14 +172,15 @@ METHODS = {
 def methods(model=None, sigma0: float = DEFAULT_SIGMA0, ablations=(0.1, 0.3), steps: int = DEFAULT_STEPS,
             select: str = "diverse", pool: int = 3, only_defaults: bool = False, steps_ablations=(),
             passes: int = DEFAULT_PASSES, top_up: str = "unrelaxed", restraint: float = DEFAULT_RESTRAINT,
-            restraint_ablations=(), pools=(), passes_ablations=()) -> dict:
+            restraint_ablations=(), pools=(), passes_ablations=(), model_free: bool = True) -> dict:
     """The arms of the run: ``METHODS`` without a refiner. With a refiner ``model``: the baselines, molediff's
     defaults with refinement (σ₀ ``sigma0``, ``passes`` of ``steps`` DDIM steps, ``select``, ``pool``, ``top_up``)
     and its ablations: no refinement (the model-free pipeline), pool 1, no relaxation, the other σ₀ and step
     counts, one pass of 5 steps, float32, the other top-up, fresh noise, the other selections.
     ``only_defaults``: the baselines, the defaults and the model-free pipeline only, plus the ablations of what
     follows refinement (``restraint_ablations``: force constants in kcal/mol/Å², ``"none"`` for hydrogens only,
-    ``"torsions"`` for the refined torsions on the seed), of the pool (``pools``) and of the passes asked for."""
+    ``"torsions"`` for the refined torsions on the seed), of the pool (``pools``) and of the passes asked for.
+    ``model_free=False`` leaves out the model-free arm."""
     if model is None:
         return dict(METHODS)
 
@@ -194,6 +195,8 @@ def methods(model=None, sigma0: float = DEFAULT_SIGMA0, ablations=(0.1, 0.3), st
             refined(),
             "molediff, no refinement": lambda mol, n, t: molediff_pipeline(mol, n, t, pool=pool, top_up=top_up,
                                                                             restraint=restraint)}
+    if not model_free:
+        del arms["molediff, no refinement"]
     for k in restraint_ablations:
         arms[f"molediff + refiner, {_restraint_name(k)}"] = refined(**_after_refinement(k))
     for p in pools:
@@ -322,7 +325,7 @@ def run(molecules, threads: int, arms: dict | None = None, check_validity: bool 
                 cpu += seconds
                 conformers += out.GetNumConformers()
                 per_molecule.append(seconds / max(out.GetNumConformers(), 1))
-                if n == max(N_VALUES) and busters is not None:
+                if n == max(N_VALUES) and busters is not None and name != "ETKDGv3":   # unrelaxed: not a product
                     for key, values in validity(out, busters).items():
                         row["valid"][key].extend(values)
                 if n == max(N_VALUES):
@@ -370,7 +373,8 @@ def print_validity(results: dict, n: int) -> None:
         extra = len(row["failed_names"] & embeddable)
         print(f"| {name} | {passed} | {worst} | {strain} | {bonds} | {ratio} | {extra} | {failed} |")
     print("\nPoseBusters: the `posebusters` package's 'mol' configuration (Buttenschoen et al. 2024), each conformer "
-          "on its own; strain: MMFF94 energy above the minimum reached from the conformer by unrestrained "
+          "on its own (not for plain ETKDGv3: its unrelaxed geometries are a baseline for RMSD and embedding only); "
+          "strain: MMFF94 energy above the minimum reached from the conformer by unrestrained "
           "minimisation (2000 steps), molecules with MMFF94 parameters only.")
 
 
@@ -421,6 +425,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pool-ablations", type=int, nargs="*", default=[], help="other pools measured as ablations")
     parser.add_argument("--passes-ablations", type=int, nargs="*", default=[],
                         help="other numbers of refinement passes measured as ablations")
+    parser.add_argument("--skip-model-free", action="store_true",
+                        help="with --refiner: leave out the model-free arm (molediff without refinement)")
     parser.add_argument("--validity", action="store_true",
                         help="also PoseBusters' intramolecular checks and MMFF94 local strain of every N=10 "
                              "conformer (needs the posebusters package)")
@@ -453,7 +459,7 @@ def main(argv: list[str] | None = None) -> None:
                 parser.error(f"--restraint-ablations takes force constants, 'none' or 'torsions', got {k!r}")
     arms = methods(model, args.sigma0, args.sigma0_ablations, args.steps, args.select, args.pool, args.only_defaults,
                    args.steps_ablations, args.passes, args.top_up, args.restraint, args.restraint_ablations,
-                   args.pool_ablations, args.passes_ablations)
+                   args.pool_ablations, args.passes_ablations, not args.skip_model_free)
     results = run(molecules, args.threads, arms, check_validity=args.validity)
     lo, hi = N_VALUES
     what = {"qm9": ("QM9 DFT geometries", "valid-split (tuning) molecules" if args.tuning else "test molecules"),
