@@ -122,6 +122,28 @@ def test_the_pipeline_mirrors_inverted_candidates_and_replaces_wrong_ones(monkey
     assert {_smiles_from_3d(mol, c.GetId()) for c in mol.GetConformers()} == {"C[C@H](N)C(=O)O"}
 
 
+def test_when_no_etkdg_candidate_has_the_stereo_a_round_from_random_coordinates_is_tried(monkeypatch):
+    # issue 24: no molecule may fail that ETKDGv3 can embed with the input's stereo; here every ETKDGv3 candidate
+    # (two rounds) comes out wrong, and the pipeline retries from random coordinates and says so
+    from molediff.conformers import pipeline, stereo
+
+    embed, check = pipeline._embed, stereo.check_conformer_stereo
+    state = {"random": False}
+
+    def tracking_embed(mol, count, seed, threads, random_coords):
+        state["random"] = random_coords
+        return embed(mol, count, seed, threads, random_coords)
+
+    monkeypatch.setattr(pipeline, "_embed", tracking_embed)
+    monkeypatch.setattr(stereo, "check_conformer_stereo",
+                        lambda mol, cid, ref: check(mol, cid, ref) if state["random"] else "wrong")
+    mol = generate_conformers("C[C@H](N)C(=O)O", n=2, pool=2, refiner=None, dedupe_rmsd=0)
+    assert mol.GetNumConformers() == 2 and mol.GetIntProp("molediff_candidates") == 12
+    assert "no ETKDGv3 candidate had the input's stereo: 4 found from random coordinates" in \
+        mol.GetProp("molediff_notes")
+    assert {_smiles_from_3d(mol, c.GetId()) for c in mol.GetConformers()} == {"C[C@H](N)C(=O)O"}
+
+
 @pytest.mark.parametrize("smiles", ["F/C=C/Cl", "C/C=C\\C", "C/C=C/[C@@H](F)C"])
 def test_specified_double_bonds_keep_their_configuration(smiles):
     mol = generate_conformers(smiles, n=5, dedupe_rmsd=0, refiner=None)
