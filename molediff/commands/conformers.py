@@ -7,15 +7,20 @@ checked against the input's stereochemistry (mirror images are reflected, other 
 for diversity among the low-energy ones (when too few distinct ones exist, unrelaxed ETKDGv3 candidates fill
 the open slots, --top-up) and refined by the diffusion refiner when one is available (partial
 diffusion from sigma0 Angstrom, SDEdit without fresh noise unless --fresh-noise; a refined conformer whose
-stereo changed is put back to its seed). The refiner is --refiner WEIGHTS, else the shipped
+stereo changed is put back to its seed), then minimised by the force field with its heavy atoms held near the
+refined positions (--after-refinement, --restraint), so that bond lengths and angles are the force field's and
+the local strain is small. Near-copies are written once (--dedupe-rmsd): a rigid molecule gets fewer than N
+conformers, and its summary line says so. The refiner is --refiner WEIGHTS, else the shipped
 molediff/pretrained/conformer_refiner.safetensors when the installation has it, else none (the model-free
 pipeline; no torch is loaded); the first output line says which. Each conformer is one SD record titled with
 the molecule's name (mol_<k> when it has none) with the fields conformer_index and, when relaxed,
-MMFF94_energy_kcal_mol (kcal/mol; after refinement, with only the hydrogens minimised).
+MMFF94_energy_kcal_mol (kcal/mol) with energy_kind saying what that energy is (a minimum; a restrained
+minimum; hydrogens minimised only).
 
 A molecule that fails (bad SMILES, unsupported element, too many atoms, no embedding) is reported with its
-reason and the others proceed. Exit status: 0 when at least one molecule got conformers, 1 when none did,
-2 for usage errors. The output is written atomically: nothing appears unless the run succeeds."""
+reason and the others proceed. Metals and other elements the force fields cannot place are refused unless
+--allow-unvalidated-elements. Exit status: 0 when at least one molecule got conformers, 1 when none did,
+2 for usage errors, 130 for Ctrl-C. The output is written atomically: nothing appears unless the run succeeds."""
 
 from __future__ import annotations
 
@@ -59,9 +64,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="when fewer than N distinct relaxed candidates exist (small molecules: the force field "
                              "collapses most candidates onto a few minima), fill the open slots with the most "
                              "distinct candidates as ETKDGv3 embedded them, before relaxation ('unrelaxed'; refined "
-                             "like the rest, hydrogens minimised), or with near-duplicates of the relaxed ones "
-                             "('relaxed'); with --relax mmff only. Molecules with very few conformers can still "
-                             "get near-copies: N are always written when N candidates exist")
+                             "and minimised like the rest), or with near-duplicates of the relaxed ones "
+                             "('relaxed'; --dedupe-rmsd then leaves them out); with --relax mmff only")
     parser.add_argument("--dedupe-rmsd", type=float, default=DEFAULT_DISTINCT_RMSD, metavar="ANGSTROM",
                         help="write a conformer only if its RMSD (heavy atoms and polar H) to every conformer "
                              "written before it is at least this; rigid molecules then get fewer than N, and the "
