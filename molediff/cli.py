@@ -2,9 +2,10 @@
 
 Each command module defines ``configure(parser)`` and ``run(args) -> int`` (its docstring is the command's
 description; the one-line summary lives in ``COMMANDS``); a module is imported only when its command runs, so
-``molediff --help`` stays fast. Errors a user can fix print one line
-(tracebacks only with ``-v``); Ctrl-C stops with one line and no partial output (outputs are written
-atomically).
+``molediff --help`` stays fast. A command checks all its arguments before it loads anything and raises
+``utils.UsageError`` for one a user can fix: one line with a ``--help`` hint, exit status 2, as argparse's own
+errors. Other errors a user can fix print one line and exit with 1; tracebacks only with ``-v``, which every
+command and subcommand takes. Ctrl-C stops with one line and no partial output (outputs are written atomically).
 """
 
 from __future__ import annotations
@@ -50,10 +51,37 @@ def _verbose_flag(parser: argparse.ArgumentParser) -> None:
 
 class ArgumentParser(argparse.ArgumentParser):
     """argparse's parser with one-line usage errors: argparse prints the whole usage block first, which buries
-    the reason (e.g. an invalid choice) under a dozen lines; the commands' own checks print one line too."""
+    the reason (e.g. an invalid choice) under a dozen lines; the commands' own checks print the same line."""
 
     def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        from .utils import report_usage_error
+
+        sys.exit(report_usage_error(self.prog, message))
+
+
+def _subparsers(parser: argparse.ArgumentParser):
+    """The subcommand parsers below ``parser`` (``image sample``, ...), at every depth."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                yield sub
+                yield from _subparsers(sub)
+
+
+class _LogFormatter(logging.Formatter):
+    """``LEVEL logger: message``, except progress lines (logger ``molediff.progress``, written where stderr is not
+    a terminal): those are the progress bar alone."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.name == "molediff.progress":
+            return record.getMessage()
+        return super().format(record)
+
+
+def _configure_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(_LogFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
 
 
 def _top_parser() -> argparse.ArgumentParser:
@@ -76,7 +104,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=summary, description=module.__doc__, formatter_class=HelpFormatter)
         _verbose_flag(p)  # -v works after the command too
         module.configure(p)
-        p.set_defaults(_module=module)
+        p.set_defaults(_module=module, _prog=p.prog)
+        for nested in _subparsers(p):  # and after a subcommand, whose usage errors name it
+            if "-v" not in nested._option_string_actions:
+                _verbose_flag(nested)
+            nested.set_defaults(_prog=nested.prog)
     return parser
 
 
@@ -100,8 +132,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args = build_parser(only=command).parse_args(argv)
     verbose = getattr(args, "verbose", False)
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
+    _configure_logging(verbose)
+    from .utils import UsageError, report_usage_error
+
     try:
         return int(args._module.run(args) or 0)
     except KeyboardInterrupt:
@@ -109,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"molediff {command}: interrupted; no partial output was written", file=sys.stderr)
         return 130
+    except UsageError as e:
+        if verbose:
+            raise
+        return report_usage_error(args._prog, str(e))
     except (ValueError, OSError, RuntimeError) as e:
         # User-facing errors are one line; tracebacks only with -v.
         if verbose:

@@ -1,5 +1,5 @@
-"""Small shared helpers: typed configs from plain data, atomic file output, progress bars, devices and the
-cache directory. Use these rather than re-writing them."""
+"""Small shared helpers: typed configs from plain data, atomic file output, usage errors, progress bars, devices
+and the cache directory. Use these rather than re-writing them."""
 
 from __future__ import annotations
 
@@ -134,22 +134,63 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Ite
         os.fsync(f.fileno())
 
 
+# ------------------------------------------------------------------------------------------ usage errors
+class UsageError(ValueError):
+    """An argument the user can fix: a bad value, options that do not go together, an output that cannot be
+    written. Commands raise it before loading anything; the CLI prints it with ``report_usage_error`` (one line
+    and a ``--help`` hint) and exits with 2, argparse's status for usage errors. A ValueError, so that callers
+    that catch ValueError keep working."""
+
+
+def report_usage_error(prog: str, message: str) -> int:
+    """Print ``message`` on stderr as one usage-error line of the command ``prog`` (e.g. ``"molediff generate"``)
+    with a hint to its ``--help``; returns 2, the exit status of a usage error. The one format of every
+    command's usage errors, argparse's own included."""
+    print(f"{prog}: error: {' '.join(str(message).split())} (see '{prog} --help')", file=sys.stderr)
+    return 2
+
+
+class LazyChoices:
+    """argparse ``choices`` read on first use from ``"package.module:NAME"`` (a dict's keys or a list), so that
+    building a command's parser imports no torch: a wrong argument is refused at once, and the names have one
+    home (e.g. ``LazyChoices("molediff.diffusion:SAMPLERS")``). Only a given value or ``--help`` imports them;
+    give the argument a ``metavar``, or argparse lists the choices when the argument is added."""
+
+    def __init__(self, target: str):
+        self.target = target
+
+    def names(self) -> list[str]:
+        import importlib
+
+        module, _, name = self.target.partition(":")
+        return sorted(getattr(importlib.import_module(module), name))
+
+    def __contains__(self, value) -> bool:
+        return value in self.names()
+
+    def __iter__(self):
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self.names())
+
+
 def check_output_path(path: str | os.PathLike, what: str = "output") -> Path:
     """Check, before any work is done, that a file can be written at ``path``; returns it as a Path.
 
-    ValueError with a plain message when ``path`` is a directory, when a parent is an existing file, or
-    when the nearest existing parent directory is not writable (missing parents are created on writing).
+    UsageError (a ValueError) with a plain message when ``path`` is a directory, when a parent is an existing
+    file, or when the nearest existing parent directory is not writable (missing parents are created on writing).
     """
     target = Path(path)
     if target.is_dir():
-        raise ValueError(f"{what} {str(path)!r} is a directory; give a file name")
+        raise UsageError(f"{what} {str(path)!r} is a directory; give a file name")
     parent = target.parent
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():
-        raise ValueError(f"{what} {str(path)!r} cannot be written: {str(parent)!r} is a file, not a directory")
+        raise UsageError(f"{what} {str(path)!r} cannot be written: {str(parent)!r} is a file, not a directory")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"{what} {str(path)!r} cannot be written: no permission to write in {str(parent)!r}")
+        raise UsageError(f"{what} {str(path)!r} cannot be written: no permission to write in {str(parent)!r}")
     return target
 
 
@@ -182,20 +223,45 @@ class _LogLines:
         pass
 
 
+class _LogBar(tqdm):
+    """A tqdm bar whose status lines go to the log (``_LogLines``), at most one per ``mininterval``.
+
+    tqdm's monitor thread refreshes a bar whose ``miniters`` grew above 1 (dynamic miniters) once ``maxinterval``
+    (10 s) has passed since its last line: every minute's line came again 10-20 s later. ``miniters=1`` turns
+    dynamic miniters off, so the monitor leaves these bars alone."""
+
+    def __init__(self, iterable=None, *, total=None, desc="", interval: float = 60.0, **kwargs):
+        kwargs.pop("leave", None)
+        kwargs.pop("dynamic_ncols", None)
+        super().__init__(iterable, total=total, desc=desc, file=_LogLines(), mininterval=interval, delay=interval,
+                         miniters=1, ascii=True, ncols=100, **kwargs)
+
+    @staticmethod
+    def open_bars() -> int:
+        return sum(isinstance(bar, _LogBar) and not bar.disable for bar in list(tqdm._instances))
+
+
+LOG_PROGRESS_INTERVAL = 60.0
+"""Seconds between two progress lines where stderr is not a terminal (and before the first)."""
+
+
 def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "",
              disable: bool | None = None, **kwargs):
     """A progress bar for long work.
 
-    On a terminal: a tqdm bar on stderr. Elsewhere (logs, pipes, CI): one log line per minute, and none for work
-    that ends within its first minute. ``disable=True`` hides it; ``disable=False`` forces the bar on stderr.
+    On a terminal: a tqdm bar on stderr. Elsewhere (logs, pipes, CI): one line per minute on the
+    ``molediff.progress`` logger (the CLI prints them as the bar alone), none for work that ends within its first
+    minute, and one bar at a time: a bar opened inside another (a sampler's steps inside the count of samples)
+    stays silent there. ``disable=True`` hides it; ``disable=False`` forces the bar on stderr.
     """
     if disable is True:
         return tqdm(iterable, total=total, desc=desc, disable=True, **kwargs)
     if disable is False or sys.stderr.isatty():
         return tqdm(iterable, total=total, desc=desc, dynamic_ncols=True, **kwargs)
-    kwargs.pop("leave", None)
-    return tqdm(iterable, total=total, desc=desc, file=_LogLines(), mininterval=60, delay=60, ascii=True, ncols=100,
-                **kwargs)
+    if _LogBar.open_bars():
+        kwargs.pop("leave", None)
+        return tqdm(iterable, total=total, desc=desc, disable=True, **kwargs)
+    return _LogBar(iterable, total=total, desc=desc, interval=LOG_PROGRESS_INTERVAL, **kwargs)
 
 
 def read_npz(path: str | os.PathLike, keys: Iterable[str], what: str) -> dict:
@@ -220,19 +286,23 @@ def set_threads(threads: int | None) -> None:
     if threads is None:
         return
     if threads < 1:
-        raise ValueError("--threads must be at least 1")
+        raise UsageError("--threads must be at least 1")
     import torch
 
     torch.set_num_threads(threads)
 
 
 def check_device(device) -> None:
-    """ValueError with a clear message when ``device`` names an accelerator this torch cannot use."""
+    """UsageError (a ValueError) with a clear message when ``device`` is not a torch device or names an
+    accelerator this torch cannot use."""
     import torch
 
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise UsageError(f"--device {device!r} is not a torch device, e.g. cpu or cuda ({e})") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but this torch build has no usable CUDA device; "
+        raise UsageError(f"device {device!r} requested but this torch build has no usable CUDA device; "
                          f"use --device cpu")
 
 

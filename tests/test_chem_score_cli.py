@@ -73,12 +73,12 @@ def test_output_paths_checked_before_any_work(tmp_path, capsys):
     for extra, what, why in cases:
         # a missing input proves the check comes first: reading it would fail with 'does not exist'
         args = ["score", str(source), *extra]
-        assert main(args) == 1
+        assert main(args) == 2                                    # a usage error (issue 23)
         out, err = capsys.readouterr()
         assert out == "" and err.count("\n") == 1, err
         assert err.startswith("molediff score: error: ") and what in err and why in err
         if "overwrite" not in why:
-            assert main(["score", str(tmp_path / "missing.xyz"), *extra]) == 1
+            assert main(["score", str(tmp_path / "missing.xyz"), *extra]) == 2
             assert "does not exist" not in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dir", "file", "in.xyz"]  # nothing written
     assert source.read_text() == (DATA / "qm9_small.xyz").read_text()

@@ -384,7 +384,7 @@ def test_image_train_sample_and_eval_from_the_command_line(tmp_path, capsys):
     assert main(["image", "sample", "--checkpoint", str(tmp_path / "run"), "-n", "5", "-o", str(grid),
                  "--steps", "3", "--sampler", "ddim", "--nrow", "3"]) == 0
     with Image.open(grid) as im:
-        assert im.size == (3 * 34 + 2, 2 * 34 + 2) and im.mode == "RGB"
+        assert im.size == (4 * (3 * 34 + 2), 4 * (2 * 34 + 2)) and im.mode == "RGB"   # drawn at 4x by default
     assert "wrote 5 images" in capsys.readouterr().out
     out_json = tmp_path / "bpd.json"
     assert main(["image", "eval", "--checkpoint", str(tmp_path / "run"), "--data", str(data), "-n", "3",
@@ -402,11 +402,11 @@ def test_image_commands_fail_in_one_line(tmp_path, capsys, monkeypatch):
         m.setattr(weights, "PRETRAINED_DIR", tmp_path)   # an installation without the shipped file
         assert main(["image", "sample", "-n", "2", "-o", str(tmp_path / "g.png")]) == 1
         assert "no image weights are shipped in this installation" in capsys.readouterr().err
-    assert main(["image", "sample", "-o", str(tmp_path / "g.jpg"), "--checkpoint", "x"]) == 1
+    assert main(["image", "sample", "-o", str(tmp_path / "g.jpg"), "--checkpoint", "x"]) == 2   # usage error
     assert "must name a .png file" in capsys.readouterr().err
     toy = tmp_path / "toy.yaml"
     toy.write_text(yaml.safe_dump({"task": "toy", "steps": 1, "batch_size": 2}))
-    assert main(["image", "train", str(toy)]) == 1
+    assert main(["image", "train", str(toy)]) == 2         # a usage error: the config of another command
     err = capsys.readouterr().err
     assert "task 'toy'" in err and len(err.strip().splitlines()) == 1
     with pytest.raises(SystemExit):

@@ -343,7 +343,7 @@ def test_image_eval_fd_from_the_command_line(tmp_path, capsys):
                           (["--fd", "--eta", "0.5"], "--eta applies to --sampler ddim only"),
                           (["--fd", "--steps", "11"], "--steps must lie in 1..10")):
         assert main(["image", "eval", "--checkpoint", weights, "--data", str(data), "--no-bits-per-dim",
-                     *argv]) == 1
+                     *argv]) == 2                                           # usage errors (issue 23)
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1
     with pytest.raises(SystemExit):

@@ -101,14 +101,15 @@ def test_generate_command_writes_sdf_from_a_checkpoint(tmp_path, capsys):
     molecules, errors = read_molecules(out)
     assert len(molecules) + len(errors) == 5
     assert "molecule stability" in capsys.readouterr().out
+    # usage errors (issue 23): exit status 2
     assert main(["generate", "-n", "2", "-o", str(tmp_path / "x.pdb"),
-                 "--checkpoint", str(tmp_path / "w.safetensors")]) == 1
+                 "--checkpoint", str(tmp_path / "w.safetensors")]) == 2
     assert main(["generate", "-n", "2", "-o", str(out), "--checkpoint", str(tmp_path / "w.safetensors"),
-                 "--steps", "51"]) == 1
+                 "--steps", "51"]) == 2
     assert main(["generate", "-n", "2", "-o", str(tmp_path), "--checkpoint", str(tmp_path / "w.safetensors"),
-                 "--steps", "2"]) == 1                                   # output is a directory
+                 "--steps", "2"]) == 2                                   # output is a directory
     if not torch.cuda.is_available():
-        assert main(["generate", "-n", "2", "-o", str(out), "--device", "cuda"]) == 1
+        assert main(["generate", "-n", "2", "-o", str(out), "--device", "cuda"]) == 2
     assert "error" in capsys.readouterr().err
 
 
@@ -195,7 +196,7 @@ def test_generate_draws_a_png_and_checks_every_output_before_sampling(tmp_path, 
     for argv, message in ((["-o", str(blocker / "out.sdf")], "is a file, not a directory"),
                           (["-o", str(tmp_path / "ok.sdf"), "--png", str(blocker / "g.png")], "is a file"),
                           (["-o", str(tmp_path / "ok.sdf"), "--png", str(tmp_path / "g.jpg")], "must name a .png")):
-        assert main(["generate", "-n", "2", "--checkpoint", weights, *argv]) == 1
+        assert main(["generate", "-n", "2", "--checkpoint", weights, *argv]) == 2     # a usage error (issue 23)
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1
     monkeypatch.undo()
@@ -242,7 +243,7 @@ def test_export_chooses_the_post_hoc_ema_length_by_validation_loss(tmp_path, cap
     assert main(["export", str(run), "-o", str(tmp_path / "s.safetensors"), "--sigma-rel", "0.07"]) == 0
     assert main(["export", str(run), "-o", str(tmp_path / "plain.safetensors")]) == 0
     assert "checkpoint's EMA weights" in capsys.readouterr().out
-    assert main(["export", str(run), "-o", str(tmp_path / "x.pt")]) == 1
+    assert main(["export", str(run), "-o", str(tmp_path / "x.pt")]) == 2            # a usage error (issue 23)
 
 
 def test_validation_loss_of_npz_data_needs_valid_path(tmp_path):

@@ -94,7 +94,7 @@ def test_score_command_writes_table_json_and_png(tmp_path, capsys):
     data = json.loads(out_json.read_text())
     assert data["n_chains"] == 4 and data["n_unreadable"] == 1 and data["w1_bond_angle"] > 0
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert main(["protein", "score", str(FIXTURES), "--json", str(tmp_path / "x.txt")]) == 1
+    assert main(["protein", "score", str(FIXTURES), "--json", str(tmp_path / "x.txt")]) == 2   # a usage error
 
 
 def test_scattered_traces_are_scored_without_blowing_up():

@@ -131,7 +131,7 @@ def test_tiny_training_run_then_sample_and_score(tmp_path, capsys):
                  "--steps", "2", "-o", str(tmp_path / "fixed")]) == 0
     assert main(["protein", "score", str(out)]) == 0
     assert main([*_egnn_sample(tmp_path), "--length", "999", "-n", "1",
-                 "-o", str(out)]) == 1
+                 "-o", str(out)]) == 2                                     # a usage error (issue 23)
     # low-temperature DDPM: same seed, smaller fresh noise → a different chain; not an option of other samplers
     cold = tmp_path / "cold"
     assert main([*_egnn_sample(tmp_path), "--length", "12", "-n", "1",
@@ -139,7 +139,7 @@ def test_tiny_training_run_then_sample_and_score(tmp_path, capsys):
     assert (cold / "sample_0.cif").read_text() != (tmp_path / "fixed" / "sample_0.cif").read_text()
     capsys.readouterr()
     assert main([*_egnn_sample(tmp_path), "--sampler", "ddim",
-                 "--noise-scale", "0.5", "-o", str(cold)]) == 1
+                 "--noise-scale", "0.5", "-o", str(cold)]) == 2
     assert "--noise-scale is an option of the ddpm sampler" in capsys.readouterr().err
 
 

@@ -81,7 +81,7 @@ def test_shipped_angle_weights_are_the_default(tmp_path, weights, monkeypatch, c
 @pytest.mark.parametrize("length, message", [(3, "4..48"), (49, "4..48"), (0, "4..48")])
 def test_lengths_outside_the_model_range_fail_in_one_line(tmp_path, weights, capsys, length, message):
     assert main(["protein", "sample", "--checkpoint", str(weights["angles"]), "--length", str(length), "-n", "1",
-                 "-o", str(tmp_path / "out")]) == 1
+                 "-o", str(tmp_path / "out")]) == 2                  # a usage error (issue 23)
     err = one_line_error(capsys)
     assert message in err and "--length" in err and not (tmp_path / "out").exists()
 

@@ -38,3 +38,40 @@ def test_progress_off_a_terminal_logs_plain_lines_once(caplog):
             sink.write(text)
     assert [r.getMessage() for r in caplog.records] == ["sampling:  50%|#####     | 10/20",
                                                         "sampling: 100%|##########| 20/20"]
+
+
+def test_progress_off_a_terminal_is_one_bar_and_no_line_comes_twice(monkeypatch, caplog):
+    """Issue 23: progress lines off a terminal came again 10-20 s after each one (tqdm's monitor thread refreshed
+    bars with dynamic miniters), and a sampler's steps logged lines of their own inside the count of samples.
+    A fake clock runs 4 minutes of work, with tqdm's monitor checking every millisecond of real time."""
+    import io
+    import sys
+    import time
+
+    import tqdm._monitor
+    import tqdm.std
+
+    from molediff import utils
+
+    clock = [1000.0]
+    monkeypatch.setattr(tqdm.std, "time", lambda: clock[0])
+    monkeypatch.setattr(tqdm._monitor, "time", lambda: clock[0])
+    monkeypatch.setattr(sys, "stderr", io.StringIO())          # not a terminal
+    monitor = tqdm._monitor.TMonitor(utils.tqdm, 0.001)
+    try:
+        with caplog.at_level("INFO", logger="molediff.progress"):
+            bar = utils.progress(total=40, desc="samples", unit="mol")
+            for _ in range(40):
+                for _ in utils.progress(range(3), desc="steps", leave=False):
+                    clock[0] += 2.0
+                    time.sleep(0.003)                          # let the monitor look
+                bar.update(1)
+                time.sleep(0.003)
+            bar.close()
+    finally:
+        monitor.exit()
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines and all(line.startswith("samples:") for line in lines), lines      # one bar: no 'steps' lines
+    assert len(lines) <= 240 / 60 + 1, lines                                          # one a minute, no repeats
+    counts = [int(line.split("|")[2].split("/")[0]) for line in lines]
+    assert counts == sorted(set(counts)), lines

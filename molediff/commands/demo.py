@@ -27,22 +27,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..diffusion import EuclideanSpace, make_schedule, sample
+    from ..toy import GaussianMixture
+    from ..utils import UsageError, atomic_path, check_output_path
+
+    if args.num_samples < 1:
+        raise UsageError("--num-samples must be at least 1")
+    if args.T < 1 or not 1 <= args.steps <= args.T:
+        raise UsageError(f"--T must be at least 1 and --steps lie in 1..--T, got --steps {args.steps} --T {args.T}")
+    formats = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".svg": "svg", ".pdf": "pdf"}
+    suffix = "." + args.output.lower().rsplit(".", 1)[-1] if "." in args.output else ""
+    if suffix not in formats:
+        raise UsageError(f"--output must end in one of {', '.join(formats)}, got {args.output!r}")
+    check_output_path(args.output)
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..diffusion import EuclideanSpace, make_schedule, sample
-    from ..toy import GaussianMixture
-    from ..utils import atomic_path, check_output_path
-
-    if args.num_samples < 1:
-        raise ValueError("--num-samples must be at least 1")
-    formats = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".svg": "svg", ".pdf": "pdf"}
-    suffix = "." + args.output.lower().rsplit(".", 1)[-1] if "." in args.output else ""
-    if suffix not in formats:
-        raise ValueError(f"--output must end in one of {', '.join(formats)}, got {args.output!r}")
-    check_output_path(args.output)
     schedule = make_schedule(args.schedule, T=args.T)
     mixture = GaussianMixture.default_2d()
     g = torch.Generator().manual_seed(args.seed)

@@ -29,17 +29,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..utils import UsageError, check_output_path, set_threads
+
+    if not args.output.endswith(".safetensors"):
+        raise UsageError(f"--output must name a .safetensors file, got {args.output!r}")
+    check_output_path(args.output)
+    if args.molecules < 1:
+        raise UsageError("--molecules must be at least 1")
+    if args.sigma_rel is not None and args.sigma_rel <= 0 or any(s <= 0 for s in args.search or ()):
+        raise UsageError("--sigma-rel and --search take relative lengths above 0")
     import torch
 
     from ..training.checkpoint import export_weights
     from ..training.posthoc_ema import export_posthoc_ema
-    from ..utils import check_output_path
 
-    if not args.output.endswith(".safetensors"):
-        raise ValueError(f"--output must name a .safetensors file, got {args.output!r}")
-    check_output_path(args.output)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     dtype = torch.bfloat16 if args.precision == "bf16" else None
     sigma_rel = args.sigma_rel
     if args.search:

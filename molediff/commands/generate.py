@@ -6,9 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-import torch
-
-from ..diffusion import SAMPLERS
+from ..utils import LazyChoices
 
 DEFAULT_STEPS = 250
 
@@ -22,7 +20,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default=None,
                         help="exported .safetensors weights or a training checkpoint directory "
                              "(default: the QM9 model shipped in the package)")
-    parser.add_argument("--sampler", default="ddpm", choices=sorted(SAMPLERS),
+    parser.add_argument("--sampler", default="ddpm", choices=LazyChoices("molediff.diffusion:SAMPLERS"),
+                        metavar="SAMPLER",  # argparse would list the choices, importing torch to refuse -o x.mol2
                         help="sampler: ddpm (ancestral), ddim, heun (Karras et al.) or dpm2m (DPM-Solver++(2M)); "
                              "BENCHMARKS.md compares them on the shipped model")
     parser.add_argument("--steps", type=int, default=None,
@@ -50,32 +49,44 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="skip the stability/validity summary printed after writing")
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..chem.io import write_sdf, write_xyz
-    from ..molecules.pretrained import load_model
-    from ..utils import check_output_path, cpu_has_native_bf16, set_threads
+def check_arguments(args: argparse.Namespace) -> str:
+    """UsageError for an argument that cannot work, before anything is loaded; returns the output format."""
+    from ..utils import UsageError, check_device, check_output_path
 
-    if args.num_molecules < 1:
-        raise ValueError("--num-molecules must be at least 1")
-    if args.batch_size < 1:
-        raise ValueError("--batch-size must be at least 1")
+    for flag, value in (("--num-molecules", args.num_molecules), ("--batch-size", args.batch_size),
+                        ("--steps", args.steps), ("--atoms", args.atoms), ("--threads", args.threads)):
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} must be at least 1")
     suffix = args.output.lower().rsplit(".", 1)[-1]
     if suffix not in ("sdf", "xyz"):
-        raise ValueError(f"output must end in .sdf or .xyz, got {args.output!r}")
+        raise UsageError(f"output must end in .sdf or .xyz, got {args.output!r}")
     # Every output is checked before sampling, which can take long: a bad path must not lose that work.
     check_output_path(args.output)
     if args.png is not None:
         if not args.png.lower().endswith(".png"):
-            raise ValueError(f"--png must name a .png file, got {args.png!r}")
+            raise UsageError(f"--png must name a .png file, got {args.png!r}")
         check_output_path(args.png, "--png")
+    check_device(args.device)   # imports torch: the last check
+    return suffix
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..utils import UsageError, cpu_has_native_bf16, set_threads
+
+    suffix = check_arguments(args)
+    import torch
+
+    from ..chem.io import write_sdf, write_xyz
+    from ..molecules.pretrained import load_model
+
     set_threads(args.threads)
     model = load_model(args.checkpoint, device=args.device)
     if args.steps is not None and not 1 <= args.steps <= model.schedule.T:
-        raise ValueError(f"--steps must be in 1..{model.schedule.T} for this model")
+        raise UsageError(f"--steps must be in 1..{model.schedule.T} for this model")
     steps = args.steps or min(DEFAULT_STEPS, model.schedule.T)
     if args.atoms is not None:
         if not 1 <= args.atoms <= model.config.max_atoms:
-            raise ValueError(f"--atoms must be in 1..{model.config.max_atoms} for this model, got {args.atoms}")
+            raise UsageError(f"--atoms must be in 1..{model.config.max_atoms} for this model, got {args.atoms}")
         trained = sorted(model.config.atom_count_histogram)
         if trained and not trained[0] <= args.atoms <= trained[-1]:
             log.warning("--atoms %d lies outside the molecule sizes this model was trained on (%d..%d atoms): "

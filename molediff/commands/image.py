@@ -2,11 +2,12 @@
 
   molediff image train CONFIG [--resume] [--out DIR] [--steps N] [--time-limit S]
       train from a YAML config (configs/cifar_small.yaml for CPU, configs/cifar_ddpm.yaml: DDPM's 35.7M U-Net).
-  molediff image sample -n 16 -o grid.png --checkpoint W [--sampler --steps --seed]
-      draw images with a trained model and write them as a PNG grid.
-  molediff image eval --checkpoint W --data PATH [-n 100] [--fd --fd-images 1000 --sampler --steps --seed]
+  molediff image sample [-n 16] [-o grid.png] [--checkpoint W] [--sampler --steps --seed --scale 4]
+      draw images with a trained model (by default the shipped one) and write them as a PNG grid.
+  molediff image eval --data PATH [--checkpoint W] [-n 100] [--fd --fd-images 1000 --sampler --steps --seed]
       bits/dim of the variational bound on test images (DDPM's discretized 8-bit decoder); with --fd also
       FD-CIFARNet of sampled images against test images, with its floor and a pixel-Gaussian baseline.
+      Without --checkpoint both use the shipped model.
 """
 
 from __future__ import annotations
@@ -21,6 +22,14 @@ log = logging.getLogger(__name__)
 SHIPPED = "cifar10_unet_small"
 DEFAULT_STEPS = {"ddpm": None, "ddim": 100, "dpm2m": 50, "heun": 18}
 """Sampler → default steps (None: all T)."""
+DEFAULT_SCALE = 4
+"""``image sample --scale``: 32-px images drawn at 4× (nearest neighbour), so that a 4 × 4 grid is 552 px wide."""
+
+
+def _grid_px(n: int, size: int = 32, padding: int = 2) -> int:
+    """Width of a near-square grid of ``n`` images at the default scale (``images.grid.image_grid``'s layout)."""
+    nrow = math.ceil(math.sqrt(n))
+    return (nrow * (size + padding) + padding) * DEFAULT_SCALE
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -72,7 +81,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="do not clip the clean estimate x̂ to [-1, 1] at each step (DDPM's sampler and "
                              "diffusers' clip_sample do; see molediff.diffusion.clip_denoised)")
     sample.add_argument("--nrow", type=int, default=None, help="images per row of the grid (default: near square)")
-    sample.add_argument("--scale", type=int, default=1, help="draw each pixel as a scale x scale block")
+    sample.add_argument("--scale", type=int, default=DEFAULT_SCALE,
+                        help=f"draw each pixel as a scale x scale block (nearest neighbour; default: {DEFAULT_SCALE}, "
+                             f"so that 16 CIFAR images of 32 px make a grid of {_grid_px(16)} px; 1 keeps the "
+                             f"images' own size)")
     sample.add_argument("--batch-size", type=int, default=64, help="images sampled together")
     sample.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     sample.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
@@ -134,17 +146,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..utils import set_threads
 
+    if args.image_command == "sample":
+        _check_sample(args)
+    elif args.image_command == "eval":
+        _check_eval(args)
+    else:
+        from . import train as train_command
+
+        train_command.check_arguments(args)
     set_threads(args.threads)
     return {"train": _train, "sample": _sample, "eval": _eval}[args.image_command](args)
 
 
 def _train(args: argparse.Namespace) -> int:
     from ..training.config import load_config
+    from ..utils import UsageError
     from . import train as train_command
 
     task = load_config(args.config).task
     if task != "images":
-        raise ValueError(f"{args.config} is a config for task {task!r}; 'molediff image train' trains task "
+        raise UsageError(f"{args.config} is a config for task {task!r}; 'molediff image train' trains task "
                          f"'images' (use 'molediff train' for other tasks)")
     return train_command.run(args)   # the one training verb; this one only checks the task
 
@@ -156,24 +177,52 @@ def _load(checkpoint: str | None, device: str):
     return load_model(ImageDiffusion, weights_or_shipped(checkpoint, SHIPPED, "image"), device=device)
 
 
+def _check_sample(args: argparse.Namespace) -> None:
+    """UsageError for an argument of ``image sample`` that cannot work, before anything is loaded."""
+    from ..utils import UsageError, check_device, check_output_path
+
+    if args.num_images < 1 or args.batch_size < 1 or args.scale < 1:
+        raise UsageError("--num-images, --batch-size and --scale must be at least 1")
+    if args.nrow is not None and args.nrow < 1:
+        raise UsageError("--nrow must be at least 1")
+    if args.steps is not None and args.steps < 1:
+        raise UsageError("--steps must be at least 1")
+    if not args.output.lower().endswith(".png"):
+        raise UsageError(f"--output must name a .png file, got {args.output!r}")
+    if args.eta != 0.0 and args.sampler != "ddim":
+        raise UsageError("--eta applies to --sampler ddim only")
+    check_output_path(args.output)
+    check_device(args.device)
+
+
+def _check_eval(args: argparse.Namespace) -> None:
+    """UsageError for an argument of ``image eval`` that cannot work, before anything is loaded."""
+    from ..utils import UsageError, check_device, check_output_path
+
+    if args.num_images < 1 or args.batch_size < 1:
+        raise UsageError("--num-images and --batch-size must be at least 1")
+    if args.no_bits_per_dim and not args.fd:
+        raise UsageError("--no-bits-per-dim leaves nothing to evaluate without --fd")
+    if args.fd and args.fd_images < 2:
+        raise UsageError("--fd-images must be at least 2 (a covariance needs two images)")
+    if args.steps is not None and args.steps < 1:
+        raise UsageError("--steps must be at least 1")
+    if args.eta != 0.0 and args.sampler != "ddim":
+        raise UsageError("--eta applies to --sampler ddim only")
+    if args.json is not None:
+        check_output_path(args.json, "--json")
+    check_device(args.device)
+
+
 def _sample(args: argparse.Namespace) -> int:
     from ..images.grid import save_grid
     from ..images.metrics import sample_uint8
-    from ..utils import check_output_path
+    from ..utils import UsageError
 
-    if args.num_images < 1 or args.batch_size < 1 or args.scale < 1:
-        raise ValueError("--num-images, --batch-size and --scale must be at least 1")
-    if args.nrow is not None and args.nrow < 1:
-        raise ValueError("--nrow must be at least 1")
-    if not args.output.lower().endswith(".png"):
-        raise ValueError(f"--output must name a .png file, got {args.output!r}")
-    if args.eta != 0.0 and args.sampler != "ddim":
-        raise ValueError("--eta applies to --sampler ddim only")
-    check_output_path(args.output)
     model = _load(args.checkpoint, args.device)
     T = model.schedule.T
     if args.steps is not None and not 1 <= args.steps <= T:
-        raise ValueError(f"--steps must lie in 1..{T} for this model")
+        raise UsageError(f"--steps must lie in 1..{T} for this model")
     steps = args.steps if args.steps is not None else DEFAULT_STEPS[args.sampler]
     steps = None if steps is None else min(steps, T)
     options = {"eta": args.eta} if args.sampler == "ddim" else {}
@@ -187,26 +236,16 @@ def _sample(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from ..images.cifar import load_cifar10
     from ..images.metrics import bits_per_dim_on, fixed_subset
-    from ..utils import atomic_write, check_output_path
+    from ..utils import UsageError, atomic_write
 
-    if args.num_images < 1 or args.batch_size < 1:
-        raise ValueError("--num-images and --batch-size must be at least 1")
-    if args.no_bits_per_dim and not args.fd:
-        raise ValueError("--no-bits-per-dim leaves nothing to evaluate without --fd")
-    if args.fd and args.fd_images < 2:
-        raise ValueError("--fd-images must be at least 2 (a covariance needs two images)")
-    if args.eta != 0.0 and args.sampler != "ddim":
-        raise ValueError("--eta applies to --sampler ddim only")
-    if args.json is not None:
-        check_output_path(args.json, "--json")
     model = _load(args.checkpoint, args.device)
     if args.fd and args.steps is not None and not 1 <= args.steps <= model.schedule.T:
-        raise ValueError(f"--steps must lie in 1..{model.schedule.T} for this model")
+        raise UsageError(f"--steps must lie in 1..{model.schedule.T} for this model")
     out: dict = {"data": str(args.data), "checkpoint": str(args.checkpoint)}
     if not args.no_bits_per_dim:
         data = load_cifar10(args.data, args.split)
         if args.num_images > len(data):
-            raise ValueError(f"--num-images {args.num_images} exceeds the {len(data)} images of the {args.split} "
+            raise UsageError(f"--num-images {args.num_images} exceeds the {len(data)} images of the {args.split} "
                              f"split")
         # a fixed random subset (seed 0, as FD-CIFARNet's test images): files sorted by class (the packed JPEG
         # copy is) would otherwise give the first class's bound only
@@ -233,6 +272,7 @@ def _fd(args: argparse.Namespace, model) -> dict:
     from ..images.cifar import load_cifar10
     from ..images.classifier import load_cifarnet
     from ..images.metrics import fd_cifarnet_report
+    from ..utils import UsageError
 
     T = model.schedule.T
     steps = args.steps if args.steps is not None else DEFAULT_STEPS[args.sampler]
@@ -241,7 +281,7 @@ def _fd(args: argparse.Namespace, model) -> dict:
     test, train = load_cifar10(args.data, "test"), load_cifar10(args.data, "train")
     n = args.fd_images
     if n > len(test) or n > len(train):
-        raise ValueError(f"--fd-images {n} exceeds the {len(test)} test or {len(train)} training images of "
+        raise UsageError(f"--fd-images {n} exceeds the {len(test)} test or {len(train)} training images of "
                          f"{args.data}")
     options = {"eta": args.eta} if args.sampler == "ddim" else {}
     r = fd_cifarnet_report(model, test.images, train.images, n, args.sampler, steps, args.seed, args.batch_size,

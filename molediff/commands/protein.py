@@ -17,6 +17,8 @@ import math
 import sys
 from pathlib import Path
 
+from ..utils import UsageError
+
 SHIPPED = "protein_ca_angles"   # molediff/pretrained/protein_ca_angles.safetensors and its card, the default model
 
 
@@ -81,7 +83,7 @@ def _score(args: argparse.Namespace) -> int:
     for flag, path, suffix in (("--json", args.json, ".json"), ("--png", args.png, ".png")):
         if path is not None:
             if not path.lower().endswith(suffix):
-                raise ValueError(f"{flag} must name a {suffix} file, got {path!r}")
+                raise UsageError(f"{flag} must name a {suffix} file, got {path!r}")
             check_output_path(path, flag)
     chains, _, bad = read_ca_traces(args.path)
     for name, reason in bad:
@@ -118,33 +120,51 @@ def _score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_sample(args: argparse.Namespace) -> str:
+    """UsageError for an argument of ``protein sample`` that cannot work, before anything is loaded; returns the
+    sampler. (--length is checked against the model's range once it is loaded.)"""
+    from ..proteins.sampling import MODEL_KINDS
+    from ..utils import check_device
+
+    if args.num_chains < 1 or args.batch_size < 1:
+        raise UsageError("--num-chains and --batch-size must be at least 1")
+    for flag, value in (("--steps", args.steps), ("--threads", args.threads)):
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} must be at least 1")
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--output {args.output!r} is a file; give a folder")
+    sampler = args.sampler or MODEL_KINDS[args.model].sampler
+    if args.noise_scale != 1.0 and sampler != "ddpm":
+        raise UsageError("--noise-scale is an option of the ddpm sampler")
+    if args.noise_scale < 0:
+        raise UsageError(f"--noise-scale must be >= 0, got {args.noise_scale}")
+    check_device(args.device)
+    return sampler
+
+
 def _sample(args: argparse.Namespace) -> int:
+    sampler = _check_sample(args)
     import torch
 
     from ..proteins.io import write_ca_trace
     from ..proteins.sampling import MODEL_KINDS, check_length, load_protein_model
     from ..utils import set_threads
 
-    if args.num_chains < 1 or args.batch_size < 1:
-        raise ValueError("--num-chains and --batch-size must be at least 1")
     set_threads(args.threads)
     out = Path(args.output)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--output {args.output!r} is a file; give a folder")
     kind = MODEL_KINDS[args.model]
-    sampler = args.sampler or kind.sampler
     model = load_protein_model(args.model, args.checkpoint, device=args.device)
     steps = args.steps
     if steps is None and sampler == kind.sampler and kind.steps is not None:
         steps = min(kind.steps, model.schedule.T)      # the kind's default, for a model with fewer steps all of them
     if args.length is not None:
-        check_length(model, args.model, args.length)
+        try:
+            check_length(model, args.model, args.length)
+        except ValueError as e:   # an argument outside this model's range: a usage error
+            raise UsageError(str(e)) from None
     if steps is not None and not 1 <= steps <= model.schedule.T:
-        raise ValueError(f"--steps must lie in 1..{model.schedule.T} for this model")
-    if args.noise_scale != 1.0 and sampler != "ddpm":
-        raise ValueError("--noise-scale is an option of the ddpm sampler")
-    if args.noise_scale < 0:
-        raise ValueError(f"--noise-scale must be >= 0, got {args.noise_scale}")
+        raise UsageError(f"--steps must lie in 1..{model.schedule.T} for this model")
     options = {"noise_scale": args.noise_scale} if sampler == "ddpm" else {}
     lengths = (torch.full((args.num_chains,), args.length, dtype=torch.long) if args.length is not None
                else model.sample_lengths(args.num_chains, torch.Generator().manual_seed(args.seed)))

@@ -161,9 +161,12 @@ _READABLE = {
 
 
 def _check_outputs(args: argparse.Namespace) -> None:
-    """ValueError (one line) before any work when an output cannot be written, two outputs name the same
-    file, or an output would overwrite an input."""
-    from ..utils import check_output_path
+    """UsageError (one line) before any work when an option cannot work, an output cannot be written, two
+    outputs name the same file, or an output would overwrite an input."""
+    from ..utils import UsageError, check_output_path
+
+    if not args.threshold > 0:
+        raise UsageError(f"--threshold must be a positive RMSD in Å, got {args.threshold:g}")
 
     outputs = {}
     for flag, path in (("--json", args.json), ("--csv", args.csv)):
@@ -171,12 +174,12 @@ def _check_outputs(args: argparse.Namespace) -> None:
             continue
         target = check_output_path(path, f"{flag} output").resolve()
         if target in outputs:
-            raise ValueError(f"{outputs[target]} and {flag} both name {path}; give two different files")
+            raise UsageError(f"{outputs[target]} and {flag} both name {path}; give two different files")
         outputs[target] = flag
     inputs = [Path(p).resolve() for p in (args.file, args.reference, args.train_smiles) if p]
     for target, flag in outputs.items():
         if target in inputs:
-            raise ValueError(f"{flag} output {str(target)!r} is an input file; writing it would overwrite the input")
+            raise UsageError(f"{flag} output {str(target)!r} is an input file; writing it would overwrite the input")
 
 
 def _physics(molecules, rows: list[dict]) -> tuple[dict, list[str]]:

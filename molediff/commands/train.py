@@ -1,9 +1,9 @@
 """Train a diffusion model (or the toy regression task) from a YAML config.
 
 Writes step-numbered checkpoints (safetensors weights, EMA weights, JSON state, optimiser state) and a
-JSON-lines metrics log under the output directory; --resume continues a stopped run exactly. Tasks: 'molecules'
-(de novo molecules; 'qm9' is an older name for it), 'conformers' (coordinates given the molecular graph) and
-'toy'. Launch with 'torchrun --nproc_per_node K -m molediff.train CONFIG' for DDP over K processes."""
+JSON-lines metrics log under the output directory; --resume continues a stopped run exactly. The config's
+'task:' names what is trained (the tasks are listed below). Launch with
+'torchrun --nproc_per_node K -m molediff.train CONFIG' for DDP over K processes."""
 
 from __future__ import annotations
 
@@ -13,7 +13,20 @@ import logging
 log = logging.getLogger(__name__)
 
 
+def task_list() -> str:
+    """The tasks a config's ``task:`` can name, as ``training/tasks.py`` registers them (for the help)."""
+    from ..training.tasks import TASK_ALIASES, TASKS
+
+    aliases = {name: [old for old, new in TASK_ALIASES.items() if new == name] for name in TASKS}
+    width = max(map(len, TASKS))
+    lines = [f"  {name:<{width}}  built by {target}" + (f" (older name: {', '.join(aliases[name])})"
+                                                         if aliases[name] else "")
+             for name, target in sorted(TASKS.items())]
+    return "tasks (a config's 'task:'; registered in molediff.training.tasks):\n" + "\n".join(lines)
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = task_list()
     parser.add_argument("config", metavar="CONFIG", help="YAML training config (see configs/)")
     parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="DIR",
                         help="continue exactly where a run stopped: without DIR from the newest checkpoint in "
@@ -37,7 +50,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "time_limit_s); resume later with --resume")
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """UsageError for an argument that cannot work, before the config, data or any weights are read (also for
+    ``molediff image train``)."""
+    from ..utils import UsageError, check_device
+
+    for flag, value in (("--steps", args.steps), ("--threads", args.threads)):
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} must be at least 1")
+    if args.time_limit is not None and not args.time_limit > 0:
+        raise UsageError(f"--time-limit must be a positive number of seconds, got {args.time_limit:g}")
+    if args.device is not None:
+        check_device(args.device)
+
+
 def run(args: argparse.Namespace) -> int:
+    check_arguments(args)
     from ..training import distributed
     from ..training.tasks import run_training
     from ..utils import set_threads
