@@ -17,10 +17,17 @@ the molecule's name (mol_<k> when it has none) with the fields conformer_index a
 MMFF94_energy_kcal_mol (kcal/mol) with energy_kind saying what that energy is (a minimum; a restrained
 minimum; hydrogens minimised only).
 
-A molecule that fails (bad SMILES, unsupported element, too many atoms, no embedding) is reported with its
-reason and the others proceed. Metals and other elements the force fields cannot place are refused unless
---allow-unvalidated-elements. Exit status: 0 when at least one molecule got conformers, 1 when none did,
-2 for usage errors, 130 for Ctrl-C. The output is written atomically: nothing appears unless the run succeeds."""
+A molecule that fails (bad SMILES, unreadable record, unsupported element, too many atoms, no embedding) is
+reported once with its reason and input record number, and the others proceed. Metals and other elements the
+force fields cannot place are refused unless --allow-unvalidated-elements.
+
+Libraries: inputs are read lazily, molecules run in --workers processes (default: one per core, at most one per
+molecule) or on a Dask cluster (--dask-scheduler), and molecule i (from 0) uses seed + i, so the output does not
+depend on where it ran; records come out in input order. Each molecule is appended to OUT.partial as soon as it
+is done (OUT.partial.progress records it) and OUT.partial becomes OUT when the run ends: after a kill or Ctrl-C,
+the same command with --resume continues after the last whole molecule. An output ending in .sdf.gz is written
+as one gzip member per molecule. Exit status: 0 when at least one molecule got conformers, 1 when none did, 2 for
+usage errors, 130 for Ctrl-C."""
 
 from __future__ import annotations
 
@@ -41,7 +48,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "(optionally .gz)")
     parser.add_argument("-n", "--num-conformers", type=int, default=10, metavar="N",
                         help="conformers per molecule")
-    parser.add_argument("-o", "--output", default="conformers.sdf", help="output SDF file")
+    parser.add_argument("-o", "--output", default="conformers.sdf",
+                        help="output SDF file (.sdf, or .sdf.gz for gzip); written as OUTPUT.partial while the run "
+                             "goes on")
     parser.add_argument("--seed", type=int, default=0,
                         help="random seed, default 0; the same seed gives the same conformers")
     parser.add_argument("--pool", type=int, default=3,
@@ -80,6 +89,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "such molecules are written with an UNVALIDATED note")
     parser.add_argument("--no-hs", action="store_true",
                         help="write conformers without hydrogens (they are still used to generate them)")
+    library = parser.add_argument_group("libraries")
+    library.add_argument("--workers", type=int, default=None, metavar="N",
+                         help="worker processes, each with one torch thread and its own refiner (default: one per "
+                              "core, at most one per molecule; 1: run in this process); the output does not depend "
+                              "on N")
+    library.add_argument("--dask-scheduler", default=None, metavar="ADDRESS",
+                         help="run the molecules on an existing dask.distributed cluster (e.g. tcp://host:8786; "
+                              "pip install molediff[dask]); chunks whose worker dies are run again")
+    library.add_argument("--resume", action="store_true",
+                         help="continue an interrupted run from OUTPUT.partial: molecules already written or failed "
+                              "are skipped (the same INPUT and options are required)")
     model = parser.add_argument_group("diffusion refiner")
     model.add_argument("--refiner", default=None, metavar="WEIGHTS",
                        help="refiner weights (.safetensors or a training run directory); 'none' for the "
@@ -121,15 +141,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _usage_error(message: str) -> int:
-    print(f"molediff conformers: error: {message}", file=sys.stderr)
-    return 2
+    from ..utils import report_usage_error  # every command's one format of usage errors (exit status 2)
+
+    return report_usage_error("molediff conformers", message)
 
 
-class _NothingWritten(Exception):
-    """Every molecule failed: abandon the temporary output."""
-
-
-def _summary(rec, mol) -> str:
+def _summary(name: str, mol) -> str:
     k = mol.GetNumConformers()
     parts = [f"{k} conformer{'s' if k != 1 else ''}", f"force field {mol.GetProp('molediff_forcefield')}"]
     fixed, dropped = mol.GetIntProp("molediff_stereo_fixed"), mol.GetIntProp("molediff_stereo_dropped")
@@ -141,7 +158,7 @@ def _summary(rec, mol) -> str:
     if mol.HasProp("molediff_unrelaxed") and mol.GetIntProp("molediff_unrelaxed"):
         parts.append(f"{mol.GetIntProp('molediff_unrelaxed')} from unrelaxed candidates (--top-up)")
     notes = mol.GetProp("molediff_notes")
-    return f"{rec.name}: " + ", ".join(parts) + (f" ({notes})" if notes else "")
+    return f"{name}: " + ", ".join(parts) + (f" ({notes})" if notes else "")
 
 
 def _refiner_path(args) -> tuple[str | None, str]:
@@ -170,6 +187,14 @@ def _options(args):
                             allow_unvalidated_elements=args.allow_unvalidated_elements)
 
 
+def _refiner_settings(args) -> dict:
+    """The ``Refiner`` settings of the arguments (for this process and for workers)."""
+    return dict(sigma0=args.sigma0, t0=args.t0, steps=args.steps,
+                passes=args.passes if args.init != "noise" else None, sampler=args.sampler,
+                fresh_noise=args.fresh_noise, bf16=False if args.fp32 else None, batch_size=args.batch_size,
+                device=args.device)
+
+
 def _refiner(args, path: str, init: str):
     """The ``Refiner`` on --device with the model options, and how it will be used (one line); ValueError /
     FileNotFoundError (one line) for what cannot work."""
@@ -178,24 +203,53 @@ def _refiner(args, path: str, init: str):
 
     if args.threads:
         set_threads(args.threads)
-    refiner = Refiner(path, sigma0=args.sigma0, t0=args.t0, steps=args.steps,
-                      passes=args.passes if args.init != "noise" else None, sampler=args.sampler,
-                      fresh_noise=args.fresh_noise, bf16=False if args.fp32 else None, batch_size=args.batch_size,
-                      device=args.device)
+    refiner = Refiner(path, **_refiner_settings(args))
     refiner.check_init(init)
     return refiner, refiner.describe(init)
+
+
+def _settings(args, options, refiner_how: str) -> dict:
+    """What shapes the output, recorded with a partial output so that --resume continues only the same run."""
+    import dataclasses
+
+    fields = dataclasses.asdict(options)
+    fields.pop("threads")  # how fast, not what
+    return {**fields, "refiner": refiner_how, "hydrogens": not args.no_hs}
+
+
+def _dask_client(address: str):
+    """A ``distributed.Client`` of the cluster at ``address``; ValueError (one line) without Dask or a cluster."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise ValueError("--dask-scheduler needs Dask: pip install 'molediff[dask]'") from None
+    try:
+        return Client(address, timeout=30)
+    except (OSError, TimeoutError) as e:
+        raise ValueError(f"cannot reach the Dask scheduler at {address} ({' '.join(str(e).split())[:200]})") from None
+
+
+def _report_interrupted(out, error: bool) -> None:
+    """Keep a partial output that holds finished molecules (and say how to continue); delete one that does not."""
+    if not out.done:
+        out.discard()
+        return
+    out.close()
+    what = "stopped by the error above" if error else "interrupted"
+    print(f"molediff conformers: {what} after {out.done} molecule{'s' if out.done != 1 else ''}; they are kept in "
+          f"{out.partial}: run the same command with --resume to continue", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from ..conformers.io import read_inputs, sd_writer, write_sd_records
-    from ..conformers.pipeline import generate_conformers
-    from ..utils import atomic_path, check_output_path, progress
+    from ..conformers.batch import RefinerSpec, available_cores, conformers_for_library
+    from ..conformers.io import PartialSDF, count_inputs, iter_inputs
+    from ..utils import check_output_path, progress
 
     # Usage errors (exit 2) are found before any work: option values, the output path, the input itself.
-    if not args.output.lower().endswith(".sdf"):
-        return _usage_error(f"output must end in .sdf, got {args.output!r}")
+    if not args.output.lower().endswith((".sdf", ".sdf.gz")):
+        return _usage_error(f"output must end in .sdf or .sdf.gz, got {args.output!r}")
     try:
         options = _options(args)
     except ValueError as e:
@@ -203,6 +257,10 @@ def run(args: argparse.Namespace) -> int:
     if (args.steps is not None and args.steps < 1) or args.batch_size < 1 or (args.passes is not None
                                                                                and args.passes < 1):
         return _usage_error("--steps, --passes and --batch-size must be at least 1")
+    if args.workers is not None and args.workers < 1:
+        return _usage_error(f"--workers must be at least 1, got {args.workers}")
+    if args.workers is not None and args.dask_scheduler is not None:
+        return _usage_error("give --workers or --dask-scheduler, not both (the Dask cluster has its own workers)")
     path, described = _refiner_path(args)
     if path is not None:
         from ..diffusion import SAMPLERS
@@ -216,49 +274,66 @@ def run(args: argparse.Namespace) -> int:
                             ("--fp32", args.fp32)):
             if given:
                 return _usage_error(f"{flag} needs a refiner: pass --refiner WEIGHTS (refiner: {described})")
-    refiner = None
+    refiner = spec = client = None
     try:
         check_output_path(args.output)
-        records = read_inputs(args.input)
+        records = iter_inputs(args.input)
         if path is not None:
             refiner, how = _refiner(args, path, options.init)
             described = f"{described}; {how}"
+            spec = RefinerSpec.of("shipped" if args.refiner is None else path, **_refiner_settings(args))
+        out = PartialSDF(args.output, _settings(args, options, described), resume=args.resume)
+        out.skip_finished(records)   # --resume: the input must still start with the finished molecules
+        total = count_inputs(args.input)
+        workers = 1 if args.dask_scheduler else (
+            args.workers or max(1, min(available_cores(), total - out.resumed)))
+        if args.dask_scheduler:
+            client = _dask_client(args.dask_scheduler)
     except (ValueError, OSError) as e:
         return _usage_error(" ".join(str(e).split()))
     print(f"refiner: {described}")
+    if out.resumed:
+        print(f"resuming after {out.resumed} of {total} molecules ({out.ok} written, {out.failed} failed)")
+    if client is not None:
+        print(f"running on the Dask cluster at {args.dask_scheduler} ({sum(client.nthreads().values())} threads)")
+    elif workers > 1:
+        print(f"running on {workers} worker processes")
 
     verbose = getattr(args, "verbose", False)
-    done = failed = total = 0
+    results = conformers_for_library(records, options, spec if (workers > 1 or client is not None) else refiner,
+                                     workers=workers, dask_client=client, start=out.resumed, strict=verbose)
+    bar = progress(total=total, initial=out.resumed, desc="conformers", unit="mol")
     try:
-        with atomic_path(args.output) as tmp:
-            writer = sd_writer(tmp)
-            try:
-                for rec in progress(records, desc="conformers", unit="mol"):
-                    reason = rec.error
-                    if reason is None:
-                        try:
-                            mol = generate_conformers(rec.mol, options, refiner)
-                        except ValueError as e:
-                            reason = str(e)
-                        except Exception as e:  # an RDKit failure on one molecule must not end the batch
-                            if verbose:
-                                raise
-                            reason = f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
-                    if reason is not None:
-                        failed += 1
-                        tqdm.write(f"molediff conformers: skipped {rec.name}: {reason}", file=sys.stderr)
-                        continue
-                    total += write_sd_records(writer, mol, rec.name, hydrogens=not args.no_hs)
-                    done += 1
-                    tqdm.write(_summary(rec, mol), file=sys.stdout)
-            finally:
-                writer.close()
-            if done == 0:
-                raise _NothingWritten
-    except _NothingWritten:
-        print(f"no conformers written: all {failed} molecule{'s' if failed != 1 else ''} failed", file=sys.stderr)
+        out.open()
+        for index, name, result in results:
+            out.add(index, name, result, hydrogens=not args.no_hs)
+            if isinstance(result, str):
+                tqdm.write(f"molediff conformers: skipped {name}: {result} (input record {index + 1})",
+                           file=sys.stderr)
+            else:
+                tqdm.write(_summary(name, result), file=sys.stdout)
+            bar.update(1)
+    except KeyboardInterrupt:
+        bar.close()
+        _report_interrupted(out, error=False)
+        if out.done:
+            return 130
+        raise   # nothing was kept: the CLI says so
+    except BaseException:
+        bar.close()
+        _report_interrupted(out, error=True)
+        raise
+    finally:
+        results.close()
+        if client is not None:
+            client.close()
+    bar.close()
+    if out.ok == 0:
+        out.discard()
+        print(f"no conformers written: all {out.failed} molecule{'s' if out.failed != 1 else ''} failed",
+              file=sys.stderr)
         return 1
-    print(f"wrote {total} conformer{'s' if total != 1 else ''} of {done} molecule{'s' if done != 1 else ''} "
-          f"to {args.output}"
-          + (f"; {failed} failed" if failed else ""))
+    out.finish()
+    print(f"wrote {out.records} conformer{'s' if out.records != 1 else ''} of {out.ok} molecule"
+          f"{'s' if out.ok != 1 else ''} to {args.output}" + (f"; {out.failed} failed" if out.failed else ""))
     return 0
