@@ -2,7 +2,8 @@
 
 ``generate_conformers`` (``pipeline``, with ``ConformerOptions`` and ``Refiner``) is the pipeline (ETKDGv3,
 MMFF94, stereo check, diverse selection, refinement by a trained model and restrained minimisation), built from
-``stereo``, ``selection``, ``forcefield`` and ``io`` (inputs and SD records). ``ConformerDiffusion``
+``stereo``, ``selection``, ``forcefield`` and ``io`` (inputs and SD records); ``conformers_for_library``
+(``batch``) runs it over a library in processes or on a Dask cluster. ``ConformerDiffusion``
 (``model``) is the graph-conditioned model, ``graph`` its RDKit node and edge features, ``training`` its
 ``molediff train`` task, ``refine_conformers`` (``refine``) the SDEdit refinement of seed conformers,
 ``score_conformers`` (``scoring``) the model's ranking of conformers and ``benchmark`` the held-out CCD
@@ -20,6 +21,8 @@ _EXPORTS = {
     "generate_conformers": ".pipeline",
     "ConformerOptions": ".pipeline",
     "Refiner": ".pipeline",
+    "conformers_for_library": ".batch",
+    "RefinerSpec": ".batch",
     "mol_graph": ".graph",
     "molecule_to_rdkit": ".graph",
     "refine_conformers": ".refine",
