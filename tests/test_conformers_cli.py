@@ -405,7 +405,7 @@ def test_every_energy_says_what_it_is_and_unrelaxed_top_ups_are_relaxed():
     assert mol.GetIntProp("molediff_unrelaxed") >= 3
     kinds = [c.GetProp("energy_kind") for c in mol.GetConformers()]
     assert kinds.count("minimum") == 8 - mol.GetIntProp("molediff_unrelaxed")
-    assert kinds.count("restrained minimum (heavy atoms, k = 10 kcal/mol/A^2)") == mol.GetIntProp("molediff_unrelaxed")
+    assert kinds.count("restrained minimum (heavy atoms, k = 3 kcal/mol/A^2)") == mol.GetIntProp("molediff_unrelaxed")
     for c in mol.GetConformers():
         e0, e1, shift = mmff_strain(mol, c.GetId())
         assert e0 == pytest.approx(c.GetDoubleProp("MMFF94_energy_kcal_mol"), abs=1e-6)

@@ -10,7 +10,7 @@ import numpy as np
 ENERGY_PROPS = {"MMFF94": "MMFF94_energy_kcal_mol", "UFF": "UFF_energy_kcal_mol"}
 ENERGY_KIND_PROP = "energy_kind"  # SD field: what the written energy is (a minimum, restrained, hydrogens only)
 MINIMUM = "minimum"  # energy_kind of a candidate relaxed by the force field without restraints
-DEFAULT_RESTRAINT = 10.0  # kcal/mol/Å²: heavy atoms held to the refined positions while the force field minimises
+DEFAULT_RESTRAINT = 3.0  # kcal/mol/Å²: heavy atoms held to the refined positions while the force field minimises
 HYDROGEN_ITERS = 200  # force-field steps that re-place the hydrogens of a refined conformer
 RESTRAINED_ITERS = 1000  # force-field steps of the restrained minimisation after refinement
 
