@@ -220,6 +220,20 @@ def test_rdkit_invariant_violation_becomes_a_one_line_reason(tmp_path, capfd):
     assert capfd.readouterr().err == ""
 
 
+def test_an_invariant_violation_stays_one_line_when_rdkit_logs_through_python(tmp_path):
+    # after rdBase.LogToPythonLogger() (importing posebusters calls it) the stack trace's frames arrive as log
+    # records of their own; none may leak into the reason
+    from rdkit import rdBase
+
+    (tmp_path / "range.sdf").write_text(WATER_V2000.replace("  1  3  1  0", "  1  9  1  0") + "$$$$\n")
+    rdBase.LogToPythonLogger()
+    try:
+        ((_, reason),) = read_molecules(tmp_path / "range.sdf", require_bonds=True)[1]
+    finally:
+        rdBase.LogToCppStreams()
+    assert "Range Error" in reason and "#" not in reason and "\n" not in reason and len(reason) < 320
+
+
 def test_rdkit_messages_are_captured_even_when_the_user_muted_or_rerouted_rdkit_logs(tmp_path, capfd):
     from rdkit import RDLogger, rdBase
 

@@ -328,6 +328,9 @@ def _redirect_fd2():
             os.close(sink)
 
 
+_STACK_FRAME = re.compile(r"\d+# ")
+
+
 def _split_messages(text: str) -> list[str]:
     """One-line messages from RDKit log text: timestamps dropped, invariant-violation reports condensed to their
     kind, expression and failed condition (no source paths, no stack trace)."""
@@ -338,6 +341,10 @@ def _split_messages(text: str) -> list[str]:
             line = line.strip()
             if line.startswith("Stacktrace:"):
                 break
+            # a frame of that stack trace arriving as its own log record (RDKit logging through Python's logger,
+            # as after rdBase.LogToPythonLogger(), which e.g. importing posebusters calls)
+            if _STACK_FRAME.match(line):
+                continue
             if line and line.strip("*-") and not line.startswith("Violation occurred on line"):
                 keep.append(line)
         if keep:
