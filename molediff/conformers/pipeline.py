@@ -532,7 +532,7 @@ def _embed_and_relax(molh, options: ConformerOptions, reference: StereoReference
     for seed, random_coords in retries:
         if len(candidates) >= options.n or not report.stereo_dropped or (random_coords and candidates):
             break
-        quiet = ConformerReport()
+        quiet, more = ConformerReport(), []
         with contextlib.suppress(ValueError):  # a round that embeds nothing leaves what the others found
             more, more_unrelaxed = _round(molh, options, seed, reference, quiet, refiner, random_coords)
             candidates += more
