@@ -12,12 +12,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from torch import nn
 
 from .angle_model import MIN_LENGTH, ProteinAngleConfig, ProteinAngleDiffusion
 from .data import ProteinDataConfig, ProteinSet, load_proteins
-from .training import ChainBatch, collate_chains
+from .training import ChainBatch, ProteinTask, collate_chains
 
 
 def crop_windows(lengths: np.ndarray, window: int, rng: np.random.Generator) -> np.ndarray:
@@ -28,8 +26,9 @@ def crop_windows(lengths: np.ndarray, window: int, rng: np.random.Generator) -> 
 
 
 @dataclass
-class ProteinAngleTask:
-    """Implements the trainer's task protocol for ``ProteinAngleDiffusion`` (no periodic evaluation yet)."""
+class ProteinAngleTask(ProteinTask):
+    """The protein task's loss and (empty) evaluation for ``ProteinAngleDiffusion``, with cropped windows as
+    batches."""
 
     model: ProteinAngleDiffusion
     dataset: ProteinSet
@@ -37,12 +36,6 @@ class ProteinAngleTask:
     @property
     def window(self) -> int:
         return self.model.config.max_length
-
-    def loss(self, model: nn.Module, batch: ChainBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        device = next(model.parameters()).device
-        batch = batch.to(device)
-        loss = model(batch.coords, batch.mask).mean()
-        return loss, {"loss": float(loss.detach())}
 
     def batches(self, seed: int, epoch: int, rank: int, world_size: int, batch_size: int) -> Iterator[ChainBatch]:
         """Windows of similar length together (``size_bucketed_batches`` on the cropped lengths); the windows
@@ -54,9 +47,6 @@ class ProteinAngleTask:
         cropped = np.minimum(lengths, self.window)
         for idx in size_bucketed_batches(cropped, batch_size, seed, epoch, rank, world_size):
             yield collate_chains([self.dataset[int(i)].coords[starts[i]:starts[i] + self.window] for i in idx])
-
-    def evaluate(self, model: nn.Module, step: int) -> dict[str, float]:
-        return {}
 
 
 def build_task(config) -> ProteinAngleTask:
