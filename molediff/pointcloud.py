@@ -327,3 +327,20 @@ def sample_in_size_batches(counts: Sequence[int] | Tensor, batch_size: int,
         torch.set_flush_denormal(False)
         bar.close()
     return results
+
+
+def sample_chains_by_seed(sample, lengths: Tensor, seeds: Sequence[int], batch_size: int, show_progress: bool = False,
+                          **sample_options) -> list:
+    """``[L_i, 3]`` float32 arrays in input order from ``sample(lengths, seeds=..., show_progress=..., **options) →
+    (coords [B, N, 3], mask [B, N])``, run in batches of similar length (``sample_in_size_batches``); chain i
+    depends on ``seeds[i]`` alone. ValueError when the seed count does not match ``lengths`` [M]."""
+    seeds = list(seeds)
+    if len(seeds) != lengths.numel():
+        raise ValueError(f"got {len(seeds)} seeds for {lengths.numel()} chains")
+
+    def sample_batch(idx: list[int]) -> list:
+        coords, mask = sample(lengths[idx], seeds=[seeds[i] for i in idx], show_progress=show_progress,
+                              **sample_options)
+        return [coords[b][mask[b]].float().cpu().numpy() for b in range(len(idx))]
+
+    return sample_in_size_batches(lengths, batch_size, sample_batch, show_progress, desc="sampling chains")

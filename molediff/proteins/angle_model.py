@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..diffusion import SCHEDULES, NoiseSchedule, TorusSpace, epsilon_loss, make_schedule, sample
-from ..pointcloud import sample_in_size_batches
+from ..pointcloud import sample_chains_by_seed
 from ..utils import build_config
 from .angles import CA_CA, angle_mask, angles_to_chain, chain_to_angles, lengths_from_mask
 
@@ -271,13 +271,4 @@ class ProteinAngleDiffusion(nn.Module):
         or order. ``sample_options`` go to :meth:`sample` (sampler, steps, the sampler's options). ValueError for
         a length outside 4..max_length or a seed count that does not match."""
         lengths = self.check_lengths(lengths)
-        seeds = list(seeds)
-        if len(seeds) != lengths.numel():
-            raise ValueError(f"got {len(seeds)} seeds for {lengths.numel()} chains")
-
-        def sample_batch(idx: list[int]) -> list[np.ndarray]:
-            coords, mask = self.sample(lengths[idx], seeds=[seeds[i] for i in idx], show_progress=show_progress,
-                                       **sample_options)
-            return [coords[b][mask[b]].float().cpu().numpy() for b in range(len(idx))]
-
-        return sample_in_size_batches(lengths, batch_size, sample_batch, show_progress, desc="sampling chains")
+        return sample_chains_by_seed(self.sample, lengths, seeds, batch_size, show_progress, **sample_options)

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..pointcloud import PointCloudConfig, PointCloudDiffusion, draw_sizes, sample_in_size_batches
+from ..pointcloud import PointCloudConfig, PointCloudDiffusion, draw_sizes, sample_chains_by_seed
 
 
 @dataclass(frozen=True)
@@ -186,13 +186,4 @@ class ProteinBackboneDiffusion(PointCloudDiffusion):
         Chain i depends on ``seeds[i]`` alone, not on the batch size or order.
         """
         lengths = torch.as_tensor(lengths, dtype=torch.long).flatten()
-        seeds = list(seeds)
-        if len(seeds) != lengths.numel():
-            raise ValueError(f"got {len(seeds)} seeds for {lengths.numel()} chains")
-
-        def sample_batch(idx: list[int]) -> list[np.ndarray]:
-            coords, mask = self.sample(lengths[idx], seeds=[seeds[i] for i in idx], show_progress=show_progress,
-                                       **sample_options)
-            return [coords[b][mask[b]].float().cpu().numpy() for b in range(len(idx))]
-
-        return sample_in_size_batches(lengths, batch_size, sample_batch, show_progress, desc="sampling chains")
+        return sample_chains_by_seed(self.sample, lengths, seeds, batch_size, show_progress, **sample_options)
