@@ -11,8 +11,12 @@ read from the first D output channels.
 :class:`PointCloudDiffusion` binds a denoiser and a schedule to the shared core: the ε-closure the samplers
 call, the per-sample ε-loss, sampling with one random generator per sample (a sample never depends on its
 batch), the replacement guide for inpainting (Lugmayr et al. 2022, without resampling), and
-:func:`sample_in_size_batches`, which batches many samples by size to cut padding. A domain subclasses it
-and adds only its encoding (atom types, residue features) and decoding.
+:meth:`~PointCloudDiffusion.sample_many`, which draws many samples in batches of similar size to cut padding.
+A domain subclasses it and adds only its encoding (atom types, residue features) and decoding.
+
+Many samples, one door: :func:`sample_seeds` says which seed sample i uses (``seeds[i]``, else ``first + i``),
+:func:`seed_generators` turns seeds into generators, and :func:`sample_by_seed` is the one seeded batching loop
+(``PointCloudDiffusion.sample_many`` and the protein angle model call it).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -40,8 +44,8 @@ from .diffusion import (
 from .nn import build_denoiser, check_denoiser_config
 from .utils import build_config, progress
 
-__all__ = ["PointCloudConfig", "PointCloudDiffusion", "draw_sizes", "node_mask", "sample_in_size_batches",
-           "size_histogram"]
+__all__ = ["PointCloudConfig", "PointCloudDiffusion", "draw_sizes", "node_mask", "sample_by_seed", "sample_seeds",
+           "seed_generators", "size_histogram", "unpad_points"]
 
 
 PREDICTIONS = ("eps", "v")
@@ -146,6 +150,23 @@ def node_mask(counts: Sequence[int] | Tensor, max_nodes: int, device=None) -> Te
     return torch.arange(n, device=device)[None] < counts.to(device)[:, None]
 
 
+def sample_seeds(count: int, seeds: Sequence[int] | None = None, first: int = 0, what: str = "samples") -> list[int]:
+    """The seed of each of ``count`` samples: ``seeds[i]`` as given, else ``first + i``; the one place a sample's
+    seed (its identity: the name a domain gives it, the noise it draws) is decided.
+
+    ValueError when ``seeds`` does not hold ``count`` entries (``what`` names the samples in the message).
+    """
+    seeds = list(range(first, first + count)) if seeds is None else [int(s) for s in seeds]
+    if len(seeds) != count:
+        raise ValueError(f"got {len(seeds)} seeds for {count} {what}")
+    return seeds
+
+
+def seed_generators(seeds: Sequence[int], device=None) -> list[torch.Generator]:
+    """One generator per sample, so that a sample depends on its seed alone, not on its batch."""
+    return [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+
+
 class PointCloudDiffusion(nn.Module):
     """Diffusion of point coordinates (zero CoM) plus ``diffused_features`` node channels on the shared core.
 
@@ -159,6 +180,11 @@ class PointCloudDiffusion(nn.Module):
         loss_weighting: w(λ) of the ε-loss (None: unweighted).
         prediction: ``eps`` or ``v``, the meaning of the denoiser's output (``PointCloudConfig.prediction``).
     """
+
+    # What a domain calls one sample, in the seed-count error ("got 3 seeds for 4 chains") and the progress bar
+    # of sample_many.
+    sample_noun: ClassVar[str] = "samples"
+    progress_desc: ClassVar[str] = "sampling"
 
     def __init__(self, denoiser: nn.Module, schedule: NoiseSchedule, diffused_features: int, max_nodes: int,
                  loss_weighting: Callable[[Tensor], Tensor] | None = None, prediction: str = "eps"):
@@ -220,10 +246,6 @@ class PointCloudDiffusion(nn.Module):
         return (per_sample, out[1], out[2]) if return_x0 else per_sample
 
     # -- sampling -------------------------------------------------------------------------------------
-    def generators(self, seeds: Sequence[int], device) -> list[torch.Generator]:
-        """One generator per sample, so that a sample depends on its seed alone, not on its batch."""
-        return [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
-
     @torch.no_grad()
     def sample_state(self, counts: Sequence[int] | Tensor, sampler: str = "ddpm", steps: int | None = None,
                      seeds: Sequence[int] | None = None, context: Tensor | None = None,
@@ -244,13 +266,11 @@ class PointCloudDiffusion(nn.Module):
         dtype = next(self.parameters()).dtype
         mask = node_mask(counts, self.max_nodes, device)
         B, N = mask.shape
-        seeds = list(range(B)) if seeds is None else list(seeds)
-        if len(seeds) != B:
-            raise ValueError(f"got {len(seeds)} seeds for {B} molecules")
+        seeds = sample_seeds(B, seeds, what=self.sample_noun)
         if given_features is not None and tuple(given_features.shape[:2]) != (B, N):
             raise ValueError(f"given_features must be [B, N, G] with [B, N] = [{B}, {N}], got "
                              f"{tuple(given_features.shape)}")
-        gens = self.generators(seeds, device)
+        gens = seed_generators(seeds, device)
         guide = None
         if fixed_positions is not None or fixed_mask is not None:
             if fixed_positions is None or fixed_mask is None:
@@ -267,6 +287,19 @@ class PointCloudDiffusion(nn.Module):
         x = sample(sampler, eps, z, self.schedule, self.space, steps, mask, gens, show_progress, guide=guide,
                    **sampler_options)
         return x, mask
+
+    def sample_many(self, sizes: Sequence[int] | Tensor, seeds: Sequence[int], batch_size: int,
+                    show_progress: bool = False, split: Callable[[Any, list[int]], Sequence] | None = None,
+                    **sample_options) -> list:
+        """Many samples in batches of similar size, one result per sample in input order (:func:`sample_by_seed`
+        over the domain's ``sample(sizes, seeds=..., show_progress=..., **sample_options)``).
+
+        ``split(batch output, batch seeds)`` turns one batch into one result per sample; by default the output
+        ``(coords [B, N, 3], mask [B, N])`` becomes ``[n_i, 3]`` float32 arrays (:func:`unpad_points`). Sample i
+        depends on ``seeds[i]`` alone. ValueError when the seed count does not match ``sizes`` [M].
+        """
+        return sample_by_seed(self.sample, sizes, seeds, batch_size, split or unpad_points, show_progress,
+                              desc=self.progress_desc, what=self.sample_noun, **sample_options)
 
     def inpainting_guide(self, known: Tensor, known_mask: Tensor, mask: Tensor, generators):
         """Replacement guide (Lugmayr et al. 2022, without resampling): after every sampler update the known
@@ -296,19 +329,32 @@ class PointCloudDiffusion(nn.Module):
         return guide
 
 
-def sample_in_size_batches(counts: Sequence[int] | Tensor, batch_size: int,
-                           sample_batch: Callable[[list[int]], Sequence], show_progress: bool = False,
-                           desc: str = "sampling") -> list:
-    """Run ``sample_batch(indices) → one result per index`` over batches of similar size; results in input order.
+def unpad_points(batch: tuple[Tensor, Tensor], seeds: Sequence[int]) -> list:
+    """``(coords [B, N, 3], mask [B, N])`` → the B real-point arrays ``[n_b, 3]`` (float32 numpy), in batch order;
+    the ``split`` of :func:`sample_by_seed` for samplers that return padded coordinates."""
+    coords, mask = batch
+    return [coords[b][mask[b]].float().cpu().numpy() for b in range(len(seeds))]
 
-    Sorting by point count cuts the padding in the dense [B, N, N] edge tensors. With per-sample seeds
-    (``PointCloudDiffusion.sample_state``) neither the batch size nor the order changes any sample. With
-    ``show_progress`` a bar counts finished samples (``sample_batch`` may show the sampler's steps below it).
+
+def sample_by_seed(sample: Callable[..., Any], sizes: Sequence[int] | Tensor, seeds: Sequence[int], batch_size: int,
+                   split: Callable[[Any, list[int]], Sequence], show_progress: bool = False, desc: str = "sampling",
+                   what: str = "samples", **sample_options) -> list:
+    """The one seeded batching loop: sample i of size ``sizes[i]`` is drawn with ``seeds[i]`` alone, in batches of
+    at most ``batch_size`` samples of similar size; one result per sample, in input order.
+
+    Each batch runs ``split(sample(sizes[idx], seeds=..., show_progress=..., **sample_options), seeds of idx)``,
+    which must give one result per sample. Sorting by size cuts the padding in the dense [B, N, N] edge tensors;
+    with per-sample seeds (``PointCloudDiffusion.sample_state``) neither the batch size nor the order changes any
+    sample. With ``show_progress`` a bar (``desc``) counts finished samples (the sampler's steps may show below).
+
+    Shapes: sizes [M] (points per sample), seeds [M]. ValueError when the seed count does not match (``what``
+    names the samples), ``batch_size < 1``, or ``split`` returns the wrong number of results.
     """
-    counts = torch.as_tensor(counts, dtype=torch.long).flatten()
+    sizes = torch.as_tensor(sizes, dtype=torch.long).flatten()
+    seeds = sample_seeds(sizes.numel(), seeds, what=what)
     if batch_size < 1:
         raise ValueError("batch size must be at least 1")
-    order = torch.argsort(counts, stable=True).tolist()
+    order = torch.argsort(sizes, stable=True).tolist()
     chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     results: list = [None] * len(order)
     bar = progress(total=len(order), desc=desc, unit="mol", disable=None if show_progress else True)
@@ -317,9 +363,11 @@ def sample_in_size_batches(counts: Sequence[int] | Tensor, batch_size: int,
     torch.set_flush_denormal(True)
     try:
         for idx in chunks:
-            out = list(sample_batch(idx))
+            batch_seeds = [seeds[i] for i in idx]
+            out = list(split(sample(sizes[idx], seeds=batch_seeds, show_progress=show_progress, **sample_options),
+                             batch_seeds))
             if len(out) != len(idx):
-                raise ValueError(f"sample_batch returned {len(out)} results for {len(idx)} samples")
+                raise ValueError(f"split returned {len(out)} results for {len(idx)} samples")
             for i, result in zip(idx, out):
                 results[i] = result
             bar.update(len(idx))
@@ -327,20 +375,3 @@ def sample_in_size_batches(counts: Sequence[int] | Tensor, batch_size: int,
         torch.set_flush_denormal(False)
         bar.close()
     return results
-
-
-def sample_chains_by_seed(sample, lengths: Tensor, seeds: Sequence[int], batch_size: int, show_progress: bool = False,
-                          **sample_options) -> list:
-    """``[L_i, 3]`` float32 arrays in input order from ``sample(lengths, seeds=..., show_progress=..., **options) →
-    (coords [B, N, 3], mask [B, N])``, run in batches of similar length (``sample_in_size_batches``); chain i
-    depends on ``seeds[i]`` alone. ValueError when the seed count does not match ``lengths`` [M]."""
-    seeds = list(seeds)
-    if len(seeds) != lengths.numel():
-        raise ValueError(f"got {len(seeds)} seeds for {lengths.numel()} chains")
-
-    def sample_batch(idx: list[int]) -> list:
-        coords, mask = sample(lengths[idx], seeds=[seeds[i] for i in idx], show_progress=show_progress,
-                              **sample_options)
-        return [coords[b][mask[b]].float().cpu().numpy() for b in range(len(idx))]
-
-    return sample_in_size_batches(lengths, batch_size, sample_batch, show_progress, desc="sampling chains")

@@ -1,5 +1,5 @@
-"""Small shared helpers: typed configs from plain data, atomic file output, usage errors, progress bars, devices
-and the cache directory. Use these rather than re-writing them."""
+"""Small shared helpers: typed configs from plain data, atomic file output, usage errors, progress bars, devices,
+the bf16 rule, the shipped weights and the cache directory. Use these rather than re-writing them."""
 
 from __future__ import annotations
 
@@ -318,11 +318,68 @@ def cpu_has_native_bf16() -> bool:
     return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
 
 
+def _device_type(device) -> str:
+    """``"cuda"`` for ``torch.device("cuda:1")``, ``"cuda:1"`` or ``"cuda"`` (no torch import)."""
+    return str(getattr(device, "type", device)).partition(":")[0]
+
+
 def native_bf16(device) -> bool:
-    """True when ``device`` (a ``torch.device`` or its type, e.g. ``"cuda"``) computes bfloat16 in hardware: CUDA,
-    or a CPU with ``cpu_has_native_bf16``. Where this is False, bf16 autocast is emulated and slower than float32."""
-    device_type = getattr(device, "type", device)
+    """True when ``device`` (a ``torch.device``, its name such as ``"cuda:0"``, or its type) computes bfloat16 in
+    hardware: CUDA, or a CPU with ``cpu_has_native_bf16``. Where this is False, bf16 autocast is emulated and slower
+    than float32."""
+    device_type = _device_type(device)
     return device_type == "cuda" or (device_type == "cpu" and cpu_has_native_bf16())
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+"""The values of every sampling command's ``--precision`` (``add_precision_argument``)."""
+
+
+def use_bf16(precision: str | bool | None, device) -> bool:
+    """Whether a network runs under bfloat16 autocast on ``device``: the one rule of every sampling command and API.
+
+    ``precision`` is ``"auto"`` (bf16 where ``device`` computes it natively, ``native_bf16``: there it is about 2×
+    faster; elsewhere it is emulated and slower, so float32), ``"fp32"`` (never) or ``"bf16"`` (always); the Python
+    APIs' ``bf16=`` arguments say the same with None (auto), False (fp32) and True (bf16). ``device``: a
+    ``torch.device`` or its name. ValueError for any other ``precision``.
+    """
+    if precision is None or precision == "auto":
+        return native_bf16(device)
+    if precision is True or precision == "bf16":
+        return True
+    if precision is False or precision == "fp32":
+        return False
+    raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+
+
+def add_precision_argument(parser, default: str = "auto", applies_to: str = "") -> None:
+    """Add ``--precision auto|fp32|bf16`` (``use_bf16``'s rule) to a sampling command's argparse ``parser``, with
+    the one help text of every command; ``applies_to`` prefixes it (e.g. ``"with --fd: "``)."""
+    parser.add_argument("--precision", choices=PRECISIONS, default=default,
+                        help=f"{applies_to}bf16 runs the network under bfloat16 autocast (about 2x faster on GPUs "
+                             f"and on CPUs with native bf16, AVX-512 BF16 or AMX; slower where it is emulated); the "
+                             f"sampler's state and updates keep full precision; fp32 runs it in float32; auto = bf16 "
+                             f"where the device computes it natively, else fp32 (default: %(default)s). Not the "
+                             f"storage type of weights files ('molediff export --precision')")
+
+
+PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
+"""Weights shipped inside the package, one ``NAME.safetensors`` and one card ``NAME.md`` per model."""
+
+
+def shipped_weights() -> list[str]:
+    """The NAMEs of the weights shipped in this installation (``PRETRAINED_DIR/NAME.safetensors``), sorted."""
+    return sorted(p.stem for p in PRETRAINED_DIR.glob("*.safetensors"))
+
+
+def pretrained_path(name: str) -> Path:
+    """The shipped weights file ``NAME.safetensors`` (the one lookup of shipped weights; imports no torch, so that
+    model-free paths can ask whether weights are shipped). FileNotFoundError naming the weights that are shipped."""
+    path = PRETRAINED_DIR / f"{name}.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"no weights named {name!r} are shipped in this installation; shipped: "
+                                f"{', '.join(shipped_weights()) or 'none'}")
+    return path
 
 
 def cache_dir() -> Path:

@@ -29,7 +29,8 @@ from it) and bond-length shifts on the way there (``molediff.chem.physics.mmff_s
 Stereo is assigned from the reference geometry, so every method is asked for the reference's stereoisomer.
 
 For N = 1 and N = 10 conformers per molecule (each generated separately): best-of-N heavy-atom RMSD to the DFT
-geometry (symmetry-aware: ``rdMolAlign.GetBestRMS`` on hydrogen-free copies), its mean and median over molecules,
+geometry (symmetry-aware: ``molediff.chem.rmsd.SymmetricRMSD``, as RDKit's ``GetBestRMS`` on
+hydrogen-free copies), its mean and median over molecules,
 coverage (fraction of all molecules whose best RMSD is below 0.5 / 1.0 Å; a molecule a method cannot embed is
 not covered; mean and median are over the molecules it embedded),
 and process CPU time per conformer (generation only, not the RMSD): all CPU time, failed molecules included, over
@@ -44,7 +45,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import sys
 import time
 
@@ -52,6 +52,9 @@ import numpy as np
 
 from molediff.conformers.forcefield import DEFAULT_RESTRAINT
 from molediff.conformers.pipeline import DEFAULT_PASSES, DEFAULT_SIGMA0, DEFAULT_STEPS
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # _bench, also when this file is loaded by path
+from _bench import machine, table_header  # noqa: E402
 
 MAX_ITERS = 1000  # MMFF94 steps for both the baseline and molediff's pipeline
 DRUGS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "datasets", "drugs20.smi")
@@ -235,13 +238,23 @@ def _restraint_name(k) -> str:
         f"restrained minimisation k = {float(k):g}"
 
 
-def best_rmsd(generated, reference_heavy) -> float:
-    """Lowest symmetry-aware heavy-atom RMSD (Å) of any conformer of ``generated`` to the reference."""
-    from rdkit import Chem
-    from rdkit.Chem import rdMolAlign
+def best_rmsd(generated, reference) -> float:
+    """Lowest heavy-atom RMSD (Å) of any conformer of ``generated`` to the conformer of ``reference``, over the
+    symmetries of the heavy-atom graph (``SymmetricRMSD``, the library's one). ``generated`` lists the atoms of
+    ``reference`` first and in its order (``Chem.AddHs(reference)``: what every method here outputs); ValueError
+    otherwise, and for a ``generated`` without conformers."""
+    from molediff.chem.rmsd import SymmetricRMSD
 
-    probe = Chem.RemoveHs(generated)
-    return min(rdMolAlign.GetBestRMS(probe, reference_heavy, prbId=c.GetId()) for c in probe.GetConformers())
+    known = reference.GetConformer().GetPositions()   # [n_reference, 3]
+    elements = [a.GetAtomicNum() for a in generated.GetAtoms()]
+    if elements[:len(known)] != [a.GetAtomicNum() for a in reference.GetAtoms()]:
+        raise ValueError("the generated molecule does not list the reference's atoms first, in its order")
+    if not generated.GetNumConformers():
+        raise ValueError("the generated molecule has no conformer")
+    target = np.zeros((len(elements), 3))
+    target[:len(known)] = known   # the rest are hydrogens AddHs appended, which are not compared
+    positions = np.stack([target, *(c.GetPositions() for c in generated.GetConformers())])
+    return float(SymmetricRMSD(generated, positions).from_one(0)[1:].min())
 
 
 def stereo_kept(generated, reference) -> tuple[int, int]:
@@ -340,7 +353,7 @@ def run(molecules, threads: int, arms: dict | None = None, check_validity: bool 
                     row["refined"] += out.GetIntProp("molediff_refined")
                     row["reverted"] += out.GetIntProp("molediff_refine_reverted")
                 if mol.GetNumConformers():   # the drugs set has no reference geometry: validity only
-                    rmsd.append(best_rmsd(out, Chem.RemoveHs(mol)))
+                    rmsd.append(best_rmsd(out, mol))
             r = np.array(rmsd) if rmsd else np.full(1, np.nan)
             total = len(molecules)  # a molecule a method cannot embed counts as not covered
             row[n] = {"cpu_per_mol": cpu / max(len(molecules), 1), "mean": r.mean(), "median": np.median(r),
@@ -356,10 +369,10 @@ def print_validity(results: dict, n: int) -> None:
     """The validity table: PoseBusters pass rate, the checks that failed most, local strain and bond shifts."""
     from collections import Counter
 
-    print(f"\n| method (N={n}) | PoseBusters 'mol' checks passed (conformers) | checks failed most | strain median / "
-          f"95th pct (kcal/mol) | bonds within 0.05 Å of the MMFF94 minimum | CPU per molecule vs ETKDGv3 + MMFF94 "
-          f"| failed where ETKDGv3 embeds the input's stereo | failures (N={n}) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("\n" + table_header([
+        f"method (N={n})", "PoseBusters 'mol' checks passed (conformers)", "checks failed most",
+        "strain median / 95th pct (kcal/mol)", "bonds within 0.05 Å of the MMFF94 minimum",
+        "CPU per molecule vs ETKDGv3 + MMFF94", "failed where ETKDGv3 embeds the input's stereo", f"failures (N={n})"]))
     base = results.get("ETKDGv3 + MMFF94", {}).get(n, {}).get("cpu_per_mol")
     embeddable = results.get("ETKDGv3", {}).get("right_stereo", set())
     for name, row in results.items():
@@ -379,16 +392,8 @@ def print_validity(results: dict, n: int) -> None:
 
 
 def _machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), model)
-    except OSError:
-        pass
-    from rdkit import rdBase
-
-    return (f"{model}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}, RDKit {rdBase.rdkitVersion}, "
-            f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
+    """The conformer benchmarks' machine line (RDKit's version included; ``bench_library.py`` prints it too)."""
+    return machine(rdkit=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -473,10 +478,11 @@ def main(argv: list[str] | None = None) -> None:
           f"{' '.join(sys.argv[1:])}`  ")
     print(f"Machine: {_machine()}, {args.threads} RDKit thread(s)  ")
     print(f"Date: {datetime.date.today().isoformat()}\n")
-    print(f"| method | mean RMSD N={lo} (Å) | mean RMSD N={hi} (Å) | median N={hi} (Å) | COV<0.5 Å N={lo} / N={hi} "
-          f"| COV<1.0 Å N={lo} / N={hi} | CPU ms/conformer N={lo} / N={hi} | CPU vs ETKDGv3 + MMFF94 N={hi} "
-          f"| median ms/conformer N={hi} | stereo kept N={hi} | stereo mirrored / dropped | failures N={lo} / N={hi} |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print(table_header([
+        "method", f"mean RMSD N={lo} (Å)", f"mean RMSD N={hi} (Å)", f"median N={hi} (Å)",
+        f"COV<0.5 Å N={lo} / N={hi}", f"COV<1.0 Å N={lo} / N={hi}", f"CPU ms/conformer N={lo} / N={hi}",
+        f"CPU vs ETKDGv3 + MMFF94 N={hi}", f"median ms/conformer N={hi}", f"stereo kept N={hi}",
+        "stereo mirrored / dropped", f"failures N={lo} / N={hi}"]))
     base = results.get("ETKDGv3 + MMFF94", {}).get(hi, {}).get("cpu_per_conf")
     for name, row in results.items():
         a, b = row[lo], row[hi]

@@ -7,12 +7,15 @@ so the numbers measure the core's own overhead per step).
 from __future__ import annotations
 
 import argparse
-import platform
-import time
+import sys
+from pathlib import Path
 
 import torch
 
 from molediff.diffusion import SAMPLERS, PolynomialSchedule, ZeroCoMSpace, sample
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # _bench, also when this file is loaded by path
+from _bench import Stopwatch, machine  # noqa: E402
 
 
 def main() -> None:
@@ -28,8 +31,7 @@ def main() -> None:
     mask = torch.ones(args.batch, args.nodes, dtype=torch.bool)
     mask[:, args.nodes * 2 // 3:] = torch.rand(args.batch, args.nodes - args.nodes * 2 // 3) < 0.5
     eps_fn = lambda z, t: 0.1 * z  # noqa: E731  (cheap stand-in: the benchmark times the sampler)
-    print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"threads {torch.get_num_threads()}, batch {args.batch} x {args.nodes} nodes x {3 + args.features}")
+    print(f"# {machine()}; batch {args.batch} x {args.nodes} nodes x {3 + args.features}")
     print(f"{'sampler':<8} {'steps':>5} {'network calls':>13} {'ms/step':>8}")
     for name in SAMPLERS:
         calls = 0
@@ -40,11 +42,10 @@ def main() -> None:
             return eps_fn(z, t)
 
         z = space.randn((args.batch, args.nodes, 3 + args.features), mask)
-        start = time.perf_counter()
-        sample(name, counted, z, schedule, space, steps=args.steps, mask=mask,
-               generator=torch.Generator().manual_seed(0))
-        elapsed = time.perf_counter() - start
-        print(f"{name:<8} {args.steps:>5} {calls:>13} {1000 * elapsed / args.steps:>8.2f}")
+        with Stopwatch() as watch:
+            sample(name, counted, z, schedule, space, steps=args.steps, mask=mask,
+                   generator=torch.Generator().manual_seed(0))
+        print(f"{name:<8} {args.steps:>5} {calls:>13} {1000 * watch.seconds / args.steps:>8.2f}")
 
 
 if __name__ == "__main__":

@@ -13,11 +13,15 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import time
+import sys
+from pathlib import Path
 
 import torch
 
 from molediff.nn import build_denoiser
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # _bench, also when this file is loaded by path
+from _bench import machine, seconds_per_call  # noqa: E402
 
 QM9_MAX_ATOMS = 29
 QM9_FEATURES = 6
@@ -38,11 +42,6 @@ def random_qm9_batch(batch_size: int, device: torch.device, generator: torch.Gen
     return pos.to(device), h.to(device), t.to(device), mask.to(device)
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def benchmark(name: str, batch_size: int, device: torch.device, warmup: int, steps: int) -> dict:
     torch.manual_seed(0)
     net = build_denoiser(CONFIGS[name]).to(device).train()
@@ -60,12 +59,7 @@ def benchmark(name: str, batch_size: int, device: torch.device, warmup: int, ste
         step()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    _synchronize(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    _synchronize(device)
-    seconds = (time.perf_counter() - start) / steps
+    seconds = seconds_per_call(step, steps, device)
     autocast = name == "egnn" and device.type == "cuda" and net.config.autocast_bf16
     return {
         "backbone": name,
@@ -96,9 +90,7 @@ def main() -> None:
     batch_sizes = args.batch_sizes or ([64, 256] if on_cuda else [16])
     steps = args.steps or (20 if on_cuda else 2)
     warmup = args.warmup if args.warmup is not None else (5 if on_cuda else 1)
-    device_name = torch.cuda.get_device_name(device) if on_cuda else f"CPU ({torch.get_num_threads()} threads)"
-
-    print(f"device: {device_name}, torch {torch.__version__}, forward+backward, {steps} timed steps")
+    print(f"device: {machine(device)}; forward+backward, {steps} timed steps")
     header = ["backbone", "params", "dtype", "batch", "ms/step", "molecules/s", "peak GiB"]
     print(" | ".join(f"{column:>13}" for column in header))
     for name in args.backbones:

@@ -23,7 +23,6 @@ import argparse
 import datetime
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -43,8 +42,8 @@ from molediff.images.metrics import (
 from molediff.images.model import ImageDiffusion
 from molediff.training.weights import load_model, pretrained_path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_images import machine  # noqa: E402  (the same machine line as the throughput benchmark)
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # _bench, also when this file is loaded by path
+from _bench import machine, table_header  # noqa: E402
 
 
 def parse_setting(text: str) -> tuple[str, int, float]:
@@ -109,12 +108,11 @@ def main() -> None:
         bpd = bits_per_dim_on(model, test_all[fixed_subset(len(test_all), args.bpd_images, seed=0)], full_chain=True,
                               show_progress=True)
     print(f"Command: `{' '.join(['python', 'scripts/bench_image_samplers.py'] + sys.argv[1:])}`  ")
-    print(f"Machine: {machine(torch.device('cpu'))}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '-')}  ")
+    print(f"Machine: {machine()}  ")
     print(f"Date: {datetime.date.today().isoformat()}  \nWeights: {checkpoint}\n")
     print(f"FD-CIFARNet against {args.n} CIFAR-10 test images (fixed random subset), {args.n} images per row "
           f"(same seeds for every sampler; {'bf16 autocast' if args.bf16 else 'float32'} sampling).\n")
-    print("| sampler | network evaluations | FD-CIFARNet | wall s | s per image |")
-    print("|---|---|---|---|---|")
+    print(table_header(["sampler", "network evaluations", "FD-CIFARNet", "wall s", "s per image"]))
     for r in rows:
         if "wall_s" in r:
             print(f"| {r['setting']} | {r['evaluations']} | {r['fd']:.2f} | {r['wall_s']:.0f} "

@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 import statistics
 import sys
-import time
+from pathlib import Path
 
 import torch
 
 from molediff.images.model import ImageDiffusion, ImageDiffusionConfig
 from molediff.images.unet import UNET_PRESETS, UNetConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # _bench, also when this file is loaded by path
+from _bench import machine, seconds_per_call, table_header  # noqa: E402
 
 
 def diffusers_unet(cfg: UNetConfig):
@@ -41,18 +43,6 @@ def diffusers_unet(cfg: UNetConfig):
         up_block_types=tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attn)),
         attention_head_dim=attn_width // cfg.heads if cfg.heads > 1 else None,
         norm_num_groups=cfg.groups, dropout=cfg.dropout, downsample_padding=0, flip_sin_to_cos=False, freq_shift=1)
-
-
-def machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
-    except OSError:
-        pass
-    return f"{name}; torch threads: {torch.get_num_threads()}"
 
 
 def step_fns(preset: str, batch: int, device: torch.device, seed: int = 0):
@@ -88,16 +78,9 @@ def step_fns(preset: str, batch: int, device: torch.device, seed: int = 0):
 
 
 def timed(step, steps: int, device: torch.device, bf16: bool) -> float:
-    """Seconds per step over ``steps`` steps."""
+    """Seconds per step over ``steps`` steps (under bf16 autocast with ``bf16``)."""
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-    return (time.perf_counter() - start) / steps
+        return seconds_per_call(step, steps, device)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,11 +113,10 @@ def main(argv: list[str] | None = None) -> int:
 
     command = " ".join(["python scripts/bench_images.py", *(sys.argv[1:] if argv is None else argv)])
     print(f"`{command}`")
-    print(f"\nmachine: {machine(device)}; torch {torch.__version__}, diffusers {diffusers.__version__}; "
+    print(f"\nmachine: {machine(device)}; diffusers {diffusers.__version__}; "
           f"{datetime.date.today().isoformat()}; preset {args.preset}, batch {args.batch}, "
           f"{'bf16 autocast' if args.bf16 else 'float32'}, median of {args.rounds} rounds of {args.steps} steps\n")
-    print("| model | parameters | ms/step | training images/s |")
-    print("|---|---:|---:|---:|")
+    print(table_header(["model", "parameters", "ms/step", "training images/s"], align="lrrr"))
     speed = {}
     for name, (_, n) in fns.items():
         sec = statistics.median(rounds[name])

@@ -3,17 +3,22 @@
 1. Memory: ``--stream`` SMILES (the input's SMILES repeated; default 100,000) written to a ``.smi`` file and
    streamed, in a fresh process, through the lazy reader (``conformers.io.iter_inputs``), the library iterator
    (``conformers.batch.conformers_for_library``, in-process) with a stub stage in place of ``generate_conformers``
-   (hydrogens added, one conformer at the origin) and the partial output (``io.PartialSDF``). Reports the peak
-   resident memory of that process (``resource.getrusage``) and its resident memory before streaming.
+   (``stage=``: hydrogens added, one conformer at the origin) and the partial output (``io.PartialSDF``). Reports
+   the peak resident memory of that process (``VmHWM``) and its peak before streaming (imports done).
 2. Speed, on the same inputs (``--input``, first ``--n-molecules``; or ``--ccd-tuning N``: N CCD tuning molecules of
    ``bench_conformers.py``): molecules/s (wall clock, process start and refiner loading included) of
    ``molediff conformers --workers 1``, ``--workers 2``, ``--dask-scheduler`` on a ``LocalCluster`` of 2 worker
    processes with 1 thread each (cluster start not counted), and RDKit's ETKDGv3 + MMFF94 with its own
    ``numThreads=2`` (the same N conformers per molecule, in this process), and whether the three molediff output
    files are byte-identical.
+3. Kill and resume: ``--workers 2`` again, killed with SIGKILL (the whole process group: the command and its
+   workers) at a random point (``--kill-seed``) between 20 % and 80 % of the ``--workers 2`` run's time, then run
+   with ``--resume``: how many molecules the partial output kept, that every input molecule is in the final file
+   once, and whether the file is byte-identical to the uninterrupted run's.
 
     OMP_NUM_THREADS=1 python scripts/bench_library.py [--input datasets/drugs20.smi] [--n-molecules 20]
-        [--ccd-tuning N] [-n 10] [--refiner shipped|none|WEIGHTS] [--stream 100000] [--skip-dask]
+        [--ccd-tuning N] [-n 10] [--refiner shipped|none|WEIGHTS] [--stream 100000] [--skip-dask] [--skip-kill]
+        [--kill-seed 0] [--skip-memory] [--skip-rdkit]
 
 Prints a Markdown table with the command, machine and date.
 """
@@ -24,7 +29,6 @@ import argparse
 import datetime
 import itertools
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -35,36 +39,40 @@ HERE = Path(__file__).resolve().parent
 DRUGS_FILE = HERE.parent / "datasets" / "drugs20.smi"
 
 
-def _machine() -> str:
-    sys.path.insert(0, str(HERE))
-    from bench_conformers import _machine as machine
-
-    return machine()
+sys.path.insert(0, str(HERE))
+from _bench import machine  # noqa: E402  (the benchmarks' shared machine line)
 
 
 # ------------------------------------------------------------------------------------------ memory
-def _stream_child(path: str, output: str) -> None:
-    """The memory measurement's own process: stream ``path`` through reader, iterator, stub stage and output."""
+def _stub_stage(mol, options, refiner):
+    """The memory measurement's stage in place of ``generate_conformers``: hydrogens and one conformer at 0."""
     from rdkit import Chem
 
-    from molediff.conformers import batch
+    molh = Chem.AddHs(mol)
+    molh.AddConformer(Chem.Conformer(molh.GetNumAtoms()), assignId=True)
+    return molh
+
+
+def _peak_rss_kb() -> int:
+    """This process's peak resident set (kB): ``VmHWM`` of its own address space. (``ru_maxrss`` would not do: Linux
+    carries the parent's peak over ``fork`` + ``exec``, so a child started by a big parent reports the parent's.)"""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+
+
+def _stream_child(path: str, output: str) -> None:
+    """The memory measurement's own process: stream ``path`` through reader, iterator, stub stage and output."""
+    from molediff.conformers.batch import conformers_for_library
     from molediff.conformers.io import PartialSDF, iter_inputs
 
-    def stub(index, mol, options, refiner, strict=False):
-        molh = Chem.AddHs(mol)
-        molh.AddConformer(Chem.Conformer(molh.GetNumAtoms()), assignId=True)
-        return molh
-
-    batch._conformers = stub
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = _peak_rss_kb()   # after importing torch, RDKit and molediff
     start = time.perf_counter()
     out = PartialSDF(output, {})
     out.open()
-    for index, name, result in batch.conformers_for_library(iter_inputs(path)):
+    for index, name, result in conformers_for_library(iter_inputs(path), stage=_stub_stage):
         out.add(index, name, result)
     out.finish()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(f"{before} {peak} {out.done} {time.perf_counter() - start:.1f}")  # kB (Linux), molecules, s
+    print(f"{before} {_peak_rss_kb()} {out.done} {time.perf_counter() - start:.1f}")  # kB, kB, molecules, s
 
 
 def measure_memory(smiles: list[str], count: int, workdir: Path) -> dict:
@@ -88,6 +96,39 @@ def _timed_command(argv: list[str]) -> float:
     if result.returncode != 0:
         raise SystemExit(f"molediff conformers {' '.join(argv)} failed:\n{result.stderr}")
     return time.perf_counter() - start
+
+
+def killed_and_resumed(argv: list[str], output: Path, seconds: float, seed: int) -> dict:
+    """Run ``molediff conformers *argv -o output``, SIGKILL its process group at a random point between 20 % and
+    80 % of ``seconds``, then run it again with ``--resume``; the molecules kept and the two runs' wall clock."""
+    import os
+    import random
+    import signal
+
+    delay = random.Random(seed).uniform(0.2, 0.8) * seconds
+    command = [sys.executable, "-m", "molediff.cli", "conformers", *argv, "-o", str(output)]
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        process.wait(timeout=delay)
+        raise SystemExit(f"the run to be killed finished before {delay:.0f} s; nothing was tested")
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)   # the command and its worker processes, as a crash would
+        process.wait()
+    killed_after = time.perf_counter() - start
+    progress = output.with_name(output.name + ".partial.progress")
+    kept = max(0, len(progress.read_text().splitlines()) - 1) if progress.exists() else 0   # header + a line each
+    resumed = _timed_command([*argv, "-o", str(output), "--resume"])
+    return {"killed_after": killed_after, "kept": kept, "resume_seconds": resumed}
+
+
+def _molecule_names(path: Path) -> list[str]:
+    """The names of an SD file's molecules in order (consecutive records of one molecule counted once)."""
+    from rdkit import Chem
+
+    with open(path, "rb") as f:
+        titles = [m.GetProp("_Name") for m in Chem.ForwardSDMolSupplier(f, removeHs=False, sanitize=False)]
+    return [name for name, _ in itertools.groupby(titles)]
 
 
 def rdkit_baseline(path: str, n: int, threads: int) -> tuple[float, int]:
@@ -117,7 +158,6 @@ def _inputs(args, workdir: Path) -> tuple[str, list[str]]:
     from molediff.conformers.io import iter_inputs
 
     if args.ccd_tuning:
-        sys.path.insert(0, str(HERE))
         from bench_conformers import ccd_reference_molecules
 
         mols, _ = ccd_reference_molecules(args.ccd_tuning, 0, tuning=True)
@@ -149,12 +189,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--refiner", default="shipped", help="shipped, none or WEIGHTS")
     parser.add_argument("--stream", type=int, default=100_000, help="SMILES streamed for the memory measurement")
     parser.add_argument("--skip-dask", action="store_true", help="leave the Dask LocalCluster out")
+    parser.add_argument("--skip-kill", action="store_true", help="leave the kill -9 and --resume run out")
+    parser.add_argument("--skip-memory", action="store_true", help="leave the memory measurement out")
+    parser.add_argument("--skip-rdkit", action="store_true", help="leave RDKit's ETKDGv3 + MMFF94 row out")
+    parser.add_argument("--kill-seed", type=int, default=0, help="seed of the random point of the kill")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         path, smiles = _inputs(args, workdir)
-        memory = measure_memory(smiles, args.stream, workdir)
+        memory = None if args.skip_memory else measure_memory(smiles, args.stream, workdir)
         common = [path, "-n", str(args.n)] + ([] if args.refiner == "shipped" else ["--refiner", args.refiner])
         rows, outputs = [], {}
         for label, extra in (("molediff --workers 1", ["--workers", "1"]),
@@ -170,19 +214,36 @@ def main(argv: list[str] | None = None) -> None:
                 outputs[label] = workdir / "dask.sdf"
                 rows.append((label, _timed_command(common + ["--dask-scheduler", cluster.scheduler_address,
                                                              "-o", str(outputs[label])])))
-        seconds, done = rdkit_baseline(path, args.n, threads=2)
-        rows.append(("RDKit ETKDGv3 + MMFF94, numThreads=2", seconds))
+        if not args.skip_rdkit:
+            seconds, done = rdkit_baseline(path, args.n, threads=2)
+            rows.append(("RDKit ETKDGv3 + MMFF94, numThreads=2", seconds))
         files = [p.read_bytes() for p in outputs.values()]
         identical = all(f == files[0] for f in files)
+        written = _molecule_names(outputs["molediff --workers 1"])
+        kill = None
+        if not args.skip_kill:
+            output = workdir / "killed.sdf"
+            kill = killed_and_resumed(common + ["--workers", "2"], output, rows[1][1], args.kill_seed)
+            names = _molecule_names(output)
+            kill.update(identical=output.read_bytes() == files[0], once=len(names) == len(set(names)),
+                        molecules=len(names))
 
     print(f"Command: `{' '.join(['python', 'scripts/bench_library.py', *argv])}`\n")
-    print(f"Machine: {_machine()}\n")
+    print(f"Machine: {machine(rdkit=True)}\n")
     print(f"Date: {datetime.date.today().isoformat()}\n")
-    print(f"Memory: {memory['molecules']:,} SMILES streamed through the reader, the library iterator with a stub "
-          f"stage and the partial output in {memory['seconds']:.1f} s: peak RSS {memory['peak_mb']:.0f} MB "
-          f"({memory['before_mb']:.0f} MB before streaming).\n")
+    if memory is not None:
+        print(f"Memory: {memory['molecules']:,} SMILES streamed through the reader, the library iterator with a stub "
+              f"stage and the partial output in {memory['seconds']:.1f} s: peak RSS {memory['peak_mb']:.0f} MB "
+              f"({memory['before_mb']:.0f} MB before streaming).\n")
     print(f"Speed: {len(smiles)} molecules, N = {args.n} conformers each, refiner {args.refiner}; wall clock, process "
           f"start included; molediff output files byte-identical: {'yes' if identical else 'NO'}.\n")
+    print(f"Molecules written (the rest failed, each reported): {len(written)} of {len(smiles)}.\n")
+    if kill is not None:
+        print(f"Kill and resume: `--workers 2` killed with SIGKILL (process group) after {kill['killed_after']:.0f} s "
+              f"with {kill['kept']} molecules kept in the partial output; `--resume` finished in "
+              f"{kill['resume_seconds']:.0f} s; {kill['molecules']} molecules in the final file, each once: "
+              f"{'yes' if kill['once'] else 'NO'}; byte-identical to the uninterrupted run: "
+              f"{'yes' if kill['identical'] else 'NO'}.\n")
     base = rows[0][1]
     print("| run | seconds | molecules/s | speed-up over --workers 1 |")
     print("|---|---|---|---|")

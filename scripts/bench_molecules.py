@@ -11,8 +11,9 @@ CUDA (bf16 autocast on CUDA) and prints a table naming the device.
 from __future__ import annotations
 
 import argparse
-import platform
+import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -20,16 +21,14 @@ from molediff.data.qm9 import load_qm9
 from molediff.molecules import MoleculeDiffusion, MoleculeDiffusionConfig, count_parameters
 from molediff.molecules.training import MoleculeTask, atom_count_histogram
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # _bench, also when this file is loaded by path
+from _bench import Stopwatch, machine  # noqa: E402
+
 SIZES = {"edm-9x256": {"name": "egnn", "hidden": 256, "layers": 9},
          "cpu-4x96": {"name": "egnn", "hidden": 96, "layers": 4}}
 
 
 BF16 = False  # set in main: bf16 autocast for every row (the trainer follows the same setting)
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def bench_training(model, dataset, batch_size, steps, device) -> float:
@@ -39,20 +38,21 @@ def bench_training(model, dataset, batch_size, steps, device) -> float:
     task = MoleculeTask(model=model, dataset=dataset)
     batches = task.batches(seed=0, epoch=0, rank=0, world_size=1, batch_size=batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    n = 0
-    for i in range(2 * steps):
-        if i == steps:
-            sync(device)
-            start, n = time.perf_counter(), 0
+
+    def step() -> int:
         batch = next(batches).to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=BF16):
             loss = model(batch.positions, batch.type_index, batch.mask).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        n += batch.mask.shape[0]
-    sync(device)
-    return n / (time.perf_counter() - start)
+        return batch.mask.shape[0]
+
+    for _ in range(steps):
+        step()
+    with Stopwatch(device) as watch:
+        n = sum(step() for _ in range(steps))
+    return n / watch.seconds
 
 
 def bench_trainer(model, dataset, batch_size, steps, device) -> float:
@@ -76,12 +76,9 @@ def bench_trainer(model, dataset, batch_size, steps, device) -> float:
 @torch.no_grad()
 def bench_sampling(model, batch_size, steps, device) -> float:
     counts = model.sample_atom_counts(batch_size, torch.Generator().manual_seed(0))
-    sync(device)
-    start = time.perf_counter()
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=BF16):
+    with Stopwatch(device) as watch, torch.autocast(device.type, dtype=torch.bfloat16, enabled=BF16):
         model.sample(counts, sampler="ddpm", steps=steps, seeds=range(batch_size))
-    sync(device)
-    return batch_size / (time.perf_counter() - start)
+    return batch_size / watch.seconds
 
 
 def main() -> None:
@@ -103,13 +100,12 @@ def main() -> None:
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from molediff.utils import cpu_has_native_bf16
+    from molediff.utils import use_bf16
 
-    BF16 = args.precision == "bf16" or (args.precision == "auto" and (device.type == "cuda" or cpu_has_native_bf16()))
+    BF16 = use_bf16(args.precision, device)
     dataset = load_qm9("train")
     hist = atom_count_histogram(dataset)
-    name = torch.cuda.get_device_name() if device.type == "cuda" else (platform.processor() or platform.machine())
-    print(f"# device: {name}; torch {torch.__version__}; threads {torch.get_num_threads()}; "
+    print(f"# device: {machine(device)}; "
           f"{'bf16 autocast' if BF16 else 'fp32'}; batch order: QM9 train split, seed 0, epoch 0; "
           f"{time.strftime('%Y-%m-%d %H:%M')}")
     print(f"{'model':<10} {'params':>9} {'what':<9} {'batch':>5} {'steps':>5} {'molecules/s':>12}")

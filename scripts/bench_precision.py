@@ -10,9 +10,14 @@ direction). For scale, two different minibatches' gradients agree far less than 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # _bench, also when this file is loaded by path
+from _bench import table_header  # noqa: E402
 
 
 def main() -> None:
@@ -40,8 +45,7 @@ def main() -> None:
 
     print(f"# {args.checkpoint or 'shipped qm9_egnn'}; {args.batches} QM9 validation batches of 64; "
           f"{time.strftime('%Y-%m-%d %H:%M')}")
-    print("| batch | loss fp32 | loss bf16 | gradient cosine |")
-    print("|---|---|---|---|")
+    print(table_header(["batch", "loss fp32", "loss bf16", "gradient cosine"]))
     for k, batch in enumerate(batches):
         l32, g32 = loss_and_grad(False, batch, k)
         l16, g16 = loss_and_grad(True, batch, k)

@@ -62,7 +62,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -74,25 +73,15 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))   # _bench, also when this file is loaded by path
+from _bench import Stopwatch, machine, table_header  # noqa: E402
+
 CLI = "import sys; from molediff.cli import main; sys.exit(main())"   # `molediff ...` in this interpreter
-
-
-def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} torch threads (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '-')})")
 
 
 def _header(args) -> str:
     return (f"Command: `{' '.join(['python', 'scripts/bench_proteins.py'] + sys.argv[1:])}`  \n"
-            f"Machine: {_machine()}  \nDate: {datetime.date.today().isoformat()}\n")
+            f"Machine: {machine(getattr(args, 'device', None))}  \nDate: {datetime.date.today().isoformat()}\n")
 
 
 # ------------------------------------------------------------------------------------------------ graph
@@ -136,14 +125,7 @@ def radius_edges(pos, mask, cutoff: float, seq_neighbours: int = 2):
 
 def dense_masked_forward(net, pos, h, t, mask, edge_attr, adj):
     """The EGNN's dense body with its full-graph edge weight replaced by ``adj`` (same tensors, same cost)."""
-    import molediff.nn.egnn as egnn
-
-    original = egnn.pairwise_mask
-    egnn.pairwise_mask = lambda m: adj
-    try:
-        return net(pos, h, t, mask, edge_attr=edge_attr)
-    finally:
-        egnn.pairwise_mask = original
+    return net(pos, h, t, mask, edge_attr=edge_attr, pair_weights=adj)
 
 
 def _rss_bytes() -> int:
@@ -183,13 +165,9 @@ def run_case(args) -> dict:
     step()  # warm-up
     times = []
     for _ in range(args.repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        degree = step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
+        with Stopwatch(device) as watch:
+            degree = step()
+        times.append(watch.seconds)
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated()
     else:
@@ -228,15 +206,14 @@ def graph(args) -> None:
     print(f"EGNN {args.layers} x {args.hidden} with sequence-offset edge features, batch {args.batch}, "
           f"forward + backward, median of {args.repeats}; radius {args.cutoff:g} Å on the input coordinates "
           f"plus |i − j| ≤ 2; sparse mode = dense output to {err:.0e} (float64, cutoff above every distance).\n")
-    print("| L | graph | edges per residue | fwd+bwd ms | peak memory MiB |")
-    print("|---|---|---|---|---|")
+    print(table_header(["L", "graph", "edges per residue", "fwd+bwd ms", "peak memory MiB"]))
     for r in rows:
         print(f"| {r['L']} | {r['graph']} | {r['degree']:.1f} | {r['ms']:.1f} | {r['peak_mib']:.0f} |")
 
 
 # --------------------------------------------------------------------------------------------- sampling
 def sampling(args) -> None:
-    from molediff.training.checkpoint import write_weights
+    from molediff.training.weights import write_weights
 
     model = build_model(args.hidden, args.layers, T=1000)
     rows = []
@@ -257,8 +234,7 @@ def sampling(args) -> None:
     print(_header(args))
     print(f"`molediff protein sample --length {args.length} -n {args.n}` with an untrained EGNN {args.layers} x "
           f"{args.hidden} (T = 1000), whole CLI process (start-up and file writing included).\n")
-    print("| sampler | steps | network evaluations | wall s | vs DDPM-1000 |")
-    print("|---|---|---|---|---|")
+    print(table_header(["sampler", "steps", "network evaluations", "wall s", "vs DDPM-1000"]))
     ref = next((w for s, n, w in rows if s == "ddpm" and n == 1000), None)
     for s, n, w in rows:
         evals = n + 1 if s == "dpm2m" else n
@@ -307,9 +283,9 @@ def quality(args) -> None:
     print(f"Weights: {checkpoint}; {args.sampler}-{steps}{gamma}, seeds {args.seed}..{args.seed + args.n - 1} at each "
           f"length. Reference for W1: the {len(test)} held-out test chains of {args.source} (30 % identity split); "
           f"criteria: Cα–Cα mean 3.8 ± 0.1 Å, clash rate < 2 %, helix + strand ≥ 30 %, Rg/N^0.38 in 2.0–2.6.\n")
-    print("| set | chains | Cα–Cα Å (mean ± sd) | outside 3.8 ± 0.2 | clashing pairs | chains with a clash | helix | "
-          "strand | coil | Rg/N^0.38 | bond angle ° | W1 angle ° | W1 dihedral ° | s per chain |")
-    print("|---" * 14 + "|")
+    print(table_header(["set", "chains", "Cα–Cα Å (mean ± sd)", "outside 3.8 ± 0.2", "clashing pairs",
+                        "chains with a clash", "helix", "strand", "coil", "Rg/N^0.38", "bond angle °", "W1 angle °",
+                        "W1 dihedral °", "s per chain"]))
     for name, r, per in rows:
         print(f"| {name} | {r['n_chains']} | {r['ca_ca_mean']:.3f} ± {r['ca_ca_std']:.3f} | {r['ca_ca_outside']:.1%} "
               f"| {r['clash_pair_rate']:.2%} | {r['clash_chain_rate']:.0%} | {r['helix']:.1%} | {r['strand']:.1%} "
@@ -349,8 +325,7 @@ def denoising(args) -> None:
     print(_header(args))
     print(f"Weights: {checkpoint} (coordinates in units of {scale:g} Å); {len(chains)} held-out validation chains "
           f"of {args.source}; one fixed noise draw per time.\n")
-    print("| t | σ_t/α_t (Å) | ε-MSE | x̂ Cα–Cα Å (mean ± sd) | x̂ outside 3.8 ± 0.2 |")
-    print("|---|---|---|---|---|")
+    print(table_header(["t", "σ_t/α_t (Å)", "ε-MSE", "x̂ Cα–Cα Å (mean ± sd)", "x̂ outside 3.8 ± 0.2"]))
     for t in (0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8):
         tt = torch.full((len(chains),), t, dtype=torch.float64)
         alpha, sigma = model.schedule.alpha(tt).view(-1, 1, 1), model.schedule.sigma(tt).view(-1, 1, 1)
@@ -482,9 +457,8 @@ def acceptance(args) -> None:
           f"{len(reference)} held-out test chains of {args.source}. Calibration rows from {len(real)} "
           f"{args.calibration} chains (windows: one per chain of at least {args.window} residues). Sampling s: "
           "wall time of sampling all chains of that row (network and NeRF, not file writing).\n")
-    print("| set | chains | Cα–Cα Å | helix + strand (helix / strand) | W1 bond angle ° | W1 dihedral ° "
-          "| clashing pairs | chains with a clash | Rg/N^0.38 | sampling s |")
-    print("|---" * 10 + "|")
+    print(table_header(["set", "chains", "Cα–Cα Å", "helix + strand (helix / strand)", "W1 bond angle °",
+                        "W1 dihedral °", "clashing pairs", "chains with a clash", "Rg/N^0.38", "sampling s"]))
     t = TARGETS
     print(f"| **target** (issue 20) | 100 | {t['ca_ca']} | {t['sse']} | {t['w1_angle']} | {t['w1_dihedral']} "
           f"| {t['pairs']} | {t['chains']} | {t['rg']} | {t['time']} |")
@@ -521,8 +495,7 @@ def lever(args) -> None:
           f"window of each held-out chain ({len(real)}) long enough, at its own bond lengths; independent pairs: "
           f"{args.n} chains per length from the pooled (θ, τ) of the held-out chains. Clashes: Cα pairs "
           "|i − j| ≥ 3 under 3.0 Å.\n")
-    print("| L | set | chains | clashing pairs | chains with a clash | Rg/N^0.38 |")
-    print("|---|---|---|---|---|---|")
+    print(table_header(["L", "set", "chains", "clashing pairs", "chains with a clash", "Rg/N^0.38"]))
     edges = sorted(args.lengths) + [max(args.lengths) + 1]
     profiles = {name: {r["lo"]: r for r in length_profile(chains, edges)} for name, chains in sets.items() if chains}
     for L in sorted(args.lengths):
@@ -548,9 +521,8 @@ def samplers(args) -> None:
     print(f"Angle model {args.checkpoint or 'shipped'}; {args.n} chains of L = {args.length} (seeds {args.seed}.."
           f"{args.seed + args.n - 1}) per sampler, batches of {args.batch_size}, {args.threads} torch threads; W1 "
           f"against the {len(reference)} held-out test chains. Seconds: sampling these chains (×100/n for 100).\n")
-    print("| sampler | steps | spacing | s | helix + strand | W1 bond angle ° | W1 dihedral ° | clashing pairs "
-          "| chains with a clash | Rg/N^0.38 |")
-    print("|---" * 10 + "|")
+    print(table_header(["sampler", "steps", "spacing", "s", "helix + strand", "W1 bond angle °", "W1 dihedral °",
+                        "clashing pairs", "chains with a clash", "Rg/N^0.38"]))
     for run in args.runs:
         name, steps, *rest = run.split(":")
         spacing = rest[0] if rest else "uniform"

@@ -2,7 +2,7 @@
 
 Every setting samples the same molecules (molecule i: atom count i of one fixed draw from the model's
 histogram, seed i), so the settings differ only in the sampler and its number of steps. Quality is EDM's
-metrics (atom and molecule stability, validity, connectivity: ``molediff.chem.metrics``); speed is molecules/s
+metrics (atom and molecule stability, validity, connectivity: ``molediff.chem.stability``); speed is molecules/s
 of wall time for sampling alone (model loaded, scoring excluded). Prints a Markdown table and, with --json,
 writes every figure.
 
@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import sys
 import time
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # _bench, also when this file is loaded by path
+from _bench import Stopwatch, machine, table_header  # noqa: E402
 
 
 def parse_setting(text: str) -> tuple[str, int]:
@@ -31,7 +35,7 @@ def parse_setting(text: str) -> tuple[str, int]:
 
 
 def main() -> None:
-    from molediff.chem.metrics import evaluate_molecules
+    from molediff.chem.stability import evaluate_molecules
     from molediff.molecules.pretrained import load_model
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -52,18 +56,16 @@ def main() -> None:
     n = args.num_molecules
     counts = model.sample_atom_counts(n, torch.Generator().manual_seed(12345))
     print(f"# {args.checkpoint or 'shipped qm9_egnn'}; {n} molecules per setting (seeds 0..{n - 1}); "
-          f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"{machine()}; "
           f"{time.strftime('%Y-%m-%d %H:%M')}")
-    print("| sampler | steps | precision | network calls / molecule | atom stab. | mol. stab. | valid | connected "
-          "| molecules/s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(table_header(["sampler", "steps", "precision", "network calls / molecule", "atom stab.", "mol. stab.",
+                        "valid", "connected", "molecules/s"]))
     results = []
     for (sampler, steps), precision in [(s, p) for s in args.settings for p in args.precision]:
-        start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        with Stopwatch() as watch, torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             molecules = model.sample_molecules(counts, seeds=range(n), batch_size=args.batch_size, sampler=sampler,
                                                steps=steps)
-        seconds = time.perf_counter() - start
+        seconds = watch.seconds
         s = evaluate_molecules(molecules, properties=False)
         calls = 2 * steps if sampler == "heun" else steps + 1
         row = {"sampler": sampler, "steps": steps, "precision": precision, "network_calls": calls, "seconds": seconds,

@@ -29,7 +29,10 @@ from pathlib import Path
 import numpy as np
 
 from molediff.chem.bonds import THRESHOLDS_PM, stable_atoms
-from molediff.chem.metrics import evaluate_molecules, stability_batch
+from molediff.chem.stability import evaluate_molecules, stability_batch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # _bench, also when this file is loaded by path
+from _bench import table_header  # noqa: E402
 
 
 def _loop_stability(molecules) -> int:
@@ -94,17 +97,15 @@ def _memory_child(n_molecules: int, n_atoms: int, chunking: str) -> dict:
     import resource
     import tracemalloc
 
-    from molediff.chem import metrics
-
-    if chunking == "old":
-        metrics.PAIR_BUDGET, metrics.MAX_CHUNK_MOLECULES = None, 2048
+    # the old chunking: 2,048 molecules per chunk whatever their size, no pair budget
+    chunks = {"pair_budget": None, "max_chunk_molecules": 2048} if chunking == "old" else {}
     rng = np.random.default_rng(0)
     molecules = [alkanol(n_atoms, rng) for _ in range(n_molecules)]
-    metrics.evaluate_molecules(molecules[:2], properties=False)  # import RDKit etc. before measuring
+    evaluate_molecules(molecules[:2], properties=False, **chunks)  # import RDKit etc. before measuring
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     tracemalloc.start()
     t = time.perf_counter()
-    s = metrics.evaluate_molecules(molecules, properties=False)
+    s = evaluate_molecules(molecules, properties=False, **chunks)
     seconds = time.perf_counter() - t
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
@@ -126,9 +127,8 @@ def memory_benchmark(cases: list[str]) -> None:
             if proc.returncode:
                 raise SystemExit(f"case {case} ({chunking}) failed:\n{proc.stderr}")
             results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    print("| molecules × atoms | chunking | tracemalloc peak (MB) | max RSS (MB) | RSS rise (MB) | seconds | "
-          "stable atoms | stable | valid |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(table_header(["molecules × atoms", "chunking", "tracemalloc peak (MB)", "max RSS (MB)", "RSS rise (MB)",
+                        "seconds", "stable atoms", "stable", "valid"]))
     for r in results:
         name = "atoms² budget" if r["chunking"] == "new" else "2,048 molecules"
         print(f"| {r['molecules']:,} × {r['atoms']} | {name} | {r['tracemalloc_peak_mb']:.0f} | {r['maxrss_mb']:.0f} | "

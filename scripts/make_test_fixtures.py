@@ -5,7 +5,7 @@
 Writes:
 - qm9_test_500.npz: the first 500 molecules of EDM's QM9 test split (EDM order), a compressed
   MoleculeDataset with exact float32 coordinates (SDF's 4 decimals would move a few bond lengths
-  across EDM's thresholds). tests/test_chem_metrics.py hard-codes the counts it scores to.
+  across EDM's thresholds). tests/chem/test_chem_metrics.py hard-codes the counts it scores to.
 - qm9_small.sdf / qm9_small.xyz: the first 5 of those, written by molediff's writers.
 - bad_records.sdf / bad_records.xyz: two good molecules mixed with malformed, unknown-element,
   NaN-coordinate, empty and truncated records, one of each.
@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from molediff.chem.io import molblock, write_sdf, write_xyz
 from molediff.chem.molecule import MoleculeDataset
+from molediff.chem.sdf import molblock, write_sdf
+from molediff.chem.xyz import write_xyz
 from molediff.data.qm9 import load_qm9
 from molediff.utils import atomic_write
 

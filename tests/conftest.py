@@ -1,26 +1,19 @@
-"""Shared fixtures: random group elements (from :mod:`molediff.testing`) and a small QM9 test split."""
+"""Shared fixtures: random group elements (from :mod:`molediff.testing`) and a small QM9 test split. Plain
+helper functions live in ``helpers.py``."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+# load_script is re-exported for the test modules that still write `from conftest import load_script`;
+# new code imports it, and every other shared helper, from helpers.
+from helpers import DATA, load_script  # noqa: F401
+
 from molediff.testing import random_orthogonal
-
-DATA = Path(__file__).parent / "data"
-
-
-def load_script(path: Path, name: str):
-    """A script of ``scripts/`` (not a package module) imported by path, e.g. a GPU job for its functions."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(autouse=True, scope="session")

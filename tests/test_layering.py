@@ -1,4 +1,5 @@
-"""The package's layering: imports point down only, no module cycle, and every module imports on its own.
+"""The package's layering: imports point down only, no module cycle, every module imports on its own, chem stands
+alone beside data, and tests/ mirrors the package's folders.
 
 Layers (ARCHITECTURE): utils → core (diffusion) and chemistry (chem) → data, nn, training → point-cloud layer →
 domains (molecules, conformers) → commands. Imports inside functions count: a lazy import is still a
@@ -103,6 +104,32 @@ def test_chem_and_data_have_one_direction():
     assert not chem_to_data, chem_to_data
 
 
+def test_chem_never_imports_other_molediff_packages():
+    """``molediff.chem`` stands alone on ``utils``: ``molediff.data`` builds on it, never the reverse."""
+    for module, targets in sorted(import_graph().items()):
+        if module == "molediff.chem" or module.startswith("molediff.chem."):
+            inner = sorted(t for t in targets if t.startswith("molediff.")
+                           and not t.startswith(("molediff.chem", "molediff.utils")))
+            assert inner == [], f"{module} imports {inner}"
+
+
+@pytest.mark.slow
+def test_importing_chem_loads_no_data_module():
+    code = ("import sys, molediff.chem, molediff.chem.molecule, molediff.chem.elements, molediff.chem.conformers, "
+            "molediff.chem.physics, molediff.chem.sascore; "
+            "print(sorted(m for m in sys.modules if m.startswith('molediff.data')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_data_reexports_the_chem_molecule_types():
+    from molediff.chem.molecule import Molecule, MoleculeDataset
+    from molediff.data import Molecule as DataMolecule
+    from molediff.data import MoleculeDataset as DataMoleculeDataset
+
+    assert DataMolecule is Molecule and DataMoleculeDataset is MoleculeDataset
+
+
 def test_no_import_cycle():
     graph = import_graph()
     state: dict[str, int] = {}
@@ -125,8 +152,20 @@ def test_no_import_cycle():
             visit(node)
 
 
+@pytest.mark.slow
 def test_every_module_imports_in_a_fresh_interpreter():
     modules = sorted(m for m in import_graph() if not m.endswith("__main__"))
     code = f"import importlib\nfor m in {modules!r}:\n    importlib.import_module(m)\n"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_tests_mirror_the_package_folders():
+    """Every package folder of molediff/ has a test folder of the same name under tests/ holding at least one test
+    module, so a test goes beside the tests of the layer it checks (ARCHITECTURE.md: where a test goes)."""
+    tests = Path(__file__).resolve().parent
+    packages = sorted(p.name for p in PACKAGE_DIR.iterdir() if (p / "__init__.py").is_file())
+    assert {"diffusion", "nn", "training", "chem", "data", "molecules", "conformers", "proteins", "images",
+            "commands"} <= set(packages)
+    missing = [name for name in packages if not any((tests / name).glob("test_*.py"))]
+    assert not missing, f"add tests/{'/, tests/'.join(missing)}/ with the tests of those packages"

@@ -1,8 +1,8 @@
 """Conformer-ensemble metrics: symmetry-aware heavy-atom RMSD, coverage, matching and distance error.
 
 For one molecule with reference conformers R (n_ref) and generated conformers G (n_gen), with
-RMSD(r, g) the best heavy-atom RMSD after alignment over the molecule's symmetries (RDKit
-``GetBestRMS``) and threshold δ:
+RMSD(r, g) the best heavy-atom RMSD after alignment over the molecule's symmetries (``best_rmsd``:
+``molediff.chem.rmsd``, as RDKit's ``GetBestRMS``) and threshold δ:
 
 - COV-R = fraction of r in R with min_g RMSD(r, g) < δ;   AMR-R = mean over r of min_g RMSD(r, g);
 - COV-P = fraction of g in G with min_r RMSD(r, g) < δ;   AMR-P = mean over g of min_r RMSD(r, g);
@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .bonds import bond_list, perceive_bonds
+from .rmsd import METRIC_MAX_MAPS, atom_maps, element_graph, symmetric_rmsd
 
 
 def _heavy_topology(m) -> tuple[np.ndarray, np.ndarray]:
@@ -56,35 +57,41 @@ def topology_key(m) -> str:
     return Chem.MolToSmiles(_heavy_mol(m), canonical=True)
 
 
-def best_rmsd(probe, reference) -> float:
-    """Heavy-atom RMSD (Å) after optimal alignment over the symmetries of ``reference`` (RDKit GetBestRMS).
+def best_rmsd(probe, reference, max_maps: int = METRIC_MAX_MAPS) -> float:
+    """Heavy-atom RMSD (Å) after optimal superposition over the symmetries of ``reference``
+    (``molediff.chem.rmsd.symmetric_rmsd``; equal to RDKit's GetBestRMS on the connectivity graphs).
 
-    Atoms are matched through the molecular graphs (connectivity only), so atom order may differ. The
+    Atoms are matched through the molecular graphs (elements and connectivity), so atom order may differ. The
     probe's own bonds (or its perceived ones) are used; if that graph does not match the reference's and
     both list the same elements in the same order, the probe is given the reference's connectivity (a
-    distorted generated conformer can miss a bond). Returns NaN when no matching is possible or RDKit
-    fails on either molecule (never raises for a bad molecule).
+    distorted generated conformer can miss a bond). At most ``max_maps`` atom maps are tried (beyond that many
+    the result is an upper bound; see ``chem.rmsd.METRIC_MAX_MAPS``). Returns NaN when no matching is possible,
+    neither has a heavy atom, or either molecule is malformed (never raises for a bad molecule).
     """
-    from rdkit import rdBase
-    from rdkit.Chem import rdMolAlign
-
     zp, zr = np.asarray(probe.atomic_numbers), np.asarray(reference.atomic_numbers)
-    if (zp != 1).sum() != (zr != 1).sum():
+    if (zp != 1).sum() != (zr != 1).sum() or not (zr != 1).any():
         return float("nan")
-    # RDKit raises RuntimeError for no substructure match and other types (ValueError, its own) for bad
-    # molecules or degenerate alignments: any failure means "no RMSD" for this pair, never an aborted run.
-    with rdBase.BlockLogs():
-        try:
-            ref = _heavy_mol(reference)
-            return float(rdMolAlign.GetBestRMS(_heavy_mol(probe), ref))
-        except Exception:
-            pass
-        if not np.array_equal(zp[zp != 1], zr[zr != 1]):
+    # Any failure (bonds to atoms that do not exist, elements RDKit rejects, degenerate coordinates) means
+    # "no RMSD" for this pair, never an aborted run.
+    try:
+        heavy_r, rows_r = _heavy_topology(reference)
+        heavy_p, rows_p = _heavy_topology(probe)
+        reference_graph = element_graph(zr[heavy_r], rows_r[:, :2].tolist())
+    except Exception:
+        return float("nan")
+    try:
+        maps = atom_maps(reference_graph, element_graph(zp[heavy_p], rows_p[:, :2].tolist()), max_maps)
+    except Exception:  # e.g. a repeated bond
+        maps = np.zeros((0, len(heavy_p)), dtype=np.int64)
+    if not len(maps):
+        if not np.array_equal(zp[heavy_p], zr[heavy_r]):
             return float("nan")
-        try:
-            return float(rdMolAlign.GetBestRMS(_heavy_mol(probe, topology=_heavy_topology(reference)[1]), ref))
-        except Exception:
-            return float("nan")
+        maps = atom_maps(reference_graph, reference_graph, max_maps)
+    try:
+        positions = np.asarray(probe.positions, dtype=np.float64)[heavy_p][None]
+        return float(symmetric_rmsd(positions, np.asarray(reference.positions, dtype=np.float64)[heavy_r], maps)[0])
+    except Exception:
+        return float("nan")
 
 
 def rmsd_matrix(generated: Sequence, reference: Sequence) -> np.ndarray:
@@ -138,7 +145,7 @@ def conformer_metrics(generated: Sequence, reference: Sequence, threshold: float
     """
     from rdkit import rdBase
 
-    from .metrics import error_reason
+    from .rdkit_log import rdkit_reason as error_reason
 
     ref_names = {r.name for r in reference}
     by_name = bool(generated) and all(g.name in ref_names and g.name for g in generated)

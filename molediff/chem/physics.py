@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .metrics import COINCIDENT_ATOMS_A, coincident_atoms, error_reason
+from .diagnostics import COINCIDENT_ATOMS_A, coincident_atoms
+from .rdkit_log import rdkit_reason
 
 
 def _sanitized_mol(m):
@@ -63,12 +64,12 @@ def physical_checks(molecule, tolerance: float = 0.25, clash_scale: float = 0.7,
         try:
             mol = _sanitized_mol(molecule)
         except Exception as e:
-            out["error"] = f"RDKit cannot sanitise the molecule: {error_reason(e)}"
+            out["error"] = f"RDKit cannot sanitise the molecule: {rdkit_reason(e)}"
             return out
         try:
             _geometry(out, mol, x, tolerance, clash_scale, flat_tolerance)
         except Exception as e:
-            out["error"] = f"geometric checks failed: {error_reason(e)}"
+            out["error"] = f"geometric checks failed: {rdkit_reason(e)}"
             return out
         if mmff:
             close = coincident_atoms(x)
@@ -80,7 +81,7 @@ def physical_checks(molecule, tolerance: float = 0.25, clash_scale: float = 0.7,
             try:
                 _mmff(out, mol, max_iters)
             except Exception as e:
-                out["error"] = f"MMFF94 failed: {error_reason(e)}"
+                out["error"] = f"MMFF94 failed: {rdkit_reason(e)}"
     return out
 
 
@@ -147,3 +148,45 @@ def _mmff(out: dict, mol, max_iters: int) -> None:
         out["error"] = str(e)
         return
     out.update(mmff_energy=e0, mmff_relaxed_energy=e1, strain=e0 - e1)
+
+
+_CHECK_KEYS = ("bond_lengths_ok", "n_bad_bonds", "angles_ok", "n_bad_angles", "no_clash", "n_clashes", "aromatic_flat",
+               "max_ring_deviation", "mmff_energy", "mmff_relaxed_energy", "strain", "error")
+
+
+def physical_checks_summary(molecules) -> tuple[list[dict], dict, list[str]]:
+    """``physical_checks`` on every molecule, none of which can end the run (a progress bar counts them).
+
+    Returns one dict per molecule with the checks' keys prefixed ``phys_`` (``phys_strain``, ``phys_error``, ...),
+    the summary block (molecules checked, skipped and with MMFF94 energies; the fractions of checked molecules
+    with plausible bond lengths and angles, no clash and flat aromatic rings; the median strain in kcal/mol;
+    ``skip_reasons``, molecules counted by ``error_category``) and its warning lines.
+    """
+    from collections import Counter
+
+    from ..utils import progress
+
+    checks = []
+    for m in progress(molecules, desc="physics", unit="mol"):
+        try:
+            c = physical_checks(m)
+        except Exception as e:  # physical_checks catches RDKit's failures; this is the last line of defence
+            c = {"error": f"physical checks failed: {rdkit_reason(e)}"}
+        checks.append(c)
+    rows = [{f"phys_{k}": c.get(k) for k in _CHECK_KEYS} for c in checks]
+    ok = [c for c in checks if c.get("bond_lengths_ok") is not None]
+    def frac(key):
+        return (sum(bool(c[key]) for c in ok) / len(ok) if ok else None)
+    strains = [c["strain"] for c in checks if c.get("strain") is not None]
+    reasons = Counter(error_category(c["error"]) for c in checks if c.get("error"))
+    block = {"n_checked": len(ok), "n_skipped": len(checks) - len(ok), "n_mmff": len(strains),
+             "bond_lengths_ok": frac("bond_lengths_ok"), "angles_ok": frac("angles_ok"), "no_clash": frac("no_clash"),
+             "aromatic_flat": frac("aromatic_flat"),
+             "median_strain_kcal": float(sorted(strains)[len(strains) // 2]) if strains else None,
+             "skip_reasons": dict(reasons.most_common())}
+    warnings = []
+    if reasons:
+        warnings.append(f"physical checks: {block['n_skipped']} of {len(checks)} molecules skipped entirely, "
+                        f"{len(ok) - len(strains)} checked without MMFF94 energies; reasons: " +
+                        ", ".join(f"{r} ({c})" for r, c in reasons.most_common()) + " (see phys_error)")
+    return rows, block, warnings

@@ -38,6 +38,7 @@ import sys
 from ..conformers.forcefield import DEFAULT_RESTRAINT
 from ..conformers.pipeline import AFTER_REFINEMENT, TOP_UP_METHODS
 from ..conformers.selection import DEFAULT_DISTINCT_RMSD, DEFAULT_PRUNE_RMSD
+from ..utils import add_precision_argument
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +82,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "summary line says so (0: always write N when N candidates exist)")
     parser.add_argument("--max-atoms", type=int, default=500,
                         help="skip molecules with more atoms than this (hydrogens included)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="threads for embedding and relaxation (0: all cores)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for embedding and relaxation, and torch's for the refiner in this process "
+                             "(default and 0: all cores; with several --workers or on Dask, one per worker)")
     parser.add_argument("--allow-unvalidated-elements", action="store_true",
                         help="accept metals and other elements outside H, B, C, N, O, F, Si, P, S, Cl, Se, Br, I "
                              "(refused by default: the force fields do not model their coordination geometry); "
@@ -116,9 +118,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                             "noise (defaults: 3 and 50)")
     model.add_argument("--passes", type=int, default=None,
                        help="refinement passes in a row, each from the previous output (default 3)")
-    model.add_argument("--fp32", action="store_true",
-                       help="run the refiner in float32; without it the refiner runs under bfloat16 autocast "
-                            "where the CPU or GPU computes bf16 natively (about 2x faster, same accuracy)")
+    add_precision_argument(model)   # bf16 where native: the same best-of-10 RMSD on the tuning sets
+    model.add_argument("--fp32", dest="precision", action="store_const", const="fp32",
+                       help="the same as --precision fp32 (kept for older scripts)")
     model.add_argument("--after-refinement", choices=list(AFTER_REFINEMENT), default="restrained",
                        help="what the force field does to each refined conformer: 'restrained' minimises it with its "
                             "heavy atoms held to the refined positions by harmonic restraints (--restraint): bond "
@@ -176,14 +178,15 @@ def _refiner_path(args) -> tuple[str | None, str]:
 
 
 def _options(args):
-    """The run's ``ConformerOptions`` from the arguments; ValueError (one line) for values that cannot work."""
+    """The run's ``ConformerOptions`` from the arguments (without --threads: all cores); ValueError (one line) for
+    values that cannot work."""
     from ..conformers.pipeline import ConformerOptions
 
     return ConformerOptions(n=args.num_conformers, seed=args.seed, pool=args.pool, relax=args.relax,
                             select=args.select, max_atoms=args.max_atoms, prune_rmsd=args.prune_rmsd,
                             top_up=args.top_up, after_refinement=args.after_refinement, restraint=args.restraint,
                             dedupe_rmsd=args.dedupe_rmsd,
-                            threads=args.threads, init=args.init,
+                            threads=0 if args.threads is None else args.threads, init=args.init,
                             allow_unvalidated_elements=args.allow_unvalidated_elements)
 
 
@@ -191,8 +194,8 @@ def _refiner_settings(args) -> dict:
     """The ``Refiner`` settings of the arguments (for this process and for workers)."""
     return dict(sigma0=args.sigma0, t0=args.t0, steps=args.steps,
                 passes=args.passes if args.init != "noise" else None, sampler=args.sampler,
-                fresh_noise=args.fresh_noise, bf16=False if args.fp32 else None, batch_size=args.batch_size,
-                device=args.device)
+                fresh_noise=args.fresh_noise, bf16=None if args.precision == "auto" else args.precision == "bf16",
+                batch_size=args.batch_size, device=args.device)
 
 
 def _refiner(args, path: str, init: str):
@@ -241,6 +244,8 @@ def _report_interrupted(out, error: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from tqdm.auto import tqdm
 
     from ..conformers.batch import RefinerSpec, available_cores, conformers_for_library
@@ -271,7 +276,7 @@ def run(args: argparse.Namespace) -> int:
         for flag, given in (("--select model", args.select == "model"), ("--init noise", args.init == "noise"),
                             ("--sigma0", args.sigma0 is not None), ("--t0", args.t0 is not None),
                             ("--fresh-noise", args.fresh_noise), ("--passes", args.passes is not None),
-                            ("--fp32", args.fp32)):
+                            ("--precision / --fp32", args.precision != "auto")):
             if given:
                 return _usage_error(f"{flag} needs a refiner: pass --refiner WEIGHTS (refiner: {described})")
     refiner = spec = client = None
@@ -289,6 +294,8 @@ def run(args: argparse.Namespace) -> int:
             args.workers or max(1, min(available_cores(), total - out.resumed)))
         if args.dask_scheduler:
             client = _dask_client(args.dask_scheduler)
+        if args.threads is None and (workers > 1 or client is not None):
+            options = dataclasses.replace(options, threads=1)   # the worker processes share the cores already
     except (ValueError, OSError) as e:
         return _usage_error(" ".join(str(e).split()))
     print(f"refiner: {described}")

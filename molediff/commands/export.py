@@ -24,7 +24,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--molecules", type=int, default=1000,
                         help="validation molecules for --search (fixed noise draws, 4 per molecule)")
     parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16",
-                        help="floating-point format of the written weights")
+                        help="storage type of the written weights (they load into float32; not the compute "
+                             "precision of the sampling commands' --precision)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
 
 
@@ -40,8 +41,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--sigma-rel and --search take relative lengths above 0")
     import torch
 
-    from ..training.checkpoint import export_weights
     from ..training.posthoc_ema import export_posthoc_ema
+    from ..training.weights import export_weights
 
     set_threads(args.threads)
     dtype = torch.bfloat16 if args.precision == "bf16" else None
@@ -59,10 +60,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _search(run_dir: str, candidates: list[float], molecules: int) -> float | None:
     """The σ_rel (None: the checkpoint's own EMA) with the lowest validation loss; prints the table."""
-    from ..training.checkpoint import find_checkpoint, load_weights, read_state
+    from ..training.checkpoint import find_checkpoint, read_state
     from ..training.config import config_from_dict
     from ..training.posthoc_ema import list_snapshots, reconstruct
     from ..training.tasks import build_task
+    from ..training.weights import load_weights
 
     snapshots = list_snapshots(run_dir)
     if not snapshots:

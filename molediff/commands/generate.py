@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from ..utils import LazyChoices
+from ..utils import LazyChoices, add_precision_argument
 
 DEFAULT_STEPS = 250
 
@@ -38,10 +38,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: torch's choice, usually all cores)")
-    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                        help="bf16 runs the network under bf16 autocast (about 2x faster on CPUs with native bf16 "
-                             "and on GPUs, same quality on the shipped model); coordinates and sampler updates stay "
-                             "float32; auto = bf16 where the hardware has it, else fp32")
+    add_precision_argument(parser)   # bf16: the same quality on the shipped model
     parser.add_argument("--png", default=None, metavar="FILE",
                         help="also draw the molecules (up to 100) as a PNG grid of 2-D depictions labelled with "
                              "their stability")
@@ -71,12 +68,12 @@ def check_arguments(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..utils import UsageError, cpu_has_native_bf16, set_threads
+    from ..utils import UsageError, set_threads, use_bf16
 
     suffix = check_arguments(args)
     import torch
 
-    from ..chem.io import write_sdf, write_xyz
+    from ..chem import write_sdf, write_xyz
     from ..molecules.pretrained import load_model
 
     set_threads(args.threads)
@@ -95,8 +92,7 @@ def run(args: argparse.Namespace) -> int:
     counts = (torch.full((args.num_molecules,), args.atoms, dtype=torch.long) if args.atoms is not None
               else model.sample_atom_counts(args.num_molecules, g))
     device_type = torch.device(args.device).type
-    bf16 = args.precision == "bf16" or (args.precision == "auto" and (device_type == "cuda" or cpu_has_native_bf16()))
-    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
+    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=use_bf16(args.precision, device_type)):
         molecules = model.sample_molecules(counts, seeds=range(args.seed, args.seed + args.num_molecules),
                                            batch_size=args.batch_size, sampler=args.sampler, steps=steps,
                                            show_progress=True, name_prefix="molediff")
@@ -104,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {len(molecules)} molecules to {args.output}")
     scores = None
     if not args.no_score or args.png is not None:
-        from ..chem.metrics import evaluate_molecules
+        from ..chem.stability import evaluate_molecules
 
         scores = evaluate_molecules(molecules, properties=False)
     if args.png is not None:

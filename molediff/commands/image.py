@@ -34,6 +34,7 @@ def _grid_px(n: int, size: int = 32, padding: int = 2) -> int:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     from ..diffusion import SAMPLERS
+    from ..utils import add_precision_argument
 
     HelpFormatter = parser.formatter_class  # the CLI's formatter (commands do not import the CLI module)
     sub = parser.add_subparsers(dest="image_command", metavar="SUBCOMMAND", required=True)
@@ -88,6 +89,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     sample.add_argument("--batch-size", type=int, default=64, help="images sampled together")
     sample.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     sample.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    # fp32 by default: bf16 sampling is not measured on the image models, and the default output stays the same
+    add_precision_argument(sample, default="fp32")
 
     ev = sub.add_parser("eval", help="bits/dim on test images; FD-CIFARNet of samples (--fd)",
                         formatter_class=HelpFormatter,
@@ -141,6 +144,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     ev.add_argument("--json", metavar="OUT", default=None, help="also write the results as JSON")
     ev.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     ev.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    add_precision_argument(ev, default="fp32", applies_to="with --fd, for sampling only: ")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -171,10 +175,17 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _load(checkpoint: str | None, device: str):
+    """The image model of ``--checkpoint`` (a path or the NAME of shipped weights), by default the shipped one."""
     from ..images.model import ImageDiffusion
-    from ..training.weights import load_model, weights_or_shipped
+    from ..training.weights import load_model
 
-    return load_model(ImageDiffusion, weights_or_shipped(checkpoint, SHIPPED, "image"), device=device)
+    try:
+        return load_model(ImageDiffusion, SHIPPED if checkpoint is None else checkpoint, device=device)
+    except FileNotFoundError:
+        if checkpoint is not None:
+            raise
+        raise ValueError("no image weights are shipped in this installation: pass --checkpoint (a training run "
+                         "directory or an exported .safetensors file)") from None
 
 
 def _check_sample(args: argparse.Namespace) -> None:
@@ -217,7 +228,7 @@ def _check_eval(args: argparse.Namespace) -> None:
 def _sample(args: argparse.Namespace) -> int:
     from ..images.grid import save_grid
     from ..images.metrics import sample_uint8
-    from ..utils import UsageError
+    from ..utils import UsageError, use_bf16
 
     model = _load(args.checkpoint, args.device)
     T = model.schedule.T
@@ -227,7 +238,8 @@ def _sample(args: argparse.Namespace) -> int:
     steps = None if steps is None else min(steps, T)
     options = {"eta": args.eta} if args.sampler == "ddim" else {}
     images = sample_uint8(model, args.num_images, args.sampler, steps, args.seed, args.batch_size,
-                          show_progress=True, clip=not args.no_clip, **options)
+                          show_progress=True, bf16=use_bf16(args.precision, args.device), clip=not args.no_clip,
+                          **options)
     save_grid(images, args.output, args.nrow, args.scale)
     print(f"wrote {args.num_images} images to {args.output} ({args.sampler}, {steps or T} steps)")
     return 0
@@ -272,7 +284,7 @@ def _fd(args: argparse.Namespace, model) -> dict:
     from ..images.cifar import load_cifar10
     from ..images.classifier import load_cifarnet
     from ..images.metrics import fd_cifarnet_report
-    from ..utils import UsageError
+    from ..utils import UsageError, use_bf16
 
     T = model.schedule.T
     steps = args.steps if args.steps is not None else DEFAULT_STEPS[args.sampler]
@@ -285,7 +297,7 @@ def _fd(args: argparse.Namespace, model) -> dict:
                          f"{args.data}")
     options = {"eta": args.eta} if args.sampler == "ddim" else {}
     r = fd_cifarnet_report(model, test.images, train.images, n, args.sampler, steps, args.seed, args.batch_size,
-                           classifier, show_progress=True, **options)
+                           classifier, show_progress=True, bf16=use_bf16(args.precision, args.device), **options)
     rows = [(f"samples ({args.sampler}, {steps or T} steps, seeds {args.seed}..{args.seed + n - 1})", r["fd_samples"]),
             (f"floor: {n} training images", r["fd_floor"]),
             (f"Gaussian fitted to the {len(train)} training images' pixels", r["fd_gaussian"])]

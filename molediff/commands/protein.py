@@ -17,7 +17,7 @@ import math
 import sys
 from pathlib import Path
 
-from ..utils import UsageError
+from ..utils import UsageError, add_precision_argument
 
 SHIPPED = "protein_ca_angles"   # molediff/pretrained/protein_ca_angles.safetensors and its card, the default model
 
@@ -68,6 +68,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     sample.add_argument("--batch-size", type=int, default=16, help="chains sampled together")
     sample.add_argument("--device", default="cpu", help="torch device")
     sample.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    # fp32 by default: bf16 sampling is not measured on the protein models, and the default output stays the same
+    add_precision_argument(sample, default="fp32")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -149,7 +151,7 @@ def _sample(args: argparse.Namespace) -> int:
 
     from ..proteins.io import write_ca_trace
     from ..proteins.sampling import MODEL_KINDS, check_length, load_protein_model
-    from ..utils import set_threads
+    from ..utils import set_threads, use_bf16
 
     set_threads(args.threads)
     out = Path(args.output)
@@ -169,8 +171,10 @@ def _sample(args: argparse.Namespace) -> int:
     lengths = (torch.full((args.num_chains,), args.length, dtype=torch.long) if args.length is not None
                else model.sample_lengths(args.num_chains, torch.Generator().manual_seed(args.seed)))
     seeds = range(args.seed, args.seed + args.num_chains)
-    chains = model.sample_chains(lengths, seeds=seeds, batch_size=args.batch_size, sampler=sampler,
-                                 steps=steps, show_progress=True, **options)
+    device_type = torch.device(args.device).type
+    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=use_bf16(args.precision, device_type)):
+        chains = model.sample_chains(lengths, seeds=seeds, batch_size=args.batch_size, sampler=sampler,
+                                     steps=steps, show_progress=True, **options)
     out.mkdir(parents=True, exist_ok=True)
     no_pdb = []
     for seed, coords in zip(seeds, chains):

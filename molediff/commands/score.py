@@ -52,20 +52,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def load_molecules(path: str, require_bonds: bool = False):
-    """(molecules, errors) from an SDF/XYZ file or folder, or a saved .npz dataset. ``require_bonds``: a record
-    whose file bonds cannot be used is an error rather than a molecule with bonds to perceive."""
-    from ..chem.io import read_molecules
-    from ..chem.molecule import MoleculeDataset
+    """(molecules, errors) of an input, as ``data.files.read_molecule_source`` reads them; the command's one place
+    that reads its inputs (tests replace it to see that every argument is checked first)."""
+    from ..data.files import read_molecule_source
 
-    if path.lower().endswith(".npz"):
-        ds = MoleculeDataset.load(path)
-        return [ds[i] for i in range(len(ds))], []
-    return read_molecules(path, require_bonds=require_bonds)
+    return read_molecule_source(path, require_bonds=require_bonds)
 
 
 def train_smiles_set(spec: str) -> set[str]:
     """Training SMILES in molediff's form (largest fragment, explicit hydrogens) from 'qm9' or a file."""
-    from ..chem.metrics import reference_smiles
+    from ..chem.stability import reference_smiles
+    from ..data.files import reference_smiles_file
     from ..data.qm9 import qm9_train_smiles
 
     if spec.lower() == "qm9":
@@ -74,38 +71,16 @@ def train_smiles_set(spec: str) -> set[str]:
     if not p.exists():
         raise FileNotFoundError(f"--train-smiles: {spec} does not exist (use 'qm9', a SMILES file or SDF/XYZ)")
     if p.is_file() and p.suffix.lower() in (".txt", ".smi", ".smiles", ".csv"):
-        return _canonical_smiles_file(p)
+        smiles, bad = reference_smiles_file(p)
+        if bad:
+            log.warning("--train-smiles: %d unparsable SMILES in %s skipped", bad, p)
+        if not smiles:
+            raise ValueError(f"--train-smiles: no valid SMILES in {p}")
+        return smiles
     molecules, errors = load_molecules(spec)
     for record, reason in errors:
         log.warning("--train-smiles: skipped %s: %s", record, reason)
     return reference_smiles(molecules)
-
-
-def _canonical_smiles_file(p: Path) -> set[str]:
-    """SMILES from a text file, rewritten as molediff writes them (hydrogens explicit, largest fragment)."""
-    from rdkit import Chem, rdBase
-
-    out, bad = set(), 0
-    with rdBase.BlockLogs():
-        for line in p.read_text().splitlines():
-            token = line.replace(",", " ").split()[0] if line.strip() else ""
-            if not token or token.lower() == "smiles":
-                continue
-            try:  # one SMILES RDKit chokes on is skipped and counted, not fatal
-                mol = Chem.MolFromSmiles(token)
-                if mol is None:
-                    bad += 1
-                    continue
-                frags = Chem.GetMolFrags(mol, asMols=True)
-                largest = Chem.AddHs(max(frags, key=lambda m: m.GetNumAtoms()))
-                out.add(Chem.MolToSmiles(largest, isomericSmiles=False))
-            except Exception:
-                bad += 1
-    if bad:
-        log.warning("--train-smiles: %d unparsable SMILES in %s skipped", bad, p)
-    if not out:
-        raise ValueError(f"--train-smiles: no valid SMILES in {p}")
-    return out
 
 
 def _fmt(v) -> str:
@@ -182,46 +157,8 @@ def _check_outputs(args: argparse.Namespace) -> None:
             raise UsageError(f"{flag} output {str(target)!r} is an input file; writing it would overwrite the input")
 
 
-def _physics(molecules, rows: list[dict]) -> tuple[dict, list[str]]:
-    """Run the physical checks on every molecule (none can end the run); fill ``phys_*`` in ``rows`` and return
-    the summary block and its warning lines. Skipped molecules are counted by reason."""
-    from collections import Counter
-
-    from ..chem.metrics import error_reason
-    from ..chem.physics import error_category, physical_checks
-    from ..utils import progress
-
-    checks = []
-    for m in progress(molecules, desc="physics", unit="mol"):
-        try:
-            c = physical_checks(m)
-        except Exception as e:  # physical_checks catches RDKit's failures; this is the last line of defence
-            c = {"error": f"physical checks failed: {error_reason(e)}"}
-        checks.append(c)
-    keys = ("bond_lengths_ok", "n_bad_bonds", "angles_ok", "n_bad_angles", "no_clash", "n_clashes", "aromatic_flat",
-            "max_ring_deviation", "mmff_energy", "mmff_relaxed_energy", "strain", "error")
-    for row, c in zip(rows, checks):
-        row.update({f"phys_{k}": c.get(k) for k in keys})
-    ok = [c for c in checks if c.get("bond_lengths_ok") is not None]
-    def frac(key):
-        return (sum(bool(c[key]) for c in ok) / len(ok) if ok else None)
-    strains = [c["strain"] for c in checks if c.get("strain") is not None]
-    reasons = Counter(error_category(c["error"]) for c in checks if c.get("error"))
-    block = {"n_checked": len(ok), "n_skipped": len(checks) - len(ok), "n_mmff": len(strains),
-             "bond_lengths_ok": frac("bond_lengths_ok"), "angles_ok": frac("angles_ok"), "no_clash": frac("no_clash"),
-             "aromatic_flat": frac("aromatic_flat"),
-             "median_strain_kcal": float(sorted(strains)[len(strains) // 2]) if strains else None,
-             "skip_reasons": dict(reasons.most_common())}
-    warnings = []
-    if reasons:
-        warnings.append(f"physical checks: {block['n_skipped']} of {len(checks)} molecules skipped entirely, "
-                        f"{len(ok) - len(strains)} checked without MMFF94 energies; reasons: " +
-                        ", ".join(f"{r} ({c})" for r, c in reasons.most_common()) + " (see phys_error)")
-    return block, warnings
-
-
 def run(args: argparse.Namespace) -> int:
-    from ..chem.metrics import evaluate_molecules
+    from ..chem.stability import evaluate_molecules
 
     _check_outputs(args)  # before any (possibly long) work
     molecules, errors = load_molecules(args.file, require_bonds=args.bonds == "file")
@@ -238,7 +175,11 @@ def run(args: argparse.Namespace) -> int:
                "n_with_notes": sum(bool(r["notes"]) for r in rows)}
 
     if args.physics:
-        summary["physics"], physics_warnings = _physics(molecules, rows)
+        from ..chem.physics import physical_checks_summary
+
+        physics_rows, summary["physics"], physics_warnings = physical_checks_summary(molecules)
+        for row, physics in zip(rows, physics_rows):
+            row.update(physics)
         warnings += physics_warnings
 
     if args.reference:

@@ -29,6 +29,11 @@ from .pipeline import ConformerOptions, Refiner, generate_conformers
 SEED_MODULUS = 2**31          # ConformerOptions' seeds are 0..2**31-1; molecule i's seed wraps around
 DASK_CHUNK = 4                # molecules per Dask task: a task is seconds of work, a lost worker loses little
 DASK_RETRIES = 3              # a task that raised (its worker process died mid-task, say) is run again
+# Molecules in flight per worker. Results leave in input order, so one slow molecule (a macrocycle can take
+# minutes) holds back every later one; with a short window the other workers run dry behind it (4 per worker left
+# one of two workers idle a third of the time on 500 CCD molecules; 32 still lost about 10 %). Finished molecules
+# wait in memory as pickled Mols (tens of kB each), so even 128 a worker stays a few MB.
+IN_FLIGHT_PER_WORKER = 128
 
 
 # ------------------------------------------------------------------------------------------ what workers run
@@ -58,10 +63,12 @@ class RefinerSpec:
 
 @dataclass(frozen=True)
 class _Job:
-    """What every molecule of a run shares: the options (seed: molecule 0's) and the refiner to build, or None."""
+    """What every molecule of a run shares: the options (seed: molecule 0's), the refiner to build (or None) and
+    the stage that makes one molecule's conformers."""
 
     options: ConformerOptions
     refiner: RefinerSpec | None = None
+    stage: Callable = generate_conformers
 
 
 _REFINERS: dict[RefinerSpec, Refiner] = {}   # built once per process
@@ -85,12 +92,12 @@ def molecule_seed(seed: int, index: int) -> int:
     return (seed + index) % SEED_MODULUS
 
 
-def _conformers(index: int, mol, options: ConformerOptions, refiner: Refiner | None, strict: bool = False):
-    """Molecule ``index``'s Mol with conformers, or the one-line reason it failed (KeyboardInterrupt passes;
-    ``strict`` lets unexpected exceptions pass too)."""
+def _conformers(index: int, mol, options: ConformerOptions, refiner: Refiner | None, strict: bool = False,
+                stage: Callable = generate_conformers):
+    """Molecule ``index``'s Mol with conformers (``stage(mol, options, refiner)`` with the molecule's seed), or the
+    one-line reason it failed (KeyboardInterrupt passes; ``strict`` lets unexpected exceptions pass too)."""
     try:
-        return generate_conformers(mol, dataclasses.replace(options, seed=molecule_seed(options.seed, index)),
-                                   refiner)
+        return stage(mol, dataclasses.replace(options, seed=molecule_seed(options.seed, index)), refiner)
     except ValueError as e:
         return " ".join(str(e).split())
     except Exception as e:  # an RDKit failure on one molecule must not end the run
@@ -120,7 +127,8 @@ def run_chunk(job: _Job, chunk: list[tuple[int, str, bytes | str]]) -> list[tupl
     refiner = _refiner_of(job.refiner, worker=True)
     out = []
     for index, name, data in chunk:
-        result = data if isinstance(data, str) else _conformers(index, _unpickled(data), job.options, refiner)
+        result = data if isinstance(data, str) else _conformers(index, _unpickled(data), job.options, refiner,
+                                                                stage=job.stage)
         out.append((index, name, result if isinstance(result, str) else _pickled(result)))
     return out
 
@@ -198,7 +206,8 @@ def available_cores() -> int:
 def conformers_for_library(inputs: Iterable, options: ConformerOptions | None = None,
                            refiner: Refiner | RefinerSpec | str | None = None, *, workers: int = 1,
                            dask_client=None, chunk_size: int | None = None, start: int = 0,
-                           strict: bool = False) -> Iterator[tuple[int, str, object]]:
+                           strict: bool = False, stage: Callable = generate_conformers
+                           ) -> Iterator[tuple[int, str, object]]:
     """Conformers of every molecule of a library, in input order.
 
     Args:
@@ -221,6 +230,9 @@ def conformers_for_library(inputs: Iterable, options: ConformerOptions | None = 
             ``start`` finished ones).
         strict: let unexpected exceptions of a molecule end the run in this process (``workers=1``), not become its
             reason.
+        stage: what makes one molecule's conformers, called as ``stage(mol, options, refiner)`` with the
+            molecule's seed in ``options`` (default ``generate_conformers``); your own pipeline step, or a stub to
+            measure the library machinery alone. With workers or Dask it must pickle (a module-level function).
 
     Yields:
         ``(index, name, result)`` for every input, in input order: ``index`` counts from 0 in the whole input,
@@ -241,23 +253,24 @@ def conformers_for_library(inputs: Iterable, options: ConformerOptions | None = 
     if isinstance(refiner, str):
         refiner = RefinerSpec.of(refiner)
     if workers == 1 and dask_client is None:
-        yield from _here(inputs, options, refiner, start, strict)
+        yield from _here(inputs, options, refiner, start, strict, stage)
         return
     if isinstance(refiner, Refiner):
         raise ValueError("a loaded Refiner cannot be sent to worker processes: give a RefinerSpec (weights and "
                          "settings), which each worker builds once")
-    job = _Job(options, refiner)
+    job = _Job(options, refiner, stage)
     if dask_client is not None:
         yield from _on_dask(inputs, job, dask_client, chunk_size or DASK_CHUNK, start)
     else:
         yield from _in_processes(inputs, job, workers, chunk_size or 1, start)
 
 
-def _here(inputs, options, refiner, start, strict) -> Iterator[tuple[int, str, object]]:
+def _here(inputs, options, refiner, start, strict, stage) -> Iterator[tuple[int, str, object]]:
     refiner = _refiner_of(refiner) if isinstance(refiner, RefinerSpec) else refiner
     for index, item in enumerate(inputs, start):
         rec = _as_input(index, item)
-        yield index, rec.name, rec.error if rec.mol is None else _conformers(index, rec.mol, options, refiner, strict)
+        yield index, rec.name, (rec.error if rec.mol is None
+                                else _conformers(index, rec.mol, options, refiner, strict, stage))
 
 
 def _in_processes(inputs, job: _Job, workers: int, chunk_size: int, start: int) -> Iterator[tuple[int, str, object]]:
@@ -271,7 +284,8 @@ def _in_processes(inputs, job: _Job, workers: int, chunk_size: int, start: int) 
     try:
         for index, name, result in _in_order(_chunks(inputs, start, chunk_size),
                                              lambda chunk: executor.submit(_run_in_worker, chunk),
-                                             lambda future: future.result(), window=4 * workers):
+                                             lambda future: future.result(),
+                                             window=max(2, -(-IN_FLIGHT_PER_WORKER * workers // chunk_size))):
             yield index, name, _unpickled(result)
         finished = True
     except BrokenProcessPool as e:
@@ -304,7 +318,7 @@ def _on_dask(inputs, job: _Job, client, chunk_size: int, start: int) -> Iterator
 
     try:
         for index, name, data in _in_order(_chunks(inputs, start, chunk_size), submit, result,
-                                           window=max(4, 2 * threads)):
+                                           window=max(4, -(-IN_FLIGHT_PER_WORKER * threads // chunk_size))):
             yield index, name, _unpickled(data)
     finally:
         if futures:

@@ -161,8 +161,8 @@ def molecule_to_rdkit(molecule, allow_radicals: bool = False):
     from rdkit import Chem
 
     from ..chem.bonds import to_rdkit
-    from ..chem.io import rdkit_errors
-    from ..chem.metrics import error_reason
+    from ..chem.rdkit_log import rdkit_errors
+    from ..chem.rdkit_log import rdkit_reason as error_reason
 
     name = molecule.name or "molecule"
     try:

@@ -10,7 +10,7 @@ import itertools
 import json
 import os
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -19,19 +19,7 @@ from .forcefield import ENERGY_KIND_PROP, ENERGY_PROPS
 SMILES_SUFFIXES = (".smi", ".smiles", ".smi.gz", ".smiles.gz")
 SDF_SUFFIXES = (".sdf", ".sd", ".mol", ".sdf.gz", ".sd.gz", ".mol.gz")
 SCORE_PROP = "model_score"
-
-
-def _rdkit_reason(messages: Sequence[str], text: str = "") -> str:
-    """One line from RDKit's log messages: prefixes, echoes of the input and caret lines dropped."""
-    keep = []
-    for msg in messages:
-        msg = msg.removeprefix("SMILES Parse Error: ").strip().rstrip(":")
-        if not msg or msg == text or not msg.strip("~^ ") or msg.startswith("Failed parsing SMILES"):
-            continue
-        if msg not in keep:
-            keep.append(msg)
-    reason = "; ".join(keep)
-    return reason if len(reason) <= 200 else reason[:197] + "..."
+_REASON_LIMIT = 200  # characters of RDKit's reason in a skipped input's one-line message
 
 
 def parse_smiles(smiles: str):
@@ -42,7 +30,7 @@ def parse_smiles(smiles: str):
     """
     from rdkit import Chem
 
-    from ..chem.io import rdkit_errors
+    from ..chem.rdkit_log import rdkit_errors, rdkit_reason
 
     text = smiles.strip()
     if not text:
@@ -50,7 +38,7 @@ def parse_smiles(smiles: str):
     with rdkit_errors() as messages:
         mol = Chem.MolFromSmiles(text.split()[0])
     if mol is None:
-        reason = _rdkit_reason(messages, text.split()[0])
+        reason = rdkit_reason(messages, echo=text.split()[0], limit=_REASON_LIMIT)
         raise ValueError(f"could not parse SMILES {text.split()[0]!r}" + (f": {reason}" if reason else ""))
     return mol
 
@@ -87,7 +75,7 @@ def input_kind(source: str) -> str:
 
 class _Lines:
     """The lines of a text file, read lazily as molediff's readers decode them (``.gz``, byte-order marks, LF, CRLF
-    and CR line endings; ``molediff.chem.io``). The file is opened when this is built (ValueError naming it when it
+    and CR line endings; ``molediff.chem.records``). The file is opened when this is built (ValueError naming it when it
     cannot be); iterating yields each line once, without its terminator. A ``.gz`` stream that breaks off part-way
     ends the lines there (the cut line is dropped) and sets ``problem`` to a one-line reason."""
 
@@ -171,7 +159,8 @@ def iter_smiles_file(path: str | os.PathLike) -> Iterator[InputMolecule]:
 def _sdf_molecules(lines: _Lines) -> Iterator[InputMolecule]:
     from rdkit import Chem
 
-    from ..chem.io import precheck_molblock, rdkit_errors, split_sdf
+    from ..chem.rdkit_log import rdkit_errors, rdkit_reason
+    from ..chem.sdf import precheck_molblock, split_sdf
 
     k = 0
     for k, (block, _) in enumerate(split_sdf(lines), start=1):
@@ -181,7 +170,8 @@ def _sdf_molecules(lines: _Lines) -> Iterator[InputMolecule]:
             with rdkit_errors() as messages:
                 mol = Chem.MolFromMolBlock("\n".join(block) + "\n", sanitize=True, removeHs=False)
             if mol is None:
-                reason = f"RDKit could not read the record: {_rdkit_reason(messages) or 'no message from RDKit'}"
+                why = rdkit_reason(messages, limit=_REASON_LIMIT) or "no message from RDKit"
+                reason = f"RDKit could not read the record: {why}"
         if reason is not None:
             yield InputMolecule(name, None, reason)
             continue
@@ -197,7 +187,7 @@ def iter_sdf_file(path: str | os.PathLike) -> Iterator[InputMolecule]:
     """The molecules of an SDF file (2D, 3D or no coordinates; ``.gz`` allowed), read lazily one record at a time,
     with hydrogens and stereo as RDKit reads them (3D records: stereo from the coordinates; 2D: from wedges). The
     title is the name, ``mol_<k>`` when empty. Records that cannot be read come with molediff's reader's reason
-    (``molediff.chem.io``); an empty file gives one such record, and a ``.gz`` file that breaks off ends with one.
+    (``molediff.chem.sdf``); an empty file gives one such record, and a ``.gz`` file that breaks off ends with one.
     The file is opened at once: ValueError naming it when it cannot be read."""
     return _sdf_molecules(_Lines(path))
 
@@ -233,7 +223,7 @@ def read_inputs(source: str) -> list[InputMolecule]:
 def count_inputs(source: str) -> int:
     """How many molecules ``iter_inputs(source)`` yields, counted in one pass without parsing them (a SMILES file's
     molecule lines, an SDF file's records; for a progress bar's total). Errors as ``iter_inputs``."""
-    from ..chem.io import split_sdf
+    from ..chem.sdf import split_sdf
 
     kind = input_kind(source)
     if kind == "smiles":

@@ -164,13 +164,16 @@ class ConformerOptions:
 # ------------------------------------------------------------------------------------------ the refiner
 def shipped_refiner() -> Path | None:
     """The shipped refiner weights ``molediff/pretrained/conformer_refiner.safetensors``, or None when this
-    installation has none (the path of ``molediff.training.weights.pretrained_path``, found without importing
-    torch)."""
-    path = Path(__file__).resolve().parent.parent / "pretrained" / f"{SHIPPED_REFINER}.safetensors"
-    return path if path.is_file() else None
+    installation has none (``molediff.utils.pretrained_path``: no torch is imported)."""
+    from ..utils import pretrained_path
+
+    try:
+        return pretrained_path(SHIPPED_REFINER)
+    except FileNotFoundError:
+        return None
 
 
-_SHIPPED_MODELS: dict = {}  # device → the shipped refiner, loaded once per process
+_SHIPPED_MODELS: dict = {}  # device → the shipped refiner: many Refiner("shipped") in a process load it once
 
 
 def _shipped_model(device: str):
@@ -183,16 +186,6 @@ def _shipped_model(device: str):
             raise ValueError(f"refiner='shipped', but this installation has no {SHIPPED_REFINER}.safetensors")
         _SHIPPED_MODELS[device] = load_refiner(path, device)
     return _SHIPPED_MODELS[device]
-
-
-def refiner_uses_bf16(model, bf16: bool | None = None) -> bool:
-    """Whether refinement runs under bf16 autocast: ``bf16`` when given, else where the model's device computes
-    bf16 natively (CUDA, or a CPU with AVX-512 BF16 / AMX); emulated bf16 is slower than float32."""
-    if bf16 is not None:
-        return bool(bf16)
-    from ..utils import native_bf16
-
-    return native_bf16(next(model.parameters()).device)
 
 
 class Refiner:
@@ -211,8 +204,8 @@ class Refiner:
         passes: refinement passes in a row, each from the previous output (None: ``DEFAULT_PASSES`` = 3).
         sampler: the core sampler (``ddim``, ``ddpm``, ``heun``, ``dpm2m``).
         fresh_noise: add SDEdit's noise of σ₀ before refining (default False: z_t₀ = α_t₀ x).
-        bf16: bfloat16 autocast (None: where the device computes bf16 natively; there about 2× faster, best-of-10
-            RMSD within 0.001 Å on the tuning sets).
+        bf16: bfloat16 autocast: True, False, or None (default) where the device computes bf16 natively
+            (``molediff.utils.use_bf16``; there about 2× faster, best-of-10 RMSD within 0.001 Å on the tuning sets).
         batch_size: conformers per model call.
         device: where weights given as a path are loaded.
 
@@ -237,6 +230,7 @@ class Refiner:
             raise ValueError(f"give sigma0 or t0, not both (got sigma0={sigma0}, t0={t0})")
         if sigma0 is not None and sigma0 < 0:
             raise ValueError(f"sigma0 must be >= 0 Å (0: no refinement), got {sigma0}")
+        from ..utils import use_bf16
         from .refine import load_refiner, refine_time
 
         self.model = _shipped_model(device) if isinstance(model, str) and model == "shipped" \
@@ -244,7 +238,7 @@ class Refiner:
         self.sampler, self.fresh_noise, self.batch_size = sampler, fresh_noise, batch_size
         self.steps = steps
         self.passes = DEFAULT_PASSES if passes is None else passes
-        self.bf16 = refiner_uses_bf16(self.model, bf16)
+        self.bf16 = use_bf16(bf16, next(self.model.parameters()).device)
         # t0 of refinement, None when refinement is off; a start the model was not trained for fails here
         self.t0 = None if sigma0 == 0 else refine_time(
             self.model, DEFAULT_SIGMA0 if sigma0 is None and t0 is None else sigma0, t0)
@@ -432,7 +426,7 @@ def _embed(mol, count: int, seed: int, threads: int, random_coords: bool) -> tup
     RDKit caught while embedding is raised as KeyboardInterrupt."""
     from rdkit.Chem import rdDistGeom
 
-    from ..chem.io import rdkit_errors
+    from ..chem.rdkit_log import rdkit_errors
 
     params = rdDistGeom.ETKDGv3()
     # RDKit derives conformer seeds from randomSeed: with randomSeed 0 (non-sequential) every conformer is the same,

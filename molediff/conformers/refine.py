@@ -72,10 +72,10 @@ def refine_time(model, sigma0: float | None = None, t0: float | None = None) -> 
 
 
 def load_refiner(refiner, device: str = "cpu"):
-    """A ``ConformerDiffusion`` in eval mode from ``refiner``: a weights file or run directory (loaded on
-    ``device`` with ``molediff.training.weights.load_model``) or a model, returned as it is.
+    """A ``ConformerDiffusion`` in eval mode from ``refiner``: a weights file, run directory or the NAME of shipped
+    weights (loaded on ``device`` with ``molediff.training.weights.load_model``) or a model, returned as it is.
 
-    FileNotFoundError for a missing path; ValueError for weights of another model class or a device this torch
+    FileNotFoundError for missing weights; ValueError for weights of another model class or a device this torch
     cannot use.
     """
     from .model import ConformerDiffusion
@@ -203,7 +203,7 @@ def refine_conformers(model, mol, coordinates: np.ndarray | None = None, sigma0:
             pass removes only part of a seed's error, since the model's ε̂ explains part of it, so the next pass
             starts closer to the data). With fresh noise, pass p draws it with seed ``seed + k + p·K``.
         bf16: run the model under bfloat16 autocast (about 2× faster on a CPU that computes bf16 natively,
-            ``molediff.utils.cpu_has_native_bf16``; slower where it is emulated); coordinates stay float64.
+            ``molediff.utils.native_bf16``; slower where it is emulated); coordinates stay float64.
         seed: conformer k is refined with seed ``seed + k`` whatever the batch size.
         batch_size: conformers per model call.
         inputs: ``model_inputs(model, mol)`` computed already (the pipeline reads each molecule's graph once).

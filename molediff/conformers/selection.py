@@ -1,7 +1,7 @@
-"""Choosing conformers from candidates: symmetry-aware RMSD between conformers of one molecule
-(``SymmetricRMSD``), greedy farthest-point (max-min) ordering, the selection rules of the pipeline
+"""Choosing conformers from candidates: greedy farthest-point (max-min) ordering, the selection rules of the pipeline
 (``select_conformers``: diverse, energy-ordered pruning, model score, embedding order) and the removal of
-near-copies from an output (``distinct_conformers``)."""
+near-copies from an output (``distinct_conformers``). Distances are the symmetry-aware RMSD between conformers of
+one molecule, ``molediff.chem.rmsd.SymmetricRMSD`` (at most ``chem.rmsd.MAX_SYMMETRY_MAPS`` automorphisms)."""
 
 from __future__ import annotations
 
@@ -9,64 +9,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..chem.rmsd import SymmetricRMSD  # the one symmetric RMSD; scripts and tests import it from here too
+
 SELECT_METHODS = ("diverse", "energy", "none", "model")
 MODEL_FRACTION = 1 / 3  # select="model": the best-scored third of the candidates is what farthest-point picks from
 DEFAULT_PRUNE_RMSD = 0.5  # Å: select="energy" keeps no two conformers closer than this
 DEFAULT_DISTINCT_RMSD = 0.25  # Å: conformers this close count as one (relaxed minima; near-copies in the output)
-MAX_SYMMETRY_MAPS = 1000  # automorphisms tried per RMSD; more only tightens an upper bound (selection is heuristic)
-
-
-class SymmetricRMSD:
-    """Heavy-atom RMSD (Å) after optimal superposition, minimised over the heavy-atom graph's automorphisms, between
-    conformers of one molecule (as RDKit's ``GetBestRMS``, vectorised over conformers).
-
-    ``positions`` [P, n_atoms, 3] (Å); automorphisms of the hydrogen-free graph (elements and connectivity) are
-    found once (at most ``MAX_SYMMETRY_MAPS``). Superposition is the Kabsch SVD with proper rotations only.
-    ``polar_hydrogens``: also count hydrogens bonded to N, O, S (for selection: rotamers of OH, NH and SH groups
-    differ only there, so heavy atoms alone call them duplicates; benchmarks compare heavy atoms only).
-    """
-
-    def __init__(self, mol, positions: np.ndarray, polar_hydrogens: bool = False):
-        from rdkit import Chem
-
-        def counted(atom) -> bool:
-            if atom.GetAtomicNum() > 1:
-                return True
-            return polar_hydrogens and any(b.GetAtomicNum() in (7, 8, 16) for b in atom.GetNeighbors())
-
-        heavy = [a.GetIdx() for a in mol.GetAtoms() if counted(a)]
-        x = np.asarray(positions, dtype=np.float64)[:, heavy]
-        self.x = x - x.mean(axis=1, keepdims=True)  # [P, h, 3]
-        self.sq = (self.x ** 2).sum(axis=(1, 2))  # [P]
-        if len(heavy) < 2:
-            self.maps = np.arange(len(heavy))[None]
-            return
-        # connectivity and elements only (as molediff.chem.conformers): the two O of a carboxylic acid are
-        # interchangeable once hydrogens are gone, as in RDKit's symmetrised terminal groups
-        g = Chem.RWMol()
-        for i in heavy:
-            g.AddAtom(Chem.Atom(mol.GetAtomWithIdx(i).GetAtomicNum()))
-        where = {i: k for k, i in enumerate(heavy)}
-        for b in mol.GetBonds():
-            i, j = b.GetBeginAtomIdx(), b.GetEndAtomIdx()
-            if i in where and j in where:
-                g.AddBond(where[i], where[j], Chem.BondType.SINGLE)
-        g.UpdatePropertyCache(strict=False)
-        maps = g.GetSubstructMatches(g, uniquify=False, useChirality=False, maxMatches=MAX_SYMMETRY_MAPS)
-        self.maps = np.array(maps, dtype=np.int64) if maps else np.arange(len(heavy))[None]
-
-    def from_one(self, i: int) -> np.ndarray:
-        """RMSD [P] from conformer ``i`` to every conformer."""
-        h = self.x.shape[1]
-        if h < 2:
-            return np.zeros(len(self.x))
-        ref = self.x[i][self.maps]  # [K, h, 3]: conformer i's atoms relabelled by each automorphism
-        cov = np.einsum("khc,phd->kpcd", ref, self.x)  # [K, P, 3, 3]
-        sv = np.linalg.svd(cov, compute_uv=False)
-        sign = np.sign(np.linalg.det(cov))
-        trace = sv[..., 0] + sv[..., 1] + np.where(sign < 0, -1.0, 1.0) * sv[..., 2]
-        msd = (self.sq[i] + self.sq[None] - 2 * trace) / h
-        return np.sqrt(np.clip(msd, 0, None)).min(axis=0)
 
 
 def farthest_point_order(rmsd: SymmetricRMSD, candidates: Sequence[int], n: int,

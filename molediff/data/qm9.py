@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from ..chem.elements import atomic_number
-from ..chem.metrics import reference_smiles
 from ..chem.molecule import MoleculeDataset
+from ..chem.stability import reference_smiles
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ def load_qm9(split: str = "train", root: str | os.PathLike | None = None) -> Mol
 
 def qm9_train_smiles(root: str | os.PathLike | None = None) -> set[str]:
     """SMILES of EDM's QM9 training split recomputed with molediff's bond perception
-    (``molediff.chem.metrics.reference_smiles``), for novelty.
+    (``molediff.chem.stability.reference_smiles``), for novelty.
 
     ``root`` as for ``load_qm9``. Cached as text next to the QM9 cache in ``cache_dir()/qm9`` after the
     first call (about a minute).

@@ -167,7 +167,7 @@ class TorusSpace(EuclideanSpace):
     Samplers (all four in ``samplers.py`` call ``wrap`` and run unchanged): the VP update's factor α_s/α_t ≠ 1
     on z_t is not periodic, so on the torus every step is FoldingDiff's approximation, which is exact where
     the wrapped marginal does not wrap (low noise) and errs only where it is nearly uniform.
-    ``tests/test_diffusion_torus.py`` measures each sampler against the exact denoiser of a wrapped mixture.
+    ``tests/diffusion/test_diffusion_torus.py`` measures each sampler against the exact denoiser of a wrapped mixture.
     The variational bound (``prior_kl``, ``diffusion_kl``, ``vlb`` and the decoders) is Euclidean: it is not
     a bound on the torus and must not be used with this space.
     """

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..utils import build_config, cpu_has_native_bf16, progress
+from ..utils import build_config, progress, use_bf16
 
 __all__ = ["CIFARNetConfig", "CIFARNet", "SHIPPED_CIFARNET", "CIFAR10_MEAN", "CIFAR10_STD", "load_cifarnet",
            "save_cifarnet", "cifarnet_features", "cifarnet_accuracy", "augment_batch", "train_cifarnet"]
@@ -138,7 +138,8 @@ def save_cifarnet(model: CIFARNet, path: str | os.PathLike, dtype: torch.dtype |
     """Write ``model`` as one safetensors file (floating tensors cast to ``dtype``; None keeps them) with its
     class and config in the metadata, as ``molediff.training.weights.load_model`` reads them; ``extra`` is
     stored as JSON under ``training`` (recipe and test accuracy)."""
-    from ..training.checkpoint import config_hash, write_weights
+    from ..training.checkpoint import config_hash
+    from ..training.weights import write_weights
 
     cfg = model.config.to_dict()
     meta = {"format": "molediff-weights", "format_version": "1", "model_class": type(model).__name__,
@@ -153,13 +154,15 @@ def load_cifarnet(path: str | os.PathLike | None = None, device: str | torch.dev
 
     ValueError with one line when the file is missing, unreadable, corrupt or not a CIFARNet.
     """
-    from ..training.weights import PRETRAINED_DIR, load_model
+    from ..training.weights import load_model
+    from ..utils import pretrained_path
 
     if path is None:
-        path = PRETRAINED_DIR / f"{SHIPPED_CIFARNET}.safetensors"
-        if not path.is_file():
-            raise ValueError(f"the shipped CIFARNet weights {path} are missing from this installation: reinstall "
-                             f"molediff or pass the weights file")
+        try:
+            path = pretrained_path(SHIPPED_CIFARNET)
+        except FileNotFoundError:
+            raise ValueError(f"the shipped CIFARNet weights {SHIPPED_CIFARNET}.safetensors are missing from this "
+                             f"installation: reinstall molediff or pass the weights file") from None
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"CIFARNet weights {path} do not exist")
@@ -251,9 +254,9 @@ def train_cifarnet(train_images: np.ndarray, train_labels: np.ndarray, epochs: f
     only, cross-entropy with ``label_smoothing``, random crops (reflection padding 4) and left–right flips.
     ``epochs`` may be fractional (steps = ⌊epochs · N / batch_size⌋, incomplete last batches dropped);
     ``max_steps`` stops earlier without changing the schedule (for timing). ``bf16`` autocasts the forward pass
-    to bfloat16 (default: only where ``cpu_has_native_bf16()``). Deterministic given ``seed`` on one machine
-    and thread count: the initial weights come from ``torch.manual_seed(seed)`` (the global generator is
-    restored afterwards), the order and augmentation of epoch
+    to bfloat16 (default None: only where the CPU computes bf16 natively, ``molediff.utils.use_bf16``).
+    Deterministic given ``seed`` on one machine and thread count: the initial weights come from
+    ``torch.manual_seed(seed)`` (the global generator is restored afterwards), the order and augmentation of epoch
     ``e`` from ``numpy.random.default_rng([seed, e])``.
 
     Returns the model (eval mode, on CPU) and a history dict: ``loss`` (per-step training loss), ``steps``,
@@ -274,7 +277,7 @@ def train_cifarnet(train_images: np.ndarray, train_labels: np.ndarray, epochs: f
     config = config or CIFARNetConfig()
     if len(labels) and (labels.min() < 0 or labels.max() >= config.num_classes):
         raise ValueError(f"labels must lie in 0..{config.num_classes - 1}")
-    use_bf16 = cpu_has_native_bf16() if bf16 is None else bool(bf16)
+    bf16_autocast = use_bf16(bf16, "cpu")
 
     with torch.random.fork_rng(devices=[]):      # seeds the initial weights, leaves the global generator alone
         torch.manual_seed(seed)
@@ -303,7 +306,7 @@ def train_cifarnet(train_images: np.ndarray, train_labels: np.ndarray, epochs: f
                 y = torch.from_numpy(labels[idx])
                 for group in opt.param_groups:
                     group["lr"] = lr * _lr_factor(step, total, warmup)
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16_autocast):
                     logits = model(x)
                 loss = criterion(logits.float(), y)
                 opt.zero_grad(set_to_none=True)
@@ -318,5 +321,5 @@ def train_cifarnet(train_images: np.ndarray, train_labels: np.ndarray, epochs: f
     finally:
         bar.close()
     model = model.to(memory_format=torch.contiguous_format).eval()
-    return model, {"loss": losses, "steps": step, "epochs": step / steps_per_epoch, "bf16": use_bf16,
+    return model, {"loss": losses, "steps": step, "epochs": step / steps_per_epoch, "bf16": bf16_autocast,
                    "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0}

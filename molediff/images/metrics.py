@@ -189,16 +189,20 @@ def fd_cifarnet(images_a, images_b, model=None, batch_size: int = 500) -> float:
 
 
 def sample_uint8(model: ImageDiffusion, n: int, sampler: str = "ddpm", steps: int | None = None, seed: int = 0,
-                 batch_size: int = 64, show_progress: bool = False, **sampler_options) -> torch.Tensor:
+                 batch_size: int = 64, show_progress: bool = False, bf16: bool = False,
+                 **sampler_options) -> torch.Tensor:
     """``n`` uint8 images ``[n, C, H, W]`` from ``model.sample``; image i uses seed ``seed + i`` (as ``molediff
-    image sample``), so an image does not depend on ``batch_size``."""
+    image sample``), so an image does not depend on ``batch_size``. ``bf16`` runs the network under bfloat16
+    autocast (``molediff.utils.use_bf16`` decides it for the commands); the sampler's updates stay float32."""
     if n < 1 or batch_size < 1:
         raise ValueError("the number of images and the batch size must be at least 1")
+    device_type = next(model.parameters()).device.type
     chunks = []
-    for start in range(seed, seed + n, batch_size):
-        seeds = range(start, min(start + batch_size, seed + n))
-        chunks.append(to_uint8(model.sample(len(seeds), sampler, steps, seeds, show_progress=show_progress,
-                                            **sampler_options)).cpu())
+    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
+        for start in range(seed, seed + n, batch_size):
+            seeds = range(start, min(start + batch_size, seed + n))
+            chunks.append(to_uint8(model.sample(len(seeds), sampler, steps, seeds, show_progress=show_progress,
+                                                **sampler_options)).cpu())
     return torch.cat(chunks)
 
 

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from ..chem.features import AtomTypeEncoding, check_vocabulary
-from ..pointcloud import PointCloudConfig, PointCloudDiffusion, draw_sizes, sample_in_size_batches
+from ..pointcloud import PointCloudConfig, PointCloudDiffusion, draw_sizes
 
 MAX_ATOMS = 64
 """Default largest molecule of the de novo model (QM9 has at most 29 atoms with hydrogens)."""
@@ -85,7 +85,9 @@ class GeneratedMolecules:
     atomic_numbers: Tensor
     mask: Tensor
 
-    def to_molecules(self, name_prefix: str = "sample"):
+    def to_molecules(self, name_prefix: str = "sample", ids: Sequence[int] | None = None) -> list:
+        """One ``Molecule`` per sample (real atoms only), molecule b named ``f"{name_prefix}_{ids[b]}"``: its
+        seed when ``ids`` are the seeds (``sample_molecules``), else ``b``."""
         from ..chem.molecule import Molecule
 
         out = []
@@ -93,7 +95,7 @@ class GeneratedMolecules:
             m = self.mask[b].detach().cpu().numpy().astype(bool)
             out.append(Molecule(atomic_numbers=self.atomic_numbers[b].detach().cpu().numpy()[m].astype(np.int64),
                                 positions=self.positions[b].detach().float().cpu().numpy()[m].astype(np.float32),
-                                name=f"{name_prefix}_{b}"))
+                                name=f"{name_prefix}_{b if ids is None else ids[b]}"))
         return out
 
 
@@ -101,6 +103,7 @@ class MoleculeDiffusion(PointCloudDiffusion):
     """The de novo molecule model: the point-cloud layer plus the encoding of atom types and charges."""
 
     config_class = MoleculeDiffusionConfig
+    sample_noun = "molecules"
 
     def __init__(self, config: MoleculeDiffusionConfig):
         atoms = AtomTypeEncoding(config.vocabulary, config.type_scale, config.charge_scale, config.include_charges)
@@ -171,23 +174,15 @@ class MoleculeDiffusion(PointCloudDiffusion):
 
     def sample_molecules(self, atom_counts: Sequence[int] | Tensor, seeds: Sequence[int], batch_size: int = 100,
                          show_progress: bool = False, name_prefix: str = "sample", **sample_options) -> list:
-        """Sample many molecules in batches of similar size; returns ``Molecule`` objects in input order.
+        """Sample many molecules in batches of similar size (``PointCloudDiffusion.sample_many``); returns
+        ``Molecule`` objects in input order, molecule i named ``f"{name_prefix}_{seeds[i]}"``.
 
         Molecule i uses ``seeds[i]`` alone, so neither the batch size nor the batching order changes it.
+        ``sample_options`` go to :meth:`sample`. ValueError when the seed count does not match ``atom_counts``.
         """
-        counts = torch.as_tensor(atom_counts, dtype=torch.long).flatten()
-        seeds = list(seeds)
-        if len(seeds) != counts.numel():
-            raise ValueError(f"got {len(seeds)} seeds for {counts.numel()} molecules")
-
-        def sample_batch(idx: list[int]) -> list:
-            molecules = self.sample(counts[idx], seeds=[seeds[i] for i in idx], show_progress=show_progress,
-                                    **sample_options).to_molecules()
-            for i, m in zip(idx, molecules):
-                m.name = f"{name_prefix}_{seeds[i]}"
-            return molecules
-
-        return sample_in_size_batches(counts, batch_size, sample_batch, show_progress)
+        return self.sample_many(atom_counts, seeds, batch_size, show_progress,
+                                split=lambda batch, batch_seeds: batch.to_molecules(name_prefix, ids=batch_seeds),
+                                **sample_options)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -6,8 +6,7 @@ import os
 
 import torch
 
-from ..training.weights import load_model as load_weights_into
-from ..training.weights import pretrained_path
+from ..training import weights
 from .model import MoleculeDiffusion
 
 DEFAULT_QM9 = "qm9_egnn"
@@ -15,7 +14,7 @@ DEFAULT_QM9 = "qm9_egnn"
 
 
 def load_model(checkpoint: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> MoleculeDiffusion:
-    """A ``MoleculeDiffusion`` from the shipped QM9 weights (default), an exported ``.safetensors`` file or a
-    training checkpoint directory (its EMA weights), in eval mode on ``device``."""
-    return load_weights_into(MoleculeDiffusion, pretrained_path(DEFAULT_QM9) if checkpoint is None else checkpoint,
-                             device)
+    """A ``MoleculeDiffusion`` from the shipped QM9 weights (default), the NAME of other shipped weights, an
+    exported ``.safetensors`` file or a training checkpoint directory (its EMA weights), in eval mode on ``device``
+    (``molediff.training.weights.load_model``)."""
+    return weights.load_model(MoleculeDiffusion, DEFAULT_QM9 if checkpoint is None else checkpoint, device)

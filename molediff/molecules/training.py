@@ -98,7 +98,7 @@ class MoleculeTask:
         """Sample ``eval_samples`` molecules and score stability and validity."""
         if not self.eval_samples:
             return {}
-        from ..chem.metrics import evaluate_molecules
+        from ..chem.stability import evaluate_molecules
 
         model = getattr(model, "module", model)
         was_training = model.training

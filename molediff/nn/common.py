@@ -38,6 +38,17 @@ def pairwise_mask(mask: Tensor) -> Tensor:
     return mask.unsqueeze(2) & mask.unsqueeze(1) & not_self
 
 
+def check_feature_sizes(config) -> None:
+    """The input sizes every denoiser config shares: ValueError unless ``in_node_features`` >= 1 and
+    ``context_features``, ``edge_features`` >= 0."""
+    if config.in_node_features < 1:
+        raise ValueError(f"in_node_features must be >= 1, got {config.in_node_features}")
+    if config.context_features < 0:
+        raise ValueError(f"context_features must be >= 0, got {config.context_features}")
+    if config.edge_features < 0:
+        raise ValueError(f"edge_features must be >= 0, got {config.edge_features}")
+
+
 def _is_pyg_data(obj: Any) -> bool:
     try:
         from torch_geometric.data import Data, HeteroData

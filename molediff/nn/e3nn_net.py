@@ -33,7 +33,7 @@ from e3nn import o3
 from e3nn.nn import Gate
 from torch import Tensor, nn
 
-from molediff.nn.common import DenoiserBase, pairwise_mask
+from molediff.nn.common import DenoiserBase, check_feature_sizes, pairwise_mask
 
 __all__ = ["E3nnConfig", "E3nnDenoiser"]
 
@@ -71,12 +71,7 @@ class E3nnConfig:
     aggregation_normalisation: float = 4.0
 
     def __post_init__(self) -> None:
-        if self.in_node_features < 1:
-            raise ValueError(f"in_node_features must be >= 1, got {self.in_node_features}")
-        if self.context_features < 0:
-            raise ValueError(f"context_features must be >= 0, got {self.context_features}")
-        if self.edge_features < 0:
-            raise ValueError(f"edge_features must be >= 0, got {self.edge_features}")
+        check_feature_sizes(self)
         if self.layers < 1 or self.lmax < 1 or self.radial_basis < 1 or self.radial_hidden < 1:
             raise ValueError("layers, lmax, radial_basis and radial_hidden must be >= 1")
         if self.cutoff is not None and self.cutoff <= 0:

@@ -11,11 +11,12 @@ are selected without gradient, the edge tensors become ``[n_edges, ·]`` (``edge
 pairs) and messages are summed with ``index_add``. The graph stays fixed through the blocks. Sums are divided by
 the same ``aggregation_normalisation`` as the dense path, so with a cutoff above the diameter both modes compute
 the same function (equal to round-off). The selection depends on distances only, so the net stays exactly
-E(3)-equivariant.
+E(3)-equivariant. The layers are written once: an edge layout (``_DenseEdges`` or ``_SparseEdges``) pairs node
+tensors into edge tensors (``pair_sum``, ``difference``) and sums edge tensors back per receiver (``sum``).
 
 Per block (``sublayers`` message-passing layers, then one coordinate update), with
 ``d_ij = ‖x_i − x_j‖²`` and ``d⁰_ij`` the squared distance of the *input* coordinates (EDM feeds it to
-every block as an extra edge attribute)::
+every block as a second distance term)::
 
     m_ij  = φ_e(h_i, h_j, d_ij, d⁰_ij[, e_ij])               two-layer SiLU MLP
     a_ij  = σ(w_a · m_ij + b_a)                              attention gate (if ``attention``)
@@ -53,7 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from molediff.nn.common import DenoiserBase, pairwise_mask
+from molediff.nn.common import DenoiserBase, check_feature_sizes, pairwise_mask
 
 __all__ = ["EGNNConfig", "EGNNDenoiser", "radius_edges"]
 
@@ -104,12 +105,7 @@ class EGNNConfig:
     keep_sequence_neighbours: int = 0
 
     def __post_init__(self) -> None:
-        if self.in_node_features < 1:
-            raise ValueError(f"in_node_features must be >= 1, got {self.in_node_features}")
-        if self.context_features < 0:
-            raise ValueError(f"context_features must be >= 0, got {self.context_features}")
-        if self.edge_features < 0:
-            raise ValueError(f"edge_features must be >= 0, got {self.edge_features}")
+        check_feature_sizes(self)
         if self.hidden < 1 or self.layers < 1 or self.sublayers < 1:
             raise ValueError(f"hidden, layers and sublayers must be >= 1, got {self.hidden}, {self.layers}, "
                              f"{self.sublayers}")
@@ -126,11 +122,9 @@ class EGNNConfig:
             raise ValueError("radius_cutoff and keep_sequence_neighbours apply only with graph='radius'")
 
 
-# Number of scalar edge attributes: current squared distance d_ij and input squared distance d⁰_ij.
-_EDGE_ATTRIBUTES = 2
-
-# The sparse path's edge list as flat node indices (receiver i, sender j) into [B * N] node rows: edge j → i.
-_Edges = tuple[Tensor, Tensor]
+# Number of scalar distance terms per edge: current squared distance d_ij and input squared distance d⁰_ij.
+# (Not to be confused with ``edge_attr``, the E given edge features.)
+_DISTANCE_TERMS = 2
 
 
 @torch.no_grad()
@@ -155,33 +149,129 @@ def radius_edges(pos: Tensor, mask: Tensor, cutoff: float, keep_sequence_neighbo
     return b, i, j
 
 
-def _scatter_sum(values: Tensor, receiver: Tensor, num_nodes: int) -> Tensor:
-    """Σ over the edges of each receiver, accumulated in at least float32 (bf16 edge tensors under autocast).
+# -- edge layouts ------------------------------------------------------------------------------------
+# The layers below are written once against this interface (as PyG separates message from aggregation);
+# the layout decides how node tensors become edge tensors and back. Entry / row ``e`` of an edge tensor is
+# the message of one edge j → i.
+
+
+class _DenseEdges:
+    """Every pair of a padded batch: node tensors ``[B, N, ·]``, edge tensors ``[B, N, N, ·]`` (entry [b, i, j]).
+
+    Pairs touching padding and self-pairs are computed and then weighted by zero (``edge_weight``), which costs
+    less than gathering for molecule-sized N. ``pair_weights`` replaces the full graph's 0/1 weights (still zero
+    wherever ``pairwise_mask`` is False).
 
     Shapes:
-        values: [n_edges, D], receiver: [n_edges] → [num_nodes, D] (dtype of values)
+        mask: [B, N] bool, pair_weights: [B, N, N] (bool or float) or None; ``edge_weight`` [B, N, N] (0/1 without
+        ``pair_weights``) and ``node_weight`` [B, N, 1] (0/1) are in ``dtype``
     """
-    accumulate = torch.promote_types(values.dtype, torch.float32)
-    out = values.new_zeros(num_nodes, values.shape[-1], dtype=accumulate)
-    return out.index_add_(0, receiver, values.to(accumulate)).to(values.dtype)
+
+    def __init__(self, mask: Tensor, dtype: torch.dtype, pair_weights: Tensor | None = None) -> None:
+        self.dtype = dtype
+        if pair_weights is None:
+            self.edge_weight = pairwise_mask(mask).to(dtype)
+        else:
+            # where, not a product: whatever pair_weights holds at padding (even NaN) must not leak
+            self.edge_weight = torch.where(pairwise_mask(mask), pair_weights.to(device=mask.device, dtype=dtype),
+                                           torch.zeros((), dtype=dtype, device=mask.device))
+        self.node_weight = mask.unsqueeze(-1).to(dtype)
+
+    def per_node(self, values: Tensor) -> Tensor:
+        """Node tensor of this layout from a dense one: [B, N, D] → [B, N, D] (as is)."""
+        return values
+
+    def to_dense(self, values: Tensor) -> Tensor:
+        """Back to [B, N, D] from this layout's node tensor."""
+        return values
+
+    def per_edge(self, edge_attr: Tensor) -> Tensor:
+        """Edge tensor of this layout from a dense one: [B, N, N, E] → [B, N, N, E] (as is)."""
+        return edge_attr
+
+    def pair_sum(self, receiver: Tensor, sender: Tensor) -> Tensor:
+        """``receiver_i + sender_j`` per edge: [B, N, D], [B, N, D] → [B, N, N, D]."""
+        return receiver.unsqueeze(2) + sender.unsqueeze(1)
+
+    def difference(self, x: Tensor) -> Tensor:
+        """``x_i − x_j`` per edge: [B, N, D] → [B, N, N, D]."""
+        return x.unsqueeze(2) - x.unsqueeze(1)
+
+    def sum(self, values: Tensor, gate: Tensor | None = None) -> Tensor:
+        """``Σ_j gate_ij · values_ij`` over the real edges of each receiver i: [B, N, N, D], gate [B, N, N] or
+        None (1) → [B, N, D] in the dtype of the product."""
+        weight = self.edge_weight.to(values.dtype) if gate is None else gate * self.edge_weight.to(gate.dtype)
+        return (values * weight.unsqueeze(-1)).sum(2)
 
 
+class _SparseEdges:
+    """An edge list: node tensors flattened to ``[M, ·]`` (M = B·N, padding rows included), edge tensors
+    ``[n_edges, ·]``; sums over edges are ``index_add`` accumulated in at least float32.
+
+    Shapes:
+        b, i, j: [n_edges] int64 (the edges j → i, e.g. from :func:`radius_edges`), mask: [B, N] bool;
+        ``node_weight`` [M, 1] is 0/1 in ``dtype``
+    """
+
+    def __init__(self, b: Tensor, i: Tensor, j: Tensor, mask: Tensor, dtype: torch.dtype) -> None:
+        batch_size, num_nodes = mask.shape
+        self.dtype = dtype
+        self.index = (b, i, j)
+        self.shape = (batch_size, num_nodes)
+        self.receiver = b * num_nodes + i
+        self.sender = b * num_nodes + j
+        self.node_weight = mask.reshape(-1, 1).to(dtype)
+
+    def per_node(self, values: Tensor) -> Tensor:
+        """Node tensor of this layout from a dense one: [B, N, D] → [M, D]."""
+        return values.reshape(self.shape[0] * self.shape[1], values.shape[-1])
+
+    def to_dense(self, values: Tensor) -> Tensor:
+        """Back to [B, N, D] from [M, D]."""
+        return values.reshape(*self.shape, values.shape[-1])
+
+    def per_edge(self, edge_attr: Tensor) -> Tensor:
+        """Edge tensor of this layout from a dense one: [B, N, N, E] gathered at the edges → [n_edges, E]."""
+        return edge_attr[self.index]
+
+    def pair_sum(self, receiver: Tensor, sender: Tensor) -> Tensor:
+        """``receiver_i + sender_j`` per edge: [M, D], [M, D] → [n_edges, D]."""
+        return receiver[self.receiver] + sender[self.sender]
+
+    def difference(self, x: Tensor) -> Tensor:
+        """``x_i − x_j`` per edge: [M, D] → [n_edges, D]."""
+        return x[self.receiver] - x[self.sender]
+
+    def sum(self, values: Tensor, gate: Tensor | None = None) -> Tensor:
+        """``Σ_j gate_ij · values_ij`` over the listed edges of each receiver i: [n_edges, D], gate [n_edges] or
+        None (1) → [M, D] in the dtype of the product (accumulated in at least float32: bf16 under autocast)."""
+        if gate is not None:
+            values = values * gate.unsqueeze(-1)
+        accumulate = torch.promote_types(values.dtype, torch.float32)
+        out = values.new_zeros(self.node_weight.shape[0], values.shape[-1], dtype=accumulate)
+        return out.index_add_(0, self.receiver, values.to(accumulate)).to(values.dtype)
+
+
+_EdgeLayout = _DenseEdges | _SparseEdges
+
+
+# -- layers --------------------------------------------------------------------------------------------
 class _FactoredEdgeInput(nn.Module):
-    """First edge-MLP layer ``Linear([h_i, h_j, e_ij, a_ij])`` without materialising the per-edge concat.
+    """First edge-MLP layer ``Linear([h_i, h_j, d_ij, a_ij])`` without materialising the per-edge concat.
 
-    ``W [h_i, h_j, e, a] + b = (W_i h_i + b) + W_j h_j + Σ_k e_k w_k + W_a a``: two ``[B, N, H]`` projections
-    broadcast to ``[B, N, N, H]``, one rank-1 ``addcmul`` per scalar edge attribute ``e_k`` (distances) and, only
-    after :meth:`add_edge_features`, one projection ``W_a`` of the edge features ``a = edge_attr``.
+    ``W [h_i, h_j, d, a] + b = (W_i h_i + b) + W_j h_j + Σ_k d_k w_k + W_a a``: two per-node projections paired
+    per edge (``edges.pair_sum``), one rank-1 ``addcmul`` per scalar distance term ``d_k`` and, only after
+    :meth:`add_edge_features`, one projection ``W_a`` of the given edge features ``a = edge_attr``.
 
-    Shapes:
-        h: [B, N, H], edge_attributes: list of [B, N, N] (compute dtype),
-        edge_attr: [B, N, N, E] (compute dtype) or None → [B, N, N, H]
+    Shapes (``·`` is the layout's node or edge prefix: [B, N] / [B, N, N] dense, [M] / [n_edges] sparse):
+        h: [·, H], distance_terms: list of [·edges] (compute dtype), edge_attr: [·edges, E] (compute dtype)
+        or None → [·edges, H]
     """
 
-    def __init__(self, hidden: int, edge_attributes: int) -> None:
+    def __init__(self, hidden: int, distance_terms: int) -> None:
         super().__init__()
         self.hidden = hidden
-        self.linear = nn.Linear(2 * hidden + edge_attributes, hidden)
+        self.linear = nn.Linear(2 * hidden + distance_terms, hidden)
         self.edge_attr_projection: nn.Linear | None = None
 
     def add_edge_features(self, edge_features: int) -> None:
@@ -191,31 +281,13 @@ class _FactoredEdgeInput(nn.Module):
         bound = 1.0 / math.sqrt(self.linear.in_features + edge_features)
         nn.init.uniform_(self.edge_attr_projection.weight, -bound, bound)
 
-    def forward(self, h: Tensor, edge_attributes: list[Tensor], edge_attr: Tensor | None = None) -> Tensor:
+    def forward(self, h: Tensor, edges: _EdgeLayout, distance_terms: list[Tensor],
+                edge_attr: Tensor | None = None) -> Tensor:
         weight, hidden = self.linear.weight, self.hidden
-        receiver = F.linear(h, weight[:, :hidden], self.linear.bias)
-        sender = F.linear(h, weight[:, hidden:2 * hidden])
-        out = receiver.unsqueeze(2) + sender.unsqueeze(1)
-        for k, attribute in enumerate(edge_attributes):
-            out.addcmul_(attribute.unsqueeze(-1), weight[:, 2 * hidden + k].to(out.dtype))
-        if self.edge_attr_projection is not None:
-            out.add_(self.edge_attr_projection(edge_attr).to(out.dtype))
-        return out
-
-    def forward_sparse(self, h: Tensor, edges: _Edges, edge_attributes: list[Tensor],
-                       edge_attr: Tensor | None = None) -> Tensor:
-        """The same layer on an edge list: per-node projections gathered at the receivers and senders.
-
-        Shapes:
-            h: [M, H] (M = B·N flat nodes), edges: ([n_edges], [n_edges]), edge_attributes: list of [n_edges],
-            edge_attr: [n_edges, E] or None → [n_edges, H]
-        """
-        weight, hidden = self.linear.weight, self.hidden
-        receiver, sender = edges
-        out = (F.linear(h, weight[:, :hidden], self.linear.bias)[receiver]
-               + F.linear(h, weight[:, hidden:2 * hidden])[sender])
-        for k, attribute in enumerate(edge_attributes):
-            out.addcmul_(attribute.unsqueeze(-1), weight[:, 2 * hidden + k].to(out.dtype))
+        out = edges.pair_sum(F.linear(h, weight[:, :hidden], self.linear.bias),
+                             F.linear(h, weight[:, hidden:2 * hidden]))
+        for k, term in enumerate(distance_terms):
+            out.addcmul_(term.unsqueeze(-1), weight[:, 2 * hidden + k].to(out.dtype))
         if self.edge_attr_projection is not None:
             out.add_(self.edge_attr_projection(edge_attr).to(out.dtype))
         return out
@@ -225,58 +297,41 @@ class _MessageLayer(nn.Module):
     """EDM's invariant graph convolution (GCL): gated messages, sum aggregation, residual node MLP.
 
     Shapes:
-        h: [B, N, H], edge_attributes: list of [B, N, N], edge_weight: [B, N, N], node_weight: [B, N, 1],
-        edge_attr: [B, N, N, E] or None → [B, N, H]
+        h: [·, H], distance_terms: list of [·edges], edge_attr: [·edges, E] or None → [·, H]
     """
 
     def __init__(self, hidden: int, attention: bool, aggregation_normalisation: float) -> None:
         super().__init__()
-        self.edge_in = _FactoredEdgeInput(hidden, _EDGE_ATTRIBUTES)
+        self.edge_in = _FactoredEdgeInput(hidden, _DISTANCE_TERMS)
         self.edge_out = nn.Linear(hidden, hidden)
         self.node_mlp = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
         # Stored as Linear(H, 1) like EDM, applied as multiply + sum (a width-1 matmul is slow).
         self.attention = nn.Linear(hidden, 1) if attention else None
         self.aggregation_normalisation = aggregation_normalisation
 
-    def forward(self, h: Tensor, edge_attributes: list[Tensor], edge_weight: Tensor, node_weight: Tensor,
+    def forward(self, h: Tensor, edges: _EdgeLayout, distance_terms: list[Tensor],
                 edge_attr: Tensor | None = None) -> Tensor:
-        messages = F.silu(self.edge_out(F.silu(self.edge_in(h, edge_attributes, edge_attr))))
-        gate = edge_weight
+        messages = F.silu(self.edge_out(F.silu(self.edge_in(h, edges, distance_terms, edge_attr))))
+        gate = None
         if self.attention is not None:
             logits = (messages * self.attention.weight[0].to(messages.dtype)).sum(-1)
-            gate = torch.sigmoid(logits + self.attention.bias.to(messages.dtype)) * edge_weight
-        aggregated = (messages * gate.unsqueeze(-1)).sum(2) / self.aggregation_normalisation
+            gate = torch.sigmoid(logits + self.attention.bias.to(messages.dtype))
+        aggregated = edges.sum(messages, gate) / self.aggregation_normalisation
         h = h + self.node_mlp(torch.cat([h, aggregated], dim=-1))
-        return h * node_weight
-
-    def forward_sparse(self, h: Tensor, edges: _Edges, edge_attributes: list[Tensor], node_weight: Tensor,
-                       edge_attr: Tensor | None = None) -> Tensor:
-        """:meth:`forward` on an edge list (every listed edge has weight 1).
-
-        Shapes:
-            h: [M, H], edges: ([n_edges], [n_edges]), edge_attributes: list of [n_edges], node_weight: [M, 1],
-            edge_attr: [n_edges, E] or None → [M, H]
-        """
-        messages = F.silu(self.edge_out(F.silu(self.edge_in.forward_sparse(h, edges, edge_attributes, edge_attr))))
-        if self.attention is not None:
-            logits = (messages * self.attention.weight[0].to(messages.dtype)).sum(-1)
-            messages = messages * torch.sigmoid(logits + self.attention.bias.to(messages.dtype)).unsqueeze(-1)
-        aggregated = _scatter_sum(messages, edges[0], h.shape[0]) / self.aggregation_normalisation
-        h = h + self.node_mlp(torch.cat([h, aggregated], dim=-1))
-        return h * node_weight
+        return h * edges.node_weight
 
 
 class _CoordinateUpdate(nn.Module):
     """EDM's equivariant coordinate update: x_i += Σ_j unit_ij · r·tanh(φ_x(m_ij)) / Z.
 
     Shapes:
-        h: [B, N, H], x: [B, N, 3], unit_diff: [B, N, N, 3], edge_attributes: list of [B, N, N],
-        edge_weight: [B, N, N] (dtype of x), edge_attr: [B, N, N, E] or None → [B, N, 3]
+        h: [·, H], x: [·, 3], unit_diff: [·edges, 3] (dtype of x), distance_terms: list of [·edges],
+        edge_attr: [·edges, E] or None → [·, 3]
     """
 
     def __init__(self, hidden: int, tanh: bool, coords_range: float, aggregation_normalisation: float) -> None:
         super().__init__()
-        self.edge_in = _FactoredEdgeInput(hidden, _EDGE_ATTRIBUTES)
+        self.edge_in = _FactoredEdgeInput(hidden, _DISTANCE_TERMS)
         self.edge_hidden = nn.Linear(hidden, hidden)
         # EDM starts near the identity map: tiny output weights, no bias.
         self.edge_out = nn.Linear(hidden, 1, bias=False)
@@ -285,38 +340,21 @@ class _CoordinateUpdate(nn.Module):
         self.coords_range = coords_range
         self.aggregation_normalisation = aggregation_normalisation
 
-    def forward(self, h: Tensor, x: Tensor, unit_diff: Tensor, edge_attributes: list[Tensor],
-                edge_weight: Tensor, edge_attr: Tensor | None = None) -> Tensor:
-        features = F.silu(self.edge_hidden(F.silu(self.edge_in(h, edge_attributes, edge_attr))))
+    def forward(self, h: Tensor, x: Tensor, unit_diff: Tensor, edges: _EdgeLayout, distance_terms: list[Tensor],
+                edge_attr: Tensor | None = None) -> Tensor:
+        features = F.silu(self.edge_hidden(F.silu(self.edge_in(h, edges, distance_terms, edge_attr))))
         weight = (features * self.edge_out.weight[0].to(features.dtype)).sum(-1).to(x.dtype)
         if self.tanh:
             weight = torch.tanh(weight) * self.coords_range
-        weight = weight * edge_weight
-        return x + (unit_diff * weight.unsqueeze(-1)).sum(2) / self.aggregation_normalisation
-
-    def forward_sparse(self, h: Tensor, x: Tensor, unit_diff: Tensor, edges: _Edges, edge_attributes: list[Tensor],
-                       edge_attr: Tensor | None = None) -> Tensor:
-        """:meth:`forward` on an edge list.
-
-        Shapes:
-            h: [M, H], x: [M, 3], unit_diff: [n_edges, 3], edges: ([n_edges], [n_edges]),
-            edge_attributes: list of [n_edges], edge_attr: [n_edges, E] or None → [M, 3]
-        """
-        features = F.silu(self.edge_hidden(F.silu(self.edge_in.forward_sparse(h, edges, edge_attributes,
-                                                                               edge_attr))))
-        weight = (features * self.edge_out.weight[0].to(features.dtype)).sum(-1).to(x.dtype)
-        if self.tanh:
-            weight = torch.tanh(weight) * self.coords_range
-        return x + _scatter_sum(unit_diff * weight.unsqueeze(-1), edges[0], x.shape[0]) / self.aggregation_normalisation
+        return x + edges.sum(unit_diff, weight) / self.aggregation_normalisation
 
 
 class _EquivariantBlock(nn.Module):
     """``sublayers`` message layers followed by one coordinate update (EDM ``EquivariantBlock``).
 
     Shapes:
-        h: [B, N, H], x: [B, N, 3], initial_sq_dist: [B, N, N], edge_weight: [B, N, N] (compute dtype),
-        node_weight: [B, N, 1] (compute dtype), edge_attr: [B, N, N, E] (compute dtype) or None
-        → (h [B, N, H], x [B, N, 3])
+        h: [·, H], x: [·, 3], initial_sq_dist: [·edges] (compute dtype), edge_attr: [·edges, E] (compute dtype)
+        or None → (h [·, H], x [·, 3])
     """
 
     def __init__(self, config: EGNNConfig) -> None:
@@ -329,36 +367,17 @@ class _EquivariantBlock(nn.Module):
                                                    config.coords_range / config.layers,
                                                    config.aggregation_normalisation)
 
-    def forward(self, h: Tensor, x: Tensor, initial_sq_dist: Tensor, edge_weight: Tensor,
-                node_weight: Tensor, edge_attr: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        diff = x.unsqueeze(2) - x.unsqueeze(1)
+    def forward(self, h: Tensor, x: Tensor, edges: _EdgeLayout, initial_sq_dist: Tensor,
+                edge_attr: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        diff = edges.difference(x)
         sq_dist = diff.square().sum(-1)
         # The 1e-8 keeps the gradient of sqrt finite on self-edges and padding (diff = 0).
         unit_diff = diff / (torch.sqrt(sq_dist + 1e-8) + self.norm_constant).unsqueeze(-1)
-        edge_attributes = [sq_dist.to(edge_weight.dtype), initial_sq_dist]
+        distance_terms = [sq_dist.to(edges.dtype), initial_sq_dist]
         for layer in self.message_layers:
-            h = layer(h, edge_attributes, edge_weight, node_weight, edge_attr)
-        x = self.coordinate_update(h, x, unit_diff, edge_attributes, edge_weight.to(x.dtype), edge_attr)
-        x = x * node_weight.to(x.dtype)
-        return h, x
-
-    def forward_sparse(self, h: Tensor, x: Tensor, edges: _Edges, initial_sq_dist: Tensor, node_weight: Tensor,
-                       edge_attr: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """:meth:`forward` on flat nodes and an edge list; the compute dtype is that of ``node_weight``.
-
-        Shapes:
-            h: [M, H], x: [M, 3], edges: ([n_edges], [n_edges]), initial_sq_dist: [n_edges],
-            node_weight: [M, 1], edge_attr: [n_edges, E] or None → (h [M, H], x [M, 3])
-        """
-        receiver, sender = edges
-        diff = x[receiver] - x[sender]
-        sq_dist = diff.square().sum(-1)
-        unit_diff = diff / (torch.sqrt(sq_dist + 1e-8) + self.norm_constant).unsqueeze(-1)
-        edge_attributes = [sq_dist.to(node_weight.dtype), initial_sq_dist]
-        for layer in self.message_layers:
-            h = layer.forward_sparse(h, edges, edge_attributes, node_weight, edge_attr)
-        x = self.coordinate_update.forward_sparse(h, x, unit_diff, edges, edge_attributes, edge_attr)
-        x = x * node_weight.to(x.dtype)
+            h = layer(h, edges, distance_terms, edge_attr)
+        x = self.coordinate_update(h, x, unit_diff, edges, distance_terms, edge_attr)
+        x = x * edges.node_weight.to(x.dtype)
         return h, x
 
 
@@ -373,15 +392,20 @@ class EGNNDenoiser(DenoiserBase):
     ``edge_features = E > 0`` every first edge-MLP layer gains a parameter ``edge_attr_projection.weight``
     [H, E]; with ``E = 0`` parameters and outputs are exactly those of the network without edge features.
 
+    ``forward(..., pair_weights=W)`` (``graph="full"`` only) runs the dense body with ``W`` [B, N, N] in place of
+    the full graph: ``W[b, i, j]`` weights the message j → i in every sum over edges (e.g. a radius graph's 0/1
+    adjacency at the dense path's cost). Pairs touching padding and self-pairs still count zero.
+
     Shapes:
         pos: [B, N, 3], h: [B, N, F], t: [B], mask: [B, N] bool, context: [B, C] or None,
-        edge_attr: [B, N, N, E] or None → eps_pos: [B, N, 3] (zero centre of mass over real atoms),
-        eps_h: [B, N, F]
+        edge_attr: [B, N, N, E] or None, pair_weights: [B, N, N] or None → eps_pos: [B, N, 3] (zero centre of
+        mass over real atoms), eps_h: [B, N, F]
     """
 
     def __init__(self, config: EGNNConfig) -> None:
         super().__init__()
         self.config = config
+        self._pair_weights: Tensor | None = None  # set by forward(..., pair_weights=) for that call only
         width_in = config.in_node_features + 1 + config.context_features
         self.embedding = nn.Linear(width_in, config.hidden)
         self.blocks = nn.ModuleList(_EquivariantBlock(config) for _ in range(config.layers))
@@ -390,6 +414,31 @@ class EGNNDenoiser(DenoiserBase):
             # Created last, so every other parameter draws the same initial values as with edge_features=0.
             for module in [m for m in self.modules() if isinstance(m, _FactoredEdgeInput)]:
                 module.add_edge_features(config.edge_features)
+
+    def forward(self, pos, h: Tensor | None = None, t: Tensor | float | None = None, mask: Tensor | None = None,
+                context: Tensor | None = None, edge_attr: Tensor | None = None, *,
+                pair_weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The denoiser contract (:meth:`DenoiserBase.forward`), plus ``pair_weights`` [B, N, N] (bool or float) or
+        None: the weight of each message j → i at ``[b, i, j]`` in place of the full graph's 0/1 (dense tensors and
+        ``graph="full"`` only; ValueError otherwise, or for another shape)."""
+        if pair_weights is None:
+            return super().forward(pos, h, t, mask, context, edge_attr)
+        if self.config.graph != "full":
+            raise ValueError(f"pair_weights needs graph='full' (the dense layout), got graph={self.config.graph!r}")
+        if not isinstance(pos, Tensor):
+            raise ValueError("pair_weights needs dense tensors: forward(pos, h, t, mask, ..., pair_weights=...)")
+        if pos.dim() == 3:  # otherwise the base class names what is wrong with pos
+            expected = (pos.shape[0], pos.shape[1], pos.shape[1])
+            got = tuple(pair_weights.shape) if isinstance(pair_weights, Tensor) else type(pair_weights).__name__
+            if got != expected:
+                raise ValueError(f"pair_weights must be a [B, N, N] = {expected} tensor, got {got}")
+        # The base class validates and masks the inputs before it calls _forward_dense with a fixed argument list,
+        # so the weights reach the body through the module for this one call.
+        self._pair_weights = pair_weights
+        try:
+            return super().forward(pos, h, t, mask, context, edge_attr)
+        finally:
+            self._pair_weights = None
 
     def _forward_dense(self, pos: Tensor, h: Tensor, t: Tensor, mask: Tensor, context: Tensor | None,
                        edge_attr: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -413,21 +462,23 @@ class EGNNDenoiser(DenoiserBase):
     def _body(self, pos: Tensor, h: Tensor, t: Tensor, mask: Tensor, context: Tensor | None,
               edge_attr: Tensor | None) -> tuple[Tensor, Tensor]:
         features = self._embed_nodes(h, t, mask, context)
-        if self.config.graph == "radius":
-            return self._body_sparse(pos, features, mask, edge_attr)
         compute_dtype = features.dtype  # bf16 under autocast, else the input dtype
-        edge_weight = pairwise_mask(mask).to(compute_dtype)
-        node_weight = mask.unsqueeze(-1).to(compute_dtype)
-        initial_sq_dist = (pos.unsqueeze(2) - pos.unsqueeze(1)).square().sum(-1).to(compute_dtype)
+        if self.config.graph == "radius":
+            edges: _EdgeLayout = _SparseEdges(*self.edge_index(pos, mask), mask, compute_dtype)
+        else:
+            edges = _DenseEdges(mask, compute_dtype, self._pair_weights)
+        features = edges.per_node(features)
+        initial_pos = edges.per_node(pos)
+        initial_sq_dist = edges.difference(initial_pos).square().sum(-1).to(compute_dtype)
         if edge_attr is not None:
             # Cast once: a float32 edge_attr would promote every edge tensor it is added to under autocast.
-            edge_attr = edge_attr.to(compute_dtype)
+            edge_attr = edges.per_edge(edge_attr).to(compute_dtype)
 
-        x = pos
+        x = initial_pos
         for block in self.blocks:
-            features, x = block(features, x, initial_sq_dist, edge_weight, node_weight, edge_attr)
-        out = self.embedding_out(features)
-        return x - pos, out[..., : self.config.in_node_features]
+            features, x = block(features, x, edges, initial_sq_dist, edge_attr)
+        out = edges.to_dense(self.embedding_out(features))
+        return edges.to_dense(x - initial_pos), out[..., : self.config.in_node_features]
 
     def _embed_nodes(self, h: Tensor, t: Tensor, mask: Tensor, context: Tensor | None) -> Tensor:
         """The embedded node inputs ``[h | t | context]``: [B, N, H] (bf16 under autocast)."""
@@ -436,24 +487,3 @@ class EGNNDenoiser(DenoiserBase):
         if context is not None:
             node_inputs.append(context.unsqueeze(1).expand(batch_size, num_nodes, context.shape[-1]))
         return self.embedding(torch.cat(node_inputs, dim=-1))
-
-    def _body_sparse(self, pos: Tensor, features: Tensor, mask: Tensor, edge_attr: Tensor | None
-                     ) -> tuple[Tensor, Tensor]:
-        """:meth:`_body` on the radius graph, from the embedded nodes ``features`` [B, N, H]: nodes flattened to
-        ``[B·N, ·]``, edges to ``[n_edges, ·]``."""
-        batch_size, num_nodes = mask.shape
-        features = features.reshape(batch_size * num_nodes, -1)
-        compute_dtype = features.dtype
-        node_weight = mask.reshape(-1, 1).to(compute_dtype)
-        b, i, j = self.edge_index(pos, mask)
-        edges = (b * num_nodes + i, b * num_nodes + j)
-        flat_pos = pos.reshape(-1, 3)
-        initial_sq_dist = (flat_pos[edges[0]] - flat_pos[edges[1]]).square().sum(-1).to(compute_dtype)
-        if edge_attr is not None:
-            edge_attr = edge_attr[b, i, j].to(compute_dtype)
-
-        x = flat_pos
-        for block in self.blocks:
-            features, x = block.forward_sparse(features, x, edges, initial_sq_dist, node_weight, edge_attr)
-        out = self.embedding_out(features).reshape(batch_size, num_nodes, -1)
-        return (x - flat_pos).reshape(batch_size, num_nodes, 3), out[..., : self.config.in_node_features]

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..diffusion import SCHEDULES, NoiseSchedule, TorusSpace, epsilon_loss, make_schedule, sample
-from ..pointcloud import sample_chains_by_seed
+from ..pointcloud import draw_sizes, sample_by_seed, sample_seeds, seed_generators, unpad_points
 from ..utils import build_config
 from .angles import CA_CA, angle_mask, angles_to_chain, chain_to_angles, lengths_from_mask
 
@@ -210,12 +210,7 @@ class ProteinAngleDiffusion(nn.Module):
     # -- sampling -------------------------------------------------------------------------------------
     def sample_lengths(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """``n`` chain lengths ``[n]`` drawn from the training length histogram (ValueError if it is empty)."""
-        hist = self.config.length_histogram
-        if not hist:
-            raise ValueError("this model has no chain length histogram; give the lengths explicitly")
-        sizes = torch.tensor(sorted(hist), dtype=torch.long)
-        probs = torch.tensor([hist[k] for k in sorted(hist)], dtype=torch.float64)
-        return sizes[torch.multinomial(probs, n, replacement=True, generator=generator)]
+        return draw_sizes(self.config.length_histogram, n, generator, what="chain length")
 
     def check_lengths(self, lengths: Sequence[int] | Tensor) -> Tensor:
         """``lengths`` as a long tensor ``[B]``; ValueError naming the range for a length outside 4..max_length."""
@@ -237,13 +232,11 @@ class ProteinAngleDiffusion(nn.Module):
         so it does not depend on the batch. Any core sampler (``ddpm``, ``ddim``, ``heun``, ``dpm2m``) with its
         options (DDPM's ``noise_scale``, DDIM's ``eta``)."""
         lengths = self.check_lengths(lengths)
-        seeds = [seed + i for i in range(len(lengths))] if seeds is None else list(seeds)
-        if len(seeds) != len(lengths):
-            raise ValueError(f"got {len(seeds)} seeds for {len(lengths)} chains")
+        seeds = sample_seeds(len(lengths), seeds, first=seed, what="chains")
         param = next(self.parameters())
         m = int(lengths.max()) - 2
         amask = angle_mask(lengths.to(param.device), m)
-        gens = [torch.Generator(device=param.device).manual_seed(int(s)) for s in seeds]
+        gens = seed_generators(seeds, param.device)
         z = self.space.randn((len(lengths), m, 2), amask[..., 0], gens, param.dtype, param.device)
         x = sample(sampler, self.eps_fn(amask), z, self.schedule, self.space, steps=steps, mask=amask[..., 0],
                    generator=gens, show_progress=show_progress, **sampler_options)
@@ -271,4 +264,5 @@ class ProteinAngleDiffusion(nn.Module):
         or order. ``sample_options`` go to :meth:`sample` (sampler, steps, the sampler's options). ValueError for
         a length outside 4..max_length or a seed count that does not match."""
         lengths = self.check_lengths(lengths)
-        return sample_chains_by_seed(self.sample, lengths, seeds, batch_size, show_progress, **sample_options)
+        return sample_by_seed(self.sample, lengths, seeds, batch_size, unpad_points, show_progress,
+                              desc="sampling chains", what="chains", **sample_options)

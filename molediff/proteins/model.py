@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..pointcloud import PointCloudConfig, PointCloudDiffusion, draw_sizes, sample_chains_by_seed
+from ..pointcloud import PointCloudConfig, PointCloudDiffusion, draw_sizes
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,8 @@ class ProteinBackboneDiffusion(PointCloudDiffusion):
     """Cα coordinates given the chain length; see the module docstring for the features."""
 
     config_class = ProteinBackboneConfig
+    sample_noun = "chains"
+    progress_desc = "sampling chains"
 
     def __init__(self, config: ProteinBackboneConfig):
         super().__init__(config.build_denoiser(config.node_features, edge_features=config.edge_features,
@@ -183,7 +185,7 @@ class ProteinBackboneDiffusion(PointCloudDiffusion):
                       show_progress: bool = False, **sample_options) -> list[np.ndarray]:
         """Sample many chains in batches of similar length; ``[L_i, 3]`` float32 arrays (Å) in input order.
 
-        Chain i depends on ``seeds[i]`` alone, not on the batch size or order.
+        Chain i depends on ``seeds[i]`` alone, not on the batch size or order (``PointCloudDiffusion.sample_many``).
+        ValueError when the seed count does not match ``lengths``.
         """
-        lengths = torch.as_tensor(lengths, dtype=torch.long).flatten()
-        return sample_chains_by_seed(self.sample, lengths, seeds, batch_size, show_progress, **sample_options)
+        return self.sample_many(lengths, seeds, batch_size, show_progress, **sample_options)

@@ -63,8 +63,9 @@ DEFAULT_MODEL = "angles"
 
 def load_protein_model(kind: str = DEFAULT_MODEL, checkpoint: str | os.PathLike | None = None,
                        device: str = "cpu") -> nn.Module:
-    """The model of ``kind`` (``angles`` or ``egnn``) from ``checkpoint`` (an exported ``.safetensors`` file or a
-    training run/checkpoint directory; None: the kind's shipped weights), in eval mode on ``device``.
+    """The model of ``kind`` (``angles`` or ``egnn``) from ``checkpoint`` (an exported ``.safetensors`` file, a
+    training run/checkpoint directory or the NAME of shipped weights; None: the kind's shipped weights), in eval
+    mode on ``device``.
 
     Every failure is a ValueError (FileNotFoundError for a missing path) with a one-line reason: no shipped
     weights, unreadable or corrupt weights, weights of the other kind (naming the ``--model`` that reads them)
@@ -72,28 +73,32 @@ def load_protein_model(kind: str = DEFAULT_MODEL, checkpoint: str | os.PathLike 
     """
     from safetensors import SafetensorError
 
-    from ..training.weights import load_model, read_model_config, weights_or_shipped
+    from ..training.weights import load_model, read_weights
 
     if kind not in MODEL_KINDS:
         raise ValueError(f"unknown protein model {kind!r}; choose one of {sorted(MODEL_KINDS)}")
     spec = MODEL_KINDS[kind]
     try:
-        path = weights_or_shipped(checkpoint, spec.shipped, f"{spec.shipped!r} protein")
-    except ValueError as e:
+        stored = read_weights(spec.shipped if checkpoint is None else checkpoint)
+    except FileNotFoundError:
+        if checkpoint is not None:
+            raise
         others = [k for k in MODEL_KINDS if k != kind]
-        raise ValueError(f"{e}, or choose another model (--model {' / '.join(others)})") from None
-    stored_class, _ = read_model_config(path)
-    if stored_class != spec.class_name:
-        other = next((k for k in MODEL_KINDS.values() if k.class_name == stored_class), None)
+        raise ValueError(f"no {spec.shipped!r} protein weights are shipped in this installation: pass --checkpoint "
+                         f"(a training run directory or an exported .safetensors file), or choose another model "
+                         f"(--model {' / '.join(others)})") from None
+    if stored.model_class != spec.class_name:
+        other = next((k for k in MODEL_KINDS.values() if k.class_name == stored.model_class), None)
         if other is not None:
-            raise ValueError(f"{path} holds the {other.description} ({stored_class}), not the {spec.description}: "
-                             f"sample it with --model {other.name}")
-        raise ValueError(f"{path} holds a {stored_class or 'unnamed'} model, not a protein model "
+            raise ValueError(f"{stored.path} holds the {other.description} ({stored.model_class}), not the "
+                             f"{spec.description}: sample it with --model {other.name}")
+        raise ValueError(f"{stored.path} holds a {stored.model_class or 'unnamed'} model, not a protein model "
                          f"({spec.class_name})")
     try:
-        return load_model(spec.model_class(), path, device=device)
+        return load_model(spec.model_class(), stored, device=device)
     except (RuntimeError, KeyError, SafetensorError, EOFError) as e:
-        raise ValueError(f"{path}: the weights cannot be read, the file is corrupt or incomplete ({e})") from None
+        raise ValueError(f"{stored.path}: the weights cannot be read, the file is corrupt or incomplete ({e})") \
+            from None
 
 
 def check_length(model: nn.Module, kind: str, length: int) -> None:

@@ -15,7 +15,8 @@ A checkpoint root (``<out_dir>/checkpoints``) holds step-numbered directories an
     last -> step_00001000
 
 Each step directory is written under a temporary name and renamed into place, so a crash mid-write never
-leaves a half-written checkpoint behind and the previous ones stay intact.
+leaves a half-written checkpoint behind and the previous ones stay intact. Loading weights for inference and
+exported weights files are ``weights.py``'s; the checks both share (model config, tensor names and shapes) are here.
 """
 
 from __future__ import annotations
@@ -33,11 +34,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from ..utils import atomic_path
 from .ema import EMA, PowerEMA
 
 log = logging.getLogger(__name__)
@@ -86,7 +85,7 @@ def _cpu_tensors(state: dict[str, Tensor]) -> dict[str, Tensor]:
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
 
 
-def _check_model_config(label: str, stored_class: str | None, stored_cfg: dict | None, model: nn.Module,
+def check_model_config(label: str, stored_class: str | None, stored_cfg: dict | None, model: nn.Module,
                         strict: bool) -> None:
     """ValueError (warning if not strict) when the stored model class/config differs from ``model``'s."""
     cls = type(model).__name__
@@ -119,7 +118,7 @@ def _check_model_config(label: str, stored_class: str | None, stored_cfg: dict |
     log.warning(msg)
 
 
-def _check_tensors(label: str, tensors: dict[str, Tensor], model: nn.Module, strict: bool) -> None:
+def check_tensors(label: str, tensors: dict[str, Tensor], model: nn.Module, strict: bool) -> None:
     """ValueError when tensor names (strict) or shapes (always) do not match ``model``'s state dict."""
     target = model.state_dict()
     problems = []
@@ -144,7 +143,7 @@ def _check_tensors(label: str, tensors: dict[str, Tensor], model: nn.Module, str
         raise ValueError(f"{label} does not fit model {type(model).__name__}: " + "; ".join(problems))
 
 
-def _cast_like(tensors: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
+def cast_like(tensors: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
     """Floating tensors cast to the dtype of the model's matching tensor (fp16/bf16 files load into fp32)."""
     target = model.state_dict()
     return {k: v.to(target[k].dtype) if k in target and v.is_floating_point() and target[k].is_floating_point()
@@ -152,6 +151,8 @@ def _cast_like(tensors: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor
 
 
 def read_state(ckpt: Path) -> dict:
+    """The contents of checkpoint directory ``ckpt``'s state.json; ValueError when it is unreadable or of another
+    format version."""
     try:
         state = json.loads((ckpt / "state.json").read_text())
     except (OSError, json.JSONDecodeError) as e:
@@ -162,7 +163,8 @@ def read_state(ckpt: Path) -> dict:
     return state
 
 
-def _load_safetensors(path: Path) -> dict[str, Tensor]:
+def load_safetensors(path: Path) -> dict[str, Tensor]:
+    """The tensors of the safetensors file ``path`` on the CPU; ValueError (one line) for a corrupt file."""
     try:
         return load_file(str(path), device="cpu")
     except FileNotFoundError:
@@ -306,16 +308,16 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module, ema: EMA | None =
     ckpt = find_checkpoint(path)
     state = read_state(ckpt)
     label = f"checkpoint {ckpt}"
-    _check_model_config(label, state.get("model_class"), state.get("model_config"), model, strict)
-    tensors = _load_safetensors(ckpt / "model.safetensors")
-    _check_tensors(label, tensors, model, strict)
-    model.load_state_dict(_cast_like(tensors, model), strict=strict)
+    check_model_config(label, state.get("model_class"), state.get("model_config"), model, strict)
+    tensors = load_safetensors(ckpt / "model.safetensors")
+    check_tensors(label, tensors, model, strict)
+    model.load_state_dict(cast_like(tensors, model), strict=strict)
     if ema is not None:
         ema_file = ckpt / "ema.safetensors"
         if ema_file.is_file():
-            ema_tensors = _load_safetensors(ema_file)
-            _check_tensors(label + " (EMA)", ema_tensors, model, True)
-            ema.load_state_dict(_cast_like(ema_tensors, model))
+            ema_tensors = load_safetensors(ema_file)
+            check_tensors(label + " (EMA)", ema_tensors, model, True)
+            ema.load_state_dict(cast_like(ema_tensors, model))
         else:
             log.warning("%s has no EMA weights; the EMA restarts from the loaded weights", label)
             ema.load_state_dict(model.state_dict())
@@ -328,9 +330,9 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module, ema: EMA | None =
                             e.sigma_rel)
                 e.load_state_dict(model.state_dict(), num_updates=int(state["step"]))
                 continue
-            tensors = _load_safetensors(ckpt / entry["file"])
-            _check_tensors(f"{label} (power EMA sigma_rel={e.sigma_rel})", tensors, model, True)
-            e.load_state_dict(_cast_like(tensors, model), num_updates=int(entry["num_updates"]))
+            tensors = load_safetensors(ckpt / entry["file"])
+            check_tensors(f"{label} (power EMA sigma_rel={e.sigma_rel})", tensors, model, True)
+            e.load_state_dict(cast_like(tensors, model), num_updates=int(entry["num_updates"]))
     if optimizer is not None or scheduler is not None:
         try:
             opt_state = torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True)
@@ -347,77 +349,3 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module, ema: EMA | None =
             raise ValueError(f"{label}: optimiser state does not fit ({e})") from None
     state["path"] = str(ckpt)
     return state
-
-
-def load_weights(path: str | os.PathLike, model: nn.Module, use_ema: bool = True, strict: bool = True,
-                 check_config: bool = True) -> dict:
-    """Inference loading from an exported ``.safetensors`` file or a checkpoint (its EMA weights unless
-    ``use_ema=False``). fp16/bf16 files are cast to the model's dtype. Returns the stored metadata.
-
-    ``check_config=False`` skips the comparison of the stored model config with ``model.config`` (for a model
-    that was built from that stored config; see ``molediff.training.weights.load_model``)."""
-    path = Path(path)
-    if path.is_dir():
-        ckpt = find_checkpoint(path)
-        state = read_state(ckpt)
-        file = ckpt / "ema.safetensors"
-        if not (use_ema and file.is_file()):
-            file = ckpt / "model.safetensors"
-        stored_class, stored_cfg, meta = state.get("model_class"), state.get("model_config"), state
-        label = f"checkpoint {ckpt}"
-    else:
-        if not path.is_file():
-            raise FileNotFoundError(f"weights file {path} does not exist")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = dict(f.metadata() or {})
-        except Exception as e:
-            raise ValueError(f"{path} is not a readable safetensors file ({e})") from None
-        stored_class = meta.get("model_class")
-        stored_cfg = json.loads(meta["model_config"]) if meta.get("model_config") else None
-        file, label = path, f"weights {path}"
-    if check_config:
-        _check_model_config(label, stored_class, stored_cfg, model, strict)
-    tensors = _load_safetensors(file)
-    _check_tensors(label, tensors, model, strict)
-    model.load_state_dict(_cast_like(tensors, model), strict=strict)
-    return meta
-
-
-def export_weights(path: str | os.PathLike, out_path: str | os.PathLike,
-                   dtype: torch.dtype | None = torch.bfloat16, use_ema: bool = True) -> Path:
-    """Write a checkpoint's EMA weights (raw weights without an EMA) as one compact safetensors file, floating
-    tensors cast to ``dtype`` (None keeps them), with the model class and config in its metadata."""
-    ckpt = find_checkpoint(path)
-    state = read_state(ckpt)
-    file = ckpt / "ema.safetensors"
-    if not (use_ema and file.is_file()):
-        file = ckpt / "model.safetensors"
-    tensors = _load_safetensors(file)
-    meta = export_metadata(state, ema=file.name == "ema.safetensors")
-    return write_weights(tensors, out_path, meta, dtype)
-
-
-def export_metadata(state: dict, ema: bool) -> dict[str, str]:
-    """The safetensors metadata of an exported weights file, from a checkpoint's state.json contents."""
-    return {
-        "format": "molediff-weights",
-        "format_version": str(FORMAT_VERSION),
-        "model_class": state.get("model_class") or "",
-        "model_config": json.dumps(state.get("model_config")),
-        "model_config_hash": state.get("model_config_hash") or "",
-        "step": str(state.get("step")),
-        "ema": str(ema).lower(),
-        "config": json.dumps(state.get("config")),
-    }
-
-
-def write_weights(tensors: dict[str, Tensor], out_path: str | os.PathLike, meta: dict[str, str],
-                  dtype: torch.dtype | None = torch.bfloat16) -> Path:
-    """Write ``tensors`` (floating ones cast to ``dtype``; None keeps them) atomically as one safetensors file."""
-    if dtype is not None:
-        tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
-    out_path = Path(out_path)
-    with atomic_path(out_path) as tmp:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=meta)
-    return out_path

@@ -34,8 +34,9 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from ..utils import atomic_path
-from .checkpoint import config_hash, export_metadata, find_checkpoint, model_config_of, read_state, write_weights
+from .checkpoint import config_hash, find_checkpoint, model_config_of, read_state
 from .ema import PowerEMA, sigma_rel_to_gamma
+from .weights import export_metadata, write_weights
 
 log = logging.getLogger(__name__)
 
@@ -248,8 +249,8 @@ def _reconstruct(snapshots: Sequence[Snapshot], sigma_rel_target: float,
 def export_posthoc_ema(run_dir: str | os.PathLike, sigma_rel: float, out_path: str | os.PathLike,
                        dtype: torch.dtype | None = torch.bfloat16, step: int | None = None) -> Path:
     """Reconstruct the EMA with ``sigma_rel`` at ``step`` (default: the last snapshot) from the snapshots of
-    ``run_dir`` and write it as a weights file like ``checkpoint.export_weights`` (floating tensors cast to
-    ``dtype``; None keeps them), so that ``weights.load_model`` / ``checkpoint.load_weights`` read it.
+    ``run_dir`` and write it as a weights file like ``weights.export_weights`` (floating tensors cast to
+    ``dtype``; None keeps them), so that ``weights.load_model`` / ``weights.load_weights`` read it.
 
     The metadata (model class and config, training config) come from the run's last checkpoint, or from the
     snapshots when the run has none; ``step`` is the reconstruction's step, and ``posthoc_ema_sigma_rel``,

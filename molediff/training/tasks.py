@@ -7,13 +7,15 @@ imports a domain. ``register_task`` adds a name (e.g. a user's own domain).
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import logging
 import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
-from .config import TrainConfig, load_config
-from .trainer import seed_everything, train
+from .config import TrainConfig, config_from_dict, config_to_dict, load_config
+from .trainer import TrainingTask, seed_everything, train
 
 log = logging.getLogger(__name__)
 
@@ -73,37 +75,80 @@ def initialise_from(model, path: str | os.PathLike) -> None:
     model.load_state_dict(source)
 
 
-def run_training(config_path: str | os.PathLike, resume: bool | str = False, out_dir: str | None = None,
-                 steps: int | None = None, device: str | None = None, time_limit_s: float | None = None,
-                 init: str | os.PathLike | None = None) -> dict:
-    """Load the YAML config, apply the overrides, build the task and train; returns the final metrics.
+def configure_run(config: str | os.PathLike | TrainConfig, out_dir: str | os.PathLike | None = None,
+                  steps: int | None = None, time_limit_s: float | None = None,
+                  changes: Mapping[str, Any] | None = None) -> TrainConfig:
+    """The training config (a YAML path, or a ``TrainConfig``) with a run's overrides applied.
 
-    ``init``: start a fresh run from these weights (``initialise_from``); ignored when ``resume`` finds a
-    checkpoint to continue from.
+    ``out_dir``, ``steps`` and ``time_limit_s`` (seconds) replace the config's values. ``changes`` maps further
+    top-level keys to new values, e.g. the data path, the steps or optimiser settings of a continued run
+    (``{"data": {"path": ...}, "optim": {"lr": 3e-4}}``); a mapping given for a section (``data``, ``model``,
+    ``optim``, ``posthoc_ema``) replaces only the keys it names. The result is checked as a config read from
+    YAML is: ValueError naming an unknown key or a bad value, FileNotFoundError for a missing config file.
     """
-    config = load_config(config_path)
-    changes = {}
+    if not isinstance(config, TrainConfig):
+        config = load_config(config)
+    overrides: dict[str, Any] = dict(changes or {})
     if out_dir is not None:
-        changes["out_dir"] = str(out_dir)
+        overrides["out_dir"] = str(out_dir)
     if steps is not None:
         if steps < 1:
             raise ValueError("--steps must be at least 1")
-        changes["steps"] = int(steps)
+        overrides["steps"] = int(steps)
     if time_limit_s is not None:
-        changes["time_limit_s"] = float(time_limit_s)
-    if changes:
-        config = dataclasses.replace(config, **changes)
-    task = build_task(config)
-    if init is not None:
-        from .checkpoint import find_checkpoint
+        overrides["time_limit_s"] = float(time_limit_s)
+    if not overrides:
+        return config
+    merged = config_to_dict(config)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}   # a section: only the keys named change
+        else:
+            merged[key] = value
+    return config_from_dict(merged)   # the same checks (and messages) as a YAML file's
 
+
+def prepare_training(config: str | os.PathLike | TrainConfig, resume: bool | str = False,
+                     out_dir: str | os.PathLike | None = None, steps: int | None = None,
+                     time_limit_s: float | None = None, init: str | os.PathLike | None = None,
+                     changes: Mapping[str, Any] | None = None) -> tuple[TrainingTask, TrainConfig, Path | None]:
+    """Everything before ``train``: the config with its overrides (``configure_run``), the task, and the
+    ``--init`` rule. Returns ``(task, config, checkpoint)``: pass the first two and ``resume`` to ``train``.
+
+    ``resume``: True continues from the newest checkpoint in the run directory, a path from that checkpoint;
+    ``checkpoint`` is the one found (None: the run starts fresh). ``init`` (an exported weights file or a
+    run/checkpoint directory): a fresh run starts from these weights (``initialise_from``: every parameter name
+    and shape must match); ignored when a checkpoint is found. ValueError for a bad config, an unknown task, or
+    ``init`` weights of another architecture; FileNotFoundError for a missing config or ``init``.
+    """
+    from .checkpoint import find_checkpoint
+
+    config = configure_run(config, out_dir=out_dir, steps=steps, time_limit_s=time_limit_s, changes=changes)
+    task = build_task(config)
+    found = None
+    if resume:
         try:
-            found = find_checkpoint(resume if isinstance(resume, str) else config.out_dir) if resume else None
+            found = find_checkpoint(resume if isinstance(resume, (str, os.PathLike)) else config.out_dir)
         except FileNotFoundError:
             found = None
+    if init is not None:
         if found is None:
             initialise_from(task.model, init)
             log.info("initialised the model from %s", init)
         else:
             log.info("resuming from %s; --init %s is not used", found, init)
+    return task, config, found
+
+
+def run_training(config_path: str | os.PathLike, resume: bool | str = False, out_dir: str | None = None,
+                 steps: int | None = None, device: str | None = None, time_limit_s: float | None = None,
+                 init: str | os.PathLike | None = None, changes: Mapping[str, Any] | None = None) -> dict:
+    """Load the YAML config, apply the overrides (and ``changes``, see ``configure_run``), build the task and
+    train; returns the final metrics.
+
+    ``init``: start a fresh run from these weights (``initialise_from``); ignored when ``resume`` finds a
+    checkpoint to continue from.
+    """
+    task, config, _ = prepare_training(config_path, resume=resume, out_dir=out_dir, steps=steps,
+                                       time_limit_s=time_limit_s, init=init, changes=changes)
     return train(task, config, resume=resume, device=device)

@@ -28,7 +28,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..utils import atomic_write, check_device, native_bf16, progress
+from ..utils import atomic_write, check_device, progress
+from ..utils import use_bf16 as bf16_rule
 from . import distributed
 from .checkpoint import find_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from .config import OptimConfig, TrainConfig, config_to_dict
@@ -288,7 +289,7 @@ def _train(task: TrainingTask, config: TrainConfig, resume: bool | str, device: 
             model, device_ids=[device.index] if device.type == "cuda" else None)
     # bf16 autocast where the hardware has it: the loss and gradients agree with float32 to about 1e-4 and
     # cosine 0.97–0.999 per batch on QM9 (far closer than two minibatches agree), at about 2× the speed on CPU.
-    use_bf16 = config.bf16 and native_bf16(device)
+    use_bf16 = bf16_rule("auto" if config.bf16 else "fp32", device)
     config_dict = config_to_dict(config)
     params = [p for p in model.parameters() if p.requires_grad]
     max_norm = oc.grad_clip if oc.grad_clip is not None else float("inf")

@@ -50,7 +50,7 @@ files and the ``--init`` weights. Measured there on one H200 (torch 2.11.0+cu130
    ``python scripts/bench_conformers.py --refiner OUT/conformer_refiner.safetensors``; CPU training continues with
    ``molediff train configs/conformers_cpu.yaml --init OUT/conformer_refiner.safetensors``.
 
-Test stage 2 on CPU with a tiny config before spending device time (tests/test_conformer_gpu_job.py does):
+Test stage 2 on CPU with a tiny config before spending device time (tests/scripts/test_conformer_gpu_job.py does):
 
     python scripts/gpu/train_conformers.py prepare --out /tmp/gpu_data --limit 64
     python scripts/gpu/train_conformers.py run --data /tmp/gpu_data/conformers_qm9_train.npz \\
@@ -60,11 +60,6 @@ Test stage 2 on CPU with a tiny config before spending device time (tests/test_c
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
-import logging
-import shutil
-import statistics
 import sys
 import time
 from collections import Counter
@@ -72,14 +67,10 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-for _path in (ROOT, Path(__file__).resolve().parent):   # the tree's molediff (not installed there) and job_report
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # job_report, also when this file is loaded by path
+import job_report as job  # noqa: E402  (puts the tree's molediff on sys.path)
 
-from job_report import device_facts, returned_weights, training_facts, write_report  # noqa: E402
-
-log = logging.getLogger("train_conformers")
+ROOT = job.ROOT
 
 WEIGHTS = "conformer_refiner.safetensors"
 MAX_MINUTES = 8.0
@@ -170,10 +161,8 @@ def _heldout(model, data: Path, n: int, batch_size: int) -> dict | None:
 
 def run(args) -> None:
     from molediff.conformers.model import ConformerDiffusion
-    from molediff.training import build_task, export_weights, load_config, train
-    from molediff.training.checkpoint import latest_step
+    from molediff.training import export_weights
     from molediff.training.weights import load_model
-    from molediff.utils import check_device
 
     t_all = time.perf_counter()
     if not 0 < args.minutes <= MAX_MINUTES:
@@ -187,75 +176,36 @@ def run(args) -> None:
         if not path.is_file():
             raise SystemExit(f"run: {what} {path} does not exist; write it with the prepare stage and carry it")
     out = Path(args.out)
+    run_dir = Path(args.run_dir or f"runs/gpu_{Path(args.config).stem}")
     try:
-        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        check_device(device)
-        config = load_config(args.config)
-        if config.task != "conformers":
-            raise ValueError(f"{args.config} is a config for task {config.task!r}, not 'conformers'")
-        run_dir = Path(args.run_dir or f"runs/gpu_{Path(args.config).stem}")
-        changes = {"out_dir": str(run_dir), "time_limit_s": 60 * args.minutes,
-                   "data": {**config.data, "dataset": "npz", "path": str(data), "graphs": str(graphs)}}
-        if args.train_steps is not None:
-            changes["steps"] = args.train_steps
-        optim = {k: v for k, v in (("ema_decay", args.ema_decay), ("lr", args.lr), ("lr_schedule", args.lr_schedule))
-                 if v is not None}
-        if optim:
-            changes["optim"] = dataclasses.replace(config.optim, **optim)
-        config = dataclasses.replace(config, **changes)
-        task = build_task(config)   # reads the molecules and their graphs: files that do not fit fail here
-        start_step = latest_step(run_dir)
-        resuming = start_step > 0
-        if args.init and not resuming:
-            init = load_model(ConformerDiffusion, args.init)
-            if init.config != task.model.config:
-                raise ValueError(f"--init {args.init} holds a model of another config than {args.config}; drop "
-                                 f"--init or use a matching config")
-            task.model.load_state_dict(init.state_dict())
-            log.info("initialised from %s", args.init)
+        # reads the molecules and their graphs: files that do not fit fail here
+        training = job.JobRun(args, "conformers", run_dir,
+                              data={"dataset": "npz", "path": str(data), "graphs": str(graphs)},
+                              optim={"ema_decay": args.ema_decay, "lr": args.lr, "lr_schedule": args.lr_schedule})
     except (FileNotFoundError, ValueError) as e:
-        raise SystemExit(f"run: {' '.join(str(e).split())}") from None
-    out.mkdir(parents=True, exist_ok=True)
+        raise job.usage_error(e) from None
+    device, molecules = training.device, len(training.task.dataset)
     load_s = time.perf_counter() - t_all
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.cuda.reset_peak_memory_stats(device)
-
-    t0 = time.perf_counter()
-    metrics = train(task, config, resume=resuming, device=device)
-    train_s = time.perf_counter() - t0
-    final_step = latest_step(run_dir)
-    logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    rates = [r["items_per_s"] for r in logged if r.get("kind") == "train" and r["step"] > start_step
-             and "items_per_s" in r]
-    shutil.copy(run_dir / "metrics.jsonl", out / "metrics.jsonl")
+    training.train(out)
 
     weights = export_weights(run_dir, run_dir / WEIGHTS, dtype=PRECISIONS[args.precision])
-    returned = returned_weights(weights, out, args.max_file_mib)
+    returned = job.returned_weights(weights, out, args.max_file_mib)
     model = load_model(ConformerDiffusion, weights, device=device)   # what comes back
     valid = Path(args.valid) if args.valid else data.with_name(data.name.replace("train", "valid"))
     heldout = {"valid": _heldout(model, valid, args.eval_molecules, args.eval_batch) if valid != data else None,
                "train": _heldout(model, data, args.eval_molecules, args.eval_batch)}
 
-    trained = (final_step - start_step) * config.batch_size
     report = {
-        **device_facts(device), "config": args.config, "data": str(data), "graphs": str(graphs),
-        "run_dir": str(run_dir), "resumed": resuming, "init": args.init if not resuming else None,
-        "parameters": sum(p.numel() for p in model.parameters()), "t_max": model.config.t_max,
-        "molecules": len(task.dataset), "minutes": args.minutes,
-        **training_facts(config, device, metrics, start_step, final_step, load_s, train_s),
-        "molecules_per_s": trained / train_s if train_s > 0 else None,
-        "molecules_per_s_logged_median": statistics.median(rates) if rates else None,
-        "epochs_this_run": trained / max(len(task.dataset), 1),
+        **training.facts(model, "molecules", load_s), "data": str(data), "graphs": str(graphs),
+        "t_max": model.config.t_max, "molecules": molecules,
+        "epochs_this_run": training.items_trained / max(molecules, 1),
         "heldout_eps_loss": heldout, "weights": returned,
     }
-    write_report(report, out, t_all)
+    job.write_report(report, out, t_all)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="stage", required=True)
+    p, sub = job.stage_parsers(__doc__)
     a = sub.add_parser("prepare", help="QM9 / CCD splits -> molecules + precomputed graph features (.npz, CPU, RDKit)",
                        description="Write OUT/conformers_{sources}_{split}.npz and OUT/conformers_{sources}_{split}"
                                    "_graphs.npz for each split: the molecules whose graph builds, and their graph "
@@ -282,14 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--run-dir", default=None,
                    help="checkpoints and metrics of the run; a second call resumes from it (default: "
                         "runs/gpu_<config name>; keep it out of carried paths, which replace what is there)")
-    b.add_argument("--init", default=None,
-                   help="start from these weights (exported .safetensors or a run directory) when the run "
-                        "directory holds no checkpoint; the model config must equal the training config's")
+    job.add_run_arguments(b, weights_limit=True)
     b.add_argument("--minutes", type=float, default=6.0,
                    help=f"training wall-time budget in minutes (at most {MAX_MINUTES:g}; a checkpoint is written "
                         f"when it runs out)")
-    b.add_argument("--train-steps", type=int, default=None,
-                   help="total optimiser steps (overrides the config's steps; raise it to extend a run)")
     b.add_argument("--ema-decay", type=float, default=None, help="EMA decay (overrides the config's)")
     b.add_argument("--lr", type=float, default=None, help="peak learning rate (overrides the config's)")
     b.add_argument("--lr-schedule", choices=["constant", "cosine"], default=None,
@@ -298,21 +244,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--eval-molecules", type=int, default=2000,
                    help="held-out eps-loss on the first N molecules of the valid and train files (0: skip)")
     b.add_argument("--eval-batch", type=int, default=256, help="molecules per batch for the held-out loss")
-    b.add_argument("--max-file-mib", type=float, default=15.0,
-                   help="put the weights into --out only when the file is at most this size (the device tool "
-                        "brings back files of up to 16 MiB)")
     b.add_argument("--precision", choices=sorted(PRECISIONS), default="fp32",
                    help="floating-point type of the exported weights (fp32: 1.4 MB for the 4x96 EGNN, the shipped "
                         "file's type, so CPU training continues from exactly what the GPU trained)")
-    b.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
-    b.add_argument("--out", required=True, help="output folder (the device tool's $OUT)")
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    {"prepare": prepare, "run": run}[args.stage](args)
+    job.run_stage({"prepare": prepare, "run": run}, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ a 15-minute device budget to rerun after an early failure.
 3. Here, with returned weights: ``molediff image sample --checkpoint OUT/cifar10_unet.safetensors -o grid.png``
    and ``molediff image eval --checkpoint OUT/cifar10_unet.safetensors --data gpu_data/cifar10_jpeg.npz``.
 
-Test stage 2 on CPU with a tiny config before spending device time (tests/test_image_gpu_job.py does):
+Test stage 2 on CPU with a tiny config before spending device time (tests/scripts/test_image_gpu_job.py does):
 
     python scripts/gpu/train_images.py run --data gpu_data/cifar10_jpeg.npz --config configs/cifar_tiny_test.yaml \
         --minutes 1 --samples 4 --sampler ddim --steps 3 --bpd-images 2 --device cpu --out /tmp/gpu_test
@@ -60,14 +60,10 @@ Test stage 2 on CPU with a tiny config before spending device time (tests/test_i
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import io
-import json
-import logging
 import math
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -76,14 +72,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-for _path in (ROOT, Path(__file__).resolve().parent):   # the tree's molediff (not installed there) and job_report
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # job_report, also when this file is loaded by path
+import job_report as job  # noqa: E402  (puts the tree's molediff on sys.path)
 
-from job_report import device_facts, returned_weights, training_facts, write_report  # noqa: E402
-
-log = logging.getLogger("train_images")
+ROOT = job.ROOT
 
 PACKED = "cifar10_jpeg.npz"
 WEIGHTS = "cifar10_unet.safetensors"
@@ -179,10 +171,8 @@ def run(args) -> None:
     from molediff.images.grid import save_grid
     from molediff.images.metrics import bits_per_dim_on, fixed_subset, sample_uint8
     from molediff.images.model import ImageDiffusion
-    from molediff.training import build_task, export_weights, load_config, train
-    from molediff.training.checkpoint import latest_step
+    from molediff.training import export_weights
     from molediff.training.weights import load_model
-    from molediff.utils import check_device
 
     t_all = time.perf_counter()
     if not 0 < args.minutes <= MAX_MINUTES:
@@ -197,67 +187,29 @@ def run(args) -> None:
         raise SystemExit(f"run: --data {data} does not exist; write it with the prepare stage and carry it "
                          f"(carry=['gpu_data/{PACKED}'])")
     out = Path(args.out)
+    run_dir = Path(args.run_dir or f"runs/gpu_{Path(args.config).stem}")
     try:
-        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        check_device(device)
-        config = load_config(args.config)
-        if config.task != "images":
-            raise ValueError(f"{args.config} is a config for task {config.task!r}, not 'images'")
-        run_dir = Path(args.run_dir or f"runs/gpu_{Path(args.config).stem}")
-        changes = {"out_dir": str(run_dir), "time_limit_s": 60 * args.minutes,
-                   "data": {**config.data, "path": str(data)}}
-        if args.train_steps is not None:
-            changes["steps"] = args.train_steps
-        if args.ema_decay is not None:
-            changes["optim"] = dataclasses.replace(config.optim, ema_decay=args.ema_decay)
-        config = dataclasses.replace(config, **changes)
-        task = build_task(config)   # reads (and on first use decodes) the images: bad data fails here
-        T = task.model.schedule.T
+        # reads (and on first use decodes) the images: bad data fails here
+        training = job.JobRun(args, "images", run_dir, data={"path": str(data)}, optim={"ema_decay": args.ema_decay})
+        T = training.task.model.schedule.T
         if args.steps is not None and not 1 <= args.steps <= T:
             raise ValueError(f"--steps must lie in 1..{T} for this model")
-        start_step = latest_step(run_dir)
-        resuming = start_step > 0
-        if args.init and not resuming:
-            init = load_model(ImageDiffusion, args.init)
-            if init.config != task.model.config:
-                raise ValueError(f"--init {args.init} holds a model of another config than {args.config}; drop "
-                                 f"--init or use a matching config")
-            task.model.load_state_dict(init.state_dict())
-            log.info("initialised from %s", args.init)
     except (FileNotFoundError, ValueError) as e:
-        raise SystemExit(f"run: {' '.join(str(e).split())}") from None
-    out.mkdir(parents=True, exist_ok=True)
+        raise job.usage_error(e) from None
+    device = training.device
     load_s = time.perf_counter() - t_all
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True     # fixed image shapes: let cuDNN pick the fastest convolutions
-        torch.cuda.reset_peak_memory_stats(device)
-
-    t0 = time.perf_counter()
-    metrics = train(task, config, resume=resuming, device=device)
-    train_s = time.perf_counter() - t0
-    final_step = latest_step(run_dir)
-    trained = (final_step - start_step) * config.batch_size
-    logged = []
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        if record.get("kind") == "train" and record["step"] > start_step:
-            logged.append(record["items_per_s"])
-    shutil.copy(run_dir / "metrics.jsonl", out / "metrics.jsonl")
+    training.train(out)
 
     weights = export_weights(run_dir, run_dir / WEIGHTS, dtype=torch.bfloat16)
-    returned = returned_weights(weights, out, args.max_file_mib)
+    returned = job.returned_weights(weights, out, args.max_file_mib)
     # sample and measure the bf16 weights that were exported (cast to float32), i.e. what comes back
     model = load_model(ImageDiffusion, weights, device=device)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t1 = time.perf_counter()
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and args.bf16_sampling):
+    with job.Stopwatch(device) as sampling, \
+            torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and args.bf16_sampling):
         images = sample_uint8(model, args.samples, args.sampler, args.steps, 0, args.sample_batch)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    sample_s = time.perf_counter() - t1
+    sample_s = sampling.seconds
     save_grid(images, out / "samples.png")
 
     bpd = None
@@ -273,22 +225,16 @@ def run(args) -> None:
         bpd["sem"] = None if math.isnan(bpd["sem"]) else bpd["sem"]   # NaN (one image) is not JSON
 
     report = {
-        **device_facts(device), "config": args.config, "data": str(data), "run_dir": str(run_dir),
-        "resumed": resuming, "init": args.init if not resuming else None,
-        "parameters": sum(p.numel() for p in model.parameters()), "minutes": args.minutes,
-        **training_facts(config, device, metrics, start_step, final_step, load_s, train_s),
-        "images_per_s": trained / train_s if train_s > 0 else None,
-        "images_per_s_logged_median": statistics.median(logged) if logged else None,
+        **training.facts(model, "images", load_s), "data": str(data),
         "samples": {"n": args.samples, "sampler": args.sampler, "steps": args.steps or T, "wall_s": sample_s,
                     "images_per_s": args.samples / sample_s, "bf16": device.type == "cuda" and args.bf16_sampling},
         "bits_per_dim": bpd, "weights": returned,
     }
-    write_report(report, out, t_all)
+    job.write_report(report, out, t_all)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="stage", required=True)
+    p, sub = job.stage_parsers(__doc__)
     a = sub.add_parser("prepare", help="CIFAR-10 -> one packed-JPEG .npz to carry (CPU)",
                        description="Write OUT/cifar10_jpeg.npz: a packed-JPEG file is checked and copied; the "
                                    "official python batches are encoded as JPEG into the same format (not a "
@@ -309,39 +255,25 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--run-dir", default=None,
                    help="checkpoints and metrics of the run; a second call resumes from it (default: "
                         "runs/gpu_<config name>; keep it out of carried paths, which replace what is there)")
-    b.add_argument("--init", default=None,
-                   help="start from these weights (exported .safetensors or a run directory) when the run "
-                        "directory holds no checkpoint")
+    job.add_run_arguments(b, sampling=True, weights_limit=True)
     b.add_argument("--minutes", type=float, default=6.0,
                    help=f"training wall-time budget in minutes (at most {MAX_MINUTES:g}; a checkpoint is written "
                         f"when it runs out)")
-    b.add_argument("--train-steps", type=int, default=None,
-                   help="total optimiser steps (overrides the config's steps; raise it to extend a run)")
     b.add_argument("--ema-decay", type=float, default=None,
                    help="EMA decay (overrides the config's; 0.999 suits a run of one lease, DDPM's 0.9999 "
                         "averages over about 10,000 steps)")
     b.add_argument("--samples", type=int, default=64, help="images drawn for samples.png (seeds 0..N-1)")
     b.add_argument("--sample-batch", type=int, default=64, help="images sampled together")
-    b.add_argument("--sampler", default="ddpm", help="core sampler: ddpm (ancestral), ddim, heun or dpm2m")
-    b.add_argument("--steps", type=int, default=None, help="sampling steps (default: all T)")
-    b.add_argument("--bf16-sampling", action="store_true", help="sample under bf16 autocast on CUDA")
     b.add_argument("--bpd-images", type=int, default=100,
                    help="bits/dim of the bound on N test images, a fixed random subset (0: skip)")
     b.add_argument("--bpd-one-draw", action="store_true",
                    help="one random step per image instead of the full chain (T network calls per image)")
     b.add_argument("--bpd-batch", type=int, default=100, help="test images per batch for bits/dim")
-    b.add_argument("--max-file-mib", type=float, default=15.0,
-                   help="put the weights into --out only when the file is at most this size (the device tool "
-                        "brings back files of up to 16 MiB, 64 MiB in all)")
-    b.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
-    b.add_argument("--out", required=True, help="output folder (the device tool's $OUT)")
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    {"prepare": prepare, "run": run}[args.stage](args)
+    job.run_stage({"prepare": prepare, "run": run}, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

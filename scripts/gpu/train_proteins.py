@@ -24,7 +24,7 @@
        python scripts/gpu/train_proteins.py score --samples OUT/samples.npz --pdb-dir out/protein_samples \
            --source ../shared/data/proteins-db55 --json out/protein_scores.json --png out/protein_scores.png
 
-Test stage 2 on CPU with a tiny config before spending device time (tests/test_protein_gpu_job.py does):
+Test stage 2 on CPU with a tiny config before spending device time (tests/scripts/test_protein_gpu_job.py does):
 
        python scripts/gpu/train_proteins.py run --data gpu_data/proteins.npz \
            --config configs/protein_tiny_test.yaml --minutes 0.3 --samples 2 --lengths 30 --steps 4 \
@@ -34,26 +34,16 @@ Test stage 2 on CPU with a tiny config before spending device time (tests/test_p
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import logging
 import math
-import shutil
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-for _path in (ROOT, Path(__file__).resolve().parent):   # the tree's molediff (not installed there) and job_report
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
-
-from job_report import device_facts, write_report  # noqa: E402
-
-log = logging.getLogger("train_proteins")
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # job_report, also when this file is loaded by path
+import job_report as job  # noqa: E402  (puts the tree's molediff on sys.path)
 
 MAX_MINUTES = 9.0
 WEIGHTS = "protein_backbone.safetensors"
@@ -96,52 +86,30 @@ def _geometry(chains: list[np.ndarray]) -> dict:
 
 def run(args) -> None:
     from molediff.proteins.model import ProteinBackboneDiffusion
-    from molediff.training import build_task, export_weights, load_config, train
+    from molediff.training import export_weights
     from molediff.training.weights import load_model
 
     if not 0 < args.minutes <= MAX_MINUTES:
         raise SystemExit(f"--minutes must lie in (0, {MAX_MINUTES:g}]: a lent GPU has 15 minutes in all")
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    config = load_config(args.config)
     run_dir = Path(args.run_dir)
-    config = dataclasses.replace(config, out_dir=str(run_dir), time_limit_s=60 * args.minutes,
-                                 data={**config.data, "path": str(args.data), "split": "train"})
-    task = build_task(config)
-    resuming = (run_dir / "checkpoints").exists()
-    if args.init and not resuming:
-        init = load_model(ProteinBackboneDiffusion, args.init)
-        mine = task.model.config
-        for key in ("denoiser", "index_frequencies", "offset_frequencies"):
-            if getattr(init.config, key) != getattr(mine, key):
-                raise ValueError(f"--init {args.init} has {key}={getattr(init.config, key)} but the config asks for "
-                                 f"{getattr(mine, key)}; drop --init or use a matching config")
-        task.model.load_state_dict(init.state_dict())
-        log.info("initialised from %s", args.init)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    t0 = time.perf_counter()
-    metrics = train(task, config, resume=resuming, device=device)
-    train_s = time.perf_counter() - t0
-
+    try:
+        training = job.JobRun(args, "proteins", run_dir, data={"path": str(args.data), "split": "train"})
+    except (FileNotFoundError, ValueError) as e:
+        raise job.usage_error(e) from None
+    device = training.device
+    training.train(out)
     export_weights(run_dir, out / WEIGHTS, dtype=torch.bfloat16)
-    shutil.copy(run_dir / "metrics.jsonl", out / "metrics.jsonl")
 
     model = load_model(ProteinBackboneDiffusion, out / WEIGHTS, device=device).to(torch.float32)
     lengths = [int(n) for n in args.lengths for _ in range(args.samples)]
     if max(lengths) > model.config.max_length:
         raise SystemExit(f"--lengths up to {max(lengths)} exceed the model's max_length {model.config.max_length}")
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t1 = time.perf_counter()
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and args.bf16_sampling):
+    with job.Stopwatch(device) as sampling, \
+            torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and args.bf16_sampling):
         chains = model.sample_chains(lengths, seeds=range(len(lengths)), batch_size=args.sample_batch,
                                      sampler=args.sampler, steps=args.steps)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    sample_s = time.perf_counter() - t1
+    sample_s = sampling.seconds
     coords = np.zeros((len(chains), max(lengths), 3), np.float32)
     for i, c in enumerate(chains):
         coords[i, :len(c)] = c
@@ -149,16 +117,14 @@ def run(args) -> None:
                         seeds=np.arange(len(lengths)))
     finite = [c for c in chains if np.isfinite(c).all()]
     report = {
-        **device_facts(device), "train_wall_s": train_s, "sample_wall_s": sample_s,
+        **training.facts(model, "chains"), "sample_wall_s": sample_s,
         "samples": len(chains), "lengths": list(args.lengths), "sampler": args.sampler,
         "steps": args.steps or model.schedule.T, "sampling_chains_per_s": len(chains) / sample_s,
         "geometry": {L: _geometry([c for c in finite if len(c) == L]) for L in args.lengths
                      if any(len(c) == L for c in finite)},
         "non_finite_chains": len(chains) - len(finite),
-        "final_metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
-        "resumed": resuming, "config": args.config, "init": args.init,
     }
-    write_report(report, out)
+    job.write_report(report, out)
 
 
 # --------------------------------------------------------------------------------------------- score (CPU)
@@ -211,9 +177,8 @@ def score(args) -> None:
         print(f"drew the distributions to {args.png}")
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="stage", required=True)
+def build_parser() -> argparse.ArgumentParser:
+    p, sub = job.stage_parsers(__doc__)
     a = sub.add_parser("prepare", help="training and validation chains -> one compact .npz (CPU, biotite)")
     a.add_argument("--source", required=True, help="folder of PDB/mmCIF files (e.g. ../shared/data/proteins-db55)")
     a.add_argument("--out", default="gpu_data", help="folder for proteins.npz (git-ignored, carried)")
@@ -223,16 +188,11 @@ def main() -> None:
     b.add_argument("--data", required=True, help="proteins.npz from the prepare stage")
     b.add_argument("--config", default="configs/protein_gpu.yaml", help="training config (YAML)")
     b.add_argument("--run-dir", default="gpu_data/protein_run", help="checkpoints and metrics of the run")
-    b.add_argument("--init", default=None, help="start from these weights when the run dir is empty")
+    job.add_run_arguments(b, sampling=True)
     b.add_argument("--minutes", type=float, default=8.0, help=f"training wall-time budget (at most {MAX_MINUTES:g})")
     b.add_argument("--samples", type=int, default=100, help="chains sampled at each length")
     b.add_argument("--lengths", type=int, nargs="+", default=[80, 128], help="chain lengths to sample")
     b.add_argument("--sample-batch", type=int, default=100, help="chains sampled together")
-    b.add_argument("--sampler", default="ddpm", help="core sampler (ddpm, ddim, heun, dpm2m)")
-    b.add_argument("--steps", type=int, default=None, help="sampling steps (default: all T)")
-    b.add_argument("--bf16-sampling", action="store_true", help="sample under bf16 autocast on CUDA")
-    b.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
-    b.add_argument("--out", required=True, help="output folder (the device tool's $OUT)")
     c = sub.add_parser("score", help="samples -> PDB files and the protein score metrics (CPU, biotite)")
     c.add_argument("--samples", required=True, help="samples.npz from the run stage")
     c.add_argument("--pdb-dir", required=True, help="folder for one PDB file per sampled chain")
@@ -240,9 +200,11 @@ def main() -> None:
     c.add_argument("--reference", default=None, help="or a folder of reference structures")
     c.add_argument("--json", default=None, help="write the summaries as JSON")
     c.add_argument("--png", default=None, help="draw the distributions as a PNG")
-    args = p.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    {"prepare": prepare, "run": run, "score": score}[args.stage](args)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    job.run_stage({"prepare": prepare, "run": run, "score": score}, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

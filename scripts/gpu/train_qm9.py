@@ -24,25 +24,15 @@ Test stage 2 on CPU with a tiny config before spending device time:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import logging
-import shutil
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-for _path in (ROOT, Path(__file__).resolve().parent):   # the tree's molediff (not installed there) and job_report
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
-
-from job_report import device_facts, write_report  # noqa: E402
-
-log = logging.getLogger("train_qm9")
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # job_report, also when this file is loaded by path
+import job_report as job  # noqa: E402  (puts the tree's molediff on sys.path)
 
 
 def prepare(args) -> None:
@@ -60,69 +50,47 @@ def prepare(args) -> None:
 
 def run(args) -> None:
     from molediff.molecules.pretrained import load_model
-    from molediff.training import build_task, export_weights, load_config, train
+    from molediff.training import export_weights
 
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    config = load_config(args.config)
     run_dir = Path(args.run_dir)
     valid = Path(args.data).with_name("qm9_valid.npz")
-    config = dataclasses.replace(config, out_dir=str(run_dir), time_limit_s=60 * args.minutes,
-                                 data={**config.data, "dataset": "npz", "path": args.data,
-                                       "valid_path": str(valid) if valid.exists() else None})
-    task = build_task(config)
-    resuming = (run_dir / "checkpoints").exists()
-    if args.init and not resuming:
-        init = load_model(args.init)
-        if init.config.denoiser != task.model.config.denoiser:
-            raise ValueError(f"--init {args.init} holds a {init.config.denoiser} denoiser but the config asks for "
-                             f"{task.model.config.denoiser}; drop --init or use a matching config")
-        task.model.load_state_dict(init.state_dict())
-        log.info("initialised from %s", args.init)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    t0 = time.perf_counter()
-    metrics = train(task, config, resume=resuming, device=device)
-    train_s = time.perf_counter() - t0
-
+    try:
+        training = job.JobRun(args, "molecules", run_dir, data={
+            "dataset": "npz", "path": args.data, "valid_path": str(valid) if valid.exists() else None})
+    except (FileNotFoundError, ValueError) as e:
+        raise job.usage_error(e) from None
+    device = training.device
+    training.train(out)
     export_weights(run_dir, out / "qm9_egnn.safetensors", dtype=torch.bfloat16)
-    shutil.copy(run_dir / "metrics.jsonl", out / "metrics.jsonl")
 
     model = load_model(out / "qm9_egnn.safetensors", device=device)
     if device.type == "cuda":
         model = model.to(torch.float32)
     counts = model.sample_atom_counts(args.samples, torch.Generator().manual_seed(12345))
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t1 = time.perf_counter()
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and args.bf16_sampling):
+    with job.Stopwatch(device) as sampling, \
+            torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and args.bf16_sampling):
         molecules = model.sample_molecules(counts, seeds=range(args.samples), batch_size=args.sample_batch,
                                            sampler=args.sampler, steps=args.steps)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    sample_s = time.perf_counter() - t1
+    sample_s = sampling.seconds
     positions = np.zeros((args.samples, int(counts.max()), 3), np.float32)
     numbers = np.zeros((args.samples, int(counts.max())), np.int8)
     for i, m in enumerate(molecules):
         positions[i, :len(m.atomic_numbers)] = m.positions
         numbers[i, :len(m.atomic_numbers)] = m.atomic_numbers
     np.savez_compressed(out / "samples.npz", positions=positions, atomic_numbers=numbers, counts=counts.numpy())
-    last = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
     report = {
-        **device_facts(device), "train_wall_s": train_s, "sample_wall_s": sample_s,
+        **training.facts(model, "molecules"), "sample_wall_s": sample_s,
         "samples": args.samples, "sampler": args.sampler, "steps": args.steps or model.schedule.T,
-        "sampling_molecules_per_s": args.samples / sample_s, "final_metrics": last,
-        "resumed": resuming, "config": args.config,
+        "sampling_molecules_per_s": args.samples / sample_s,
     }
-    write_report(report, out)
+    job.write_report(report, out)
 
 
 def score(args) -> None:
-    from molediff.chem.io import write_sdf
-    from molediff.chem.metrics import evaluate_molecules
     from molediff.chem.molecule import Molecule
+    from molediff.chem.sdf import write_sdf
+    from molediff.chem.stability import evaluate_molecules
     from molediff.data.qm9 import qm9_train_smiles
 
     data = np.load(args.samples)
@@ -138,31 +106,27 @@ def score(args) -> None:
         Path(args.json).write_text(json.dumps(summary, indent=2))
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="stage", required=True)
+def build_parser() -> argparse.ArgumentParser:
+    p, sub = job.stage_parsers(__doc__)
     a = sub.add_parser("prepare", help="QM9 training and validation splits -> compact .npz files (CPU)")
     a.add_argument("--out", default="gpu_data", help="folder for qm9_train.npz, qm9_valid.npz (git-ignored, carried)")
     b = sub.add_parser("run", help="train for a time budget, sample, export (GPU)")
     b.add_argument("--data", required=True, help="qm9_train.npz from the prepare stage")
     b.add_argument("--config", default="configs/qm9_edm.yaml", help="training config (YAML)")
     b.add_argument("--run-dir", default="gpu_data/run", help="checkpoints and metrics of the run")
-    b.add_argument("--init", default=None, help="start from these weights when the run dir is empty")
+    job.add_run_arguments(b, sampling=True)
     b.add_argument("--minutes", type=float, default=8.0, help="training wall-time budget in minutes")
     b.add_argument("--samples", type=int, default=10000, help="molecules to sample after training")
     b.add_argument("--sample-batch", type=int, default=1000, help="molecules sampled together")
-    b.add_argument("--sampler", default="ddpm", help="core sampler for the samples")
-    b.add_argument("--steps", type=int, default=None, help="sampling steps (default: all T)")
-    b.add_argument("--bf16-sampling", action="store_true", help="sample under bf16 autocast on CUDA")
-    b.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
-    b.add_argument("--out", required=True, help="output folder (the device tool's $OUT)")
     c = sub.add_parser("score", help="score samples on CPU with EDM's metrics (RDKit)")
     c.add_argument("--samples", required=True, help="samples.npz from the run stage")
     c.add_argument("--sdf", default=None, help="also write the samples as SDF")
     c.add_argument("--json", default=None, help="write the summary as JSON")
-    args = p.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    {"prepare": prepare, "run": run, "score": score}[args.stage](args)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    job.run_stage({"prepare": prepare, "run": run, "score": score}, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":
