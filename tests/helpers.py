@@ -220,3 +220,14 @@ def write_packed_cifar(path: Path, n_train: int = 5, n_test: int = 3, corrupt: i
 # the run path fails.
 NO_BIOTITE = ("import runpy, sys; sys.modules.update({m: None for m in ('biotite', 'rdkit')}); "
               "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+
+
+def assert_every_option_explained(job) -> None:
+    """A GPU job (``scripts/gpu/*.py`` loaded as a module): every option of every stage has help, and the module
+    docstring says what to ``carry=`` and how many ``--minutes`` it takes."""
+    parser = job.build_parser()
+    stages = next(a for a in parser._actions if a.dest == "stage").choices
+    for stage in stages.values():
+        for action in stage._actions:
+            assert action.help, f"{stage.prog} {action.option_strings} has no help"
+    assert "carry=" in job.__doc__ and "--minutes" in job.__doc__

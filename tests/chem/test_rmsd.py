@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import etkdg_conformers
 
 from molediff.chem.conformers import best_rmsd
 from molediff.chem.molecule import Molecule
@@ -27,17 +28,6 @@ SMILES = ["[O-]C(=O)c1ccccc1", "OC(=O)c1ccccc1", "CC(C)(C)c1ccccc1", "CC(C)(C)c1
           "CC(=O)Nc1ccc(O)cc1", "CCN(CC)CC", "OC1CCCCC1"]
 
 
-def _embedded(smiles: str, conformers: int = 2, seed: int = 11):
-    from rdkit import Chem
-    from rdkit.Chem import rdDistGeom
-
-    mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
-    params = rdDistGeom.ETKDGv3()
-    params.randomSeed = seed
-    assert len(rdDistGeom.EmbedMultipleConfs(mol, conformers, params)) == conformers
-    return mol
-
-
 def _molecule(mol, conf_id: int) -> Molecule:
     """An RDKit molecule's conformer as a ``Molecule`` with the RDKit bonds (aromatic as order 4)."""
     orders = {1.0: 1, 2.0: 2, 3.0: 3, 1.5: 4}
@@ -56,7 +46,7 @@ def test_best_rmsd_is_getbestrms_on_shuffled_hydrogen_free_copies():
     rng = np.random.default_rng(0)
     differences = []
     for smiles in SMILES:
-        mol = _embedded(smiles)
+        mol = etkdg_conformers(smiles, seed=11)
         shuffled = Chem.RenumberAtoms(mol, [int(k) for k in rng.permutation(mol.GetNumAtoms())])
         reference, probe = _molecule(mol, 0), _molecule(shuffled, 1)
         heavy_reference, heavy_probe = Chem.RemoveAllHs(mol), Chem.RemoveAllHs(shuffled)
@@ -75,7 +65,7 @@ def test_a_relabelling_by_symmetry_is_at_zero():
     the identity alone."""
     from rdkit import Chem
 
-    mol = _embedded("OC(=O)c1ccccc1", conformers=1)
+    mol = etkdg_conformers("OC(=O)c1ccccc1", 1, seed=11)
     order = [2, 1, 0, 3, 8, 7, 6, 5, 4, *range(9, mol.GetNumAtoms())]
     twin = Chem.RenumberAtoms(mol, order)
     reference, probe = _molecule(mol, 0), _molecule(twin, 0)
@@ -89,7 +79,7 @@ def test_a_relabelling_by_symmetry_is_at_zero():
 def test_symmetric_rmsd_class_is_the_two_molecule_form_on_one_molecule():
     """``SymmetricRMSD.from_one`` (the pipeline's) equals ``symmetric_rmsd`` with the graph's automorphisms (to
     round-off: each centres its coordinates in its own sum; near 0 the square root magnifies that)."""
-    mol = _embedded("CC(C)(C)c1ccc(cc1)C(=O)[O-]", conformers=5)
+    mol = etkdg_conformers("CC(C)(C)c1ccc(cc1)C(=O)[O-]", 5, seed=11)
     positions = np.stack([c.GetPositions() for c in mol.GetConformers()])
     rmsd = SymmetricRMSD(mol, positions)
     heavy = [a.GetIdx() for a in mol.GetAtoms() if a.GetAtomicNum() > 1]
@@ -108,7 +98,7 @@ def test_symmetric_rmsd_class_is_the_two_molecule_form_on_one_molecule():
 def test_the_cap_on_atom_maps():
     """2,2,3,3-tetramethylbutane has 6 · 6 · 2 = 72 automorphisms of its heavy atoms: all below either cap, the
     first ``max_maps`` of them above it, and with fewer maps the RMSD is an upper bound."""
-    mol = _embedded("CC(C)(C)C(C)(C)C", conformers=2)
+    mol = etkdg_conformers("CC(C)(C)C(C)(C)C", 2, seed=11)
     reference, probe = _molecule(mol, 0), _molecule(mol, 1)
     heavy = [k for k in range(mol.GetNumAtoms()) if mol.GetAtomWithIdx(k).GetAtomicNum() > 1]
     graph = element_graph([6] * len(heavy), [(b.GetBeginAtomIdx(), b.GetEndAtomIdx()) for b in mol.GetBonds()
@@ -129,7 +119,7 @@ def test_best_rmsd_fallbacks():
     """NaN without a matching or heavy atoms; the reference's connectivity for a probe with a bond too many when its
     elements are in the same order, NaN when they are not; never raises. (A probe that misses a bond still
     matches: its graph is a subgraph of the reference's, as in GetBestRMS's substructure search.)"""
-    mol = _embedded("CCO", conformers=2)   # heavy atoms C0, C1, O2
+    mol = etkdg_conformers("CCO", 2, seed=11)   # heavy atoms C0, C1, O2
     reference, probe = _molecule(mol, 0), _molecule(mol, 1)
     expected = best_rmsd(probe, reference)
     torn = Molecule(probe.atomic_numbers, probe.positions, bonds=probe.bonds[1:], name="m")   # C-C bond missing
@@ -145,7 +135,7 @@ def test_best_rmsd_fallbacks():
 
     assert best_rmsd(reordered(probe.bonds), reference) == pytest.approx(expected, abs=1e-9)   # through the graph
     assert np.isnan(best_rmsd(reordered(ring.bonds), reference))   # no matching and no fallback
-    other = _molecule(_embedded("CCN", conformers=1), 0)
+    other = _molecule(etkdg_conformers("CCN", 1, seed=11), 0)
     assert np.isnan(best_rmsd(other, reference))   # same size, no matching
     hydrogen = Molecule([1, 1], [[0, 0, 0], [0.74, 0, 0]])
     assert np.isnan(best_rmsd(hydrogen, hydrogen))   # nothing to superpose

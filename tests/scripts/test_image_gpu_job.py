@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import NO_BIOTITE, ROOT, load_script
+from helpers import NO_BIOTITE, ROOT, assert_every_option_explained, load_script
 from helpers import jpeg_bytes as _jpeg
 from helpers import write_cifar_batches as _cifar_batches
 from helpers import write_packed_cifar as _packed
@@ -67,12 +67,7 @@ def test_bad_inputs_fail_in_one_line(tmp_path, job):
 
 
 def test_every_option_is_explained(job):
-    parser = job.build_parser()
-    stages = next(a for a in parser._actions if a.dest == "stage").choices
-    for stage in stages.values():
-        for action in stage._actions:
-            assert action.help, f"{stage.prog} {action.option_strings} has no help"
-    assert "carry=" in job.__doc__ and "--minutes" in job.__doc__
+    assert_every_option_explained(job)
 
 
 @pytest.mark.slow
