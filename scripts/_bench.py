@@ -1,6 +1,6 @@
-"""What the benchmark scripts share: the line that says where a benchmark ran, device-synchronised timing and
-Markdown table lines. Torch (imported when first needed) and the standard library only, so the GPU jobs in
-``scripts/gpu`` import it on a bare device machine too.
+"""What the benchmark scripts share: the line that says where a benchmark ran, device-synchronised timing, the
+process's peak memory and Markdown table lines. Torch (imported when first needed) and the standard library only,
+so the GPU jobs in ``scripts/gpu`` import it on a bare device machine too.
 
 A script in ``scripts/`` imports it as ``from _bench import ...``: Python puts a script's own folder first on
 ``sys.path``. A script loaded by path (the tests' ``load_script``) or one in ``scripts/gpu`` adds that folder
@@ -84,6 +84,15 @@ def seconds_per_call(step: Callable[[], object], calls: int, device=None) -> flo
         for _ in range(calls):
             step()
     return watch.seconds / calls if calls else float("nan")
+
+
+def peak_rss_kb() -> int:
+    """This process's peak resident set size (kB, as Linux counts: KiB): ``VmHWM`` of ``/proc/self/status``, the
+    high-water mark of its own address space. ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` would not do: Linux
+    carries the parent's peak over ``fork`` + ``exec``, so a child started by a big parent (a benchmark's case in a
+    fresh process) reports at least the parent's peak. Linux only: OSError where there is no ``/proc``."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
 
 
 def table_row(cells: Sequence[object]) -> str:

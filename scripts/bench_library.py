@@ -40,7 +40,7 @@ DRUGS_FILE = HERE.parent / "datasets" / "drugs20.smi"
 
 
 sys.path.insert(0, str(HERE))
-from _bench import machine  # noqa: E402  (the benchmarks' shared machine line)
+from _bench import machine, peak_rss_kb  # noqa: E402  (the benchmarks' machine line and peak memory)
 
 
 # ------------------------------------------------------------------------------------------ memory
@@ -53,26 +53,19 @@ def _stub_stage(mol, options, refiner):
     return molh
 
 
-def _peak_rss_kb() -> int:
-    """This process's peak resident set (kB): ``VmHWM`` of its own address space. (``ru_maxrss`` would not do: Linux
-    carries the parent's peak over ``fork`` + ``exec``, so a child started by a big parent reports the parent's.)"""
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
-
-
 def _stream_child(path: str, output: str) -> None:
     """The memory measurement's own process: stream ``path`` through reader, iterator, stub stage and output."""
     from molediff.conformers.batch import conformers_for_library
     from molediff.conformers.io import PartialSDF, iter_inputs
 
-    before = _peak_rss_kb()   # after importing torch, RDKit and molediff
+    before = peak_rss_kb()   # after importing torch, RDKit and molediff
     start = time.perf_counter()
     out = PartialSDF(output, {})
     out.open()
     for index, name, result in conformers_for_library(iter_inputs(path), stage=_stub_stage):
         out.add(index, name, result)
     out.finish()
-    print(f"{before} {_peak_rss_kb()} {out.done} {time.perf_counter() - start:.1f}")  # kB, kB, molecules, s
+    print(f"{before} {peak_rss_kb()} {out.done} {time.perf_counter() - start:.1f}")  # kB, kB, molecules, s
 
 
 def measure_memory(smiles: list[str], count: int, workdir: Path) -> dict:

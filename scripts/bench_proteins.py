@@ -12,8 +12,8 @@ its node and sequence-offset edge features) at L = 64, 128, 256 for
   cutoff above every distance it reproduces the dense output (checked before timing).
 
 Inputs are a noised state at t = 0.5 of compact Gaussian "chains" with Rg = 2.2·L^0.38 Å (real chains' size).
-On CPU peak memory is the growth of the resident set of a fresh process per case; on CUDA
-``torch.cuda.max_memory_allocated``.
+On CPU peak memory is the growth of the resident set of a fresh process per case (its own peak, ``VmHWM``:
+``_bench.peak_rss_kb``, less its resident set before the warm-up step); on CUDA ``torch.cuda.max_memory_allocated``.
 
 ``sampling``: wall time of ``molediff protein sample --length 128 -n 4`` with an untrained model (T = 1000)
 for DDPM-1000, DDPM-200 and DPM-Solver++(2M)-50, run as the CLI in a fresh process each.
@@ -62,7 +62,6 @@ import argparse
 import datetime
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -74,7 +73,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))   # _bench, also when this file is loaded by path
-from _bench import Stopwatch, machine, table_header  # noqa: E402
+from _bench import Stopwatch, machine, peak_rss_kb, table_header  # noqa: E402
 
 CLI = "import sys; from molediff.cli import main; sys.exit(main())"   # `molediff ...` in this interpreter
 
@@ -171,7 +170,7 @@ def run_case(args) -> dict:
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated()
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+        peak = peak_rss_kb() * 1024 - base   # this process's own peak (the case runs in a fresh one)
     return {"graph": args.graph, "L": args.length, "ms": 1000 * sorted(times)[len(times) // 2],
             "peak_mib": max(peak, 0) / 2**20, "degree": degree}
 

@@ -98,3 +98,16 @@ def test_sampler_sweep_prints_one_row_per_run(bench, weights, monkeypatch, capsy
     rows = [line.split("|")[1:4] for line in out.splitlines() if line.startswith("| ddpm") or line.startswith("| dpm")]
     assert [[c.strip() for c in r] for r in rows] == [["ddpm", "3", "uniform"], ["ddpm", "4", "karras"],
                                                        ["dpm2m", "3", "-"]]
+
+
+@pytest.mark.slow
+def test_graph_case_memory_is_its_own_process_growth(bench, monkeypatch, capsys):
+    """Each case runs in a fresh process started by this (large) one; its peak memory must be its own growth, not
+    this process's peak carried over fork + exec (``ru_maxrss``)."""
+    block = np.ones(1024 * 2**20 // 8)                        # this process: at least 1 GiB resident
+    out = run(bench, monkeypatch, capsys, "graph", "--lengths", "16", "--graphs", "full", "--hidden", "8",
+              "--layers", "1", "--batch", "1", "--repeats", "1", "--device", "cpu")
+    del block
+    row = next(line for line in out.splitlines() if line.startswith("| 16 | full"))
+    degree, ms, peak_mib = (float(c) for c in row.strip("| ").split(" | ")[2:])
+    assert degree == 15 and ms > 0 and 0 <= peak_mib < 256   # a 1-layer EGNN on 16 residues: a few MiB
