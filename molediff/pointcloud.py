@@ -8,6 +8,14 @@ conditioned on *given* (clean, never noised) node features ``[B, N, G]``, edge f
 and a context vector ``[B, C]``; its node input is ``[diffused | given]`` and its ε for the features is
 read from the first D output channels.
 
+Optionally K edge channels diffuse too (``diffused_edge_features = K > 0``; e.g. one-hot bond orders, as JODO,
+Huang et al. 2023, diffuses them): a symmetric block ``[B, N, N, K]``, zero on the diagonal and at padding,
+noised with the same schedule (α_t, σ_t) as the nodes. It is flattened into the one state
+``[B, N, 3 + D + N·K]`` of the core's ``ZeroCoMGraphSpace`` (row i: node i, then its edges to every node), so
+every sampler runs unchanged. The denoiser's edge input is ``[diffused | given]`` edges and it returns a third
+output, ε for the edges, of which the first K channels are read. With K = 0 (every model before this) the state,
+the space (``ZeroCoMSpace``), the noise draws and the loss are exactly what they were.
+
 :class:`PointCloudDiffusion` binds a denoiser and a schedule to the shared core: the ε-closure the samplers
 call, the per-sample ε-loss, sampling with one random generator per sample (a sample never depends on its
 batch), the replacement guide for inpainting (Lugmayr et al. 2022, without resampling), and
@@ -33,6 +41,7 @@ from torch import Tensor, nn
 from .diffusion import (
     SCHEDULES,
     NoiseSchedule,
+    ZeroCoMGraphSpace,
     ZeroCoMSpace,
     eps_from_v,
     epsilon_loss,
@@ -179,6 +188,10 @@ class PointCloudDiffusion(nn.Module):
         max_nodes: the largest point count accepted when sampling (a model trained on small clouds says so).
         loss_weighting: w(λ) of the ε-loss (None: unweighted).
         prediction: ``eps`` or ``v``, the meaning of the denoiser's output (``PointCloudConfig.prediction``).
+        diffused_edge_features: K, edge channels diffused with the nodes (0: none). The denoiser must then take
+            ``K + E`` edge features (``[diffused | given]``) and return ``(eps_pos, eps_h, eps_edges)`` with
+            ``eps_edges`` [B, N, N, ≥ K].
+        edge_loss_weight: λ_e, the weight of the edge term of the ε-loss (see :meth:`loss`).
     """
 
     # What a domain calls one sample, in the seed-count error ("got 3 seeds for 4 chains") and the progress bar
@@ -187,25 +200,36 @@ class PointCloudDiffusion(nn.Module):
     progress_desc: ClassVar[str] = "sampling"
 
     def __init__(self, denoiser: nn.Module, schedule: NoiseSchedule, diffused_features: int, max_nodes: int,
-                 loss_weighting: Callable[[Tensor], Tensor] | None = None, prediction: str = "eps"):
+                 loss_weighting: Callable[[Tensor], Tensor] | None = None, prediction: str = "eps",
+                 diffused_edge_features: int = 0, edge_loss_weight: float = 1.0):
         super().__init__()
         if diffused_features < 0 or max_nodes < 1:
             raise ValueError(f"diffused_features must be >= 0 and max_nodes >= 1, got {diffused_features}, "
                              f"{max_nodes}")
+        if diffused_edge_features < 0 or edge_loss_weight < 0:
+            raise ValueError(f"diffused_edge_features and edge_loss_weight must be >= 0, got "
+                             f"{diffused_edge_features}, {edge_loss_weight}")
         if prediction not in PREDICTIONS:
             raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
         self.prediction = prediction
         self.denoiser = denoiser
         self.schedule = schedule
-        self.space = ZeroCoMSpace(com_dims=3)
+        self.diffused_edge_features = diffused_edge_features
+        self.edge_loss_weight = edge_loss_weight
+        self.space = (ZeroCoMSpace(com_dims=3) if not diffused_edge_features else
+                      ZeroCoMGraphSpace(3, 3 + diffused_features, diffused_edge_features))
         self.diffused_features = diffused_features
         self.max_nodes = max_nodes
         self.loss_weighting = loss_weighting
 
     @property
     def state_dim(self) -> int:
-        """Channels of the diffused state: 3 coordinates + D features."""
+        """Node channels of the diffused state: 3 coordinates + D features."""
         return 3 + self.diffused_features
+
+    def state_channels(self, num_nodes: int) -> int:
+        """Width of the state's last axis for ``num_nodes`` padded nodes: 3 + D, plus N·K with diffused edges."""
+        return self.state_dim + num_nodes * self.diffused_edge_features
 
     # -- the ε-model ----------------------------------------------------------------------------------
     def eps_fn(self, mask: Tensor, context: Tensor | None = None, given_features: Tensor | None = None,
@@ -214,9 +238,11 @@ class PointCloudDiffusion(nn.Module):
 
         Shapes:
             mask: [B, N] bool, context: [B, C], given_features: [B, N, G], edge_attr: [B, N, N, E];
-            z_t: [B, N, 3 + D], t: [B] → ε̂: [B, N, 3 + D]
+            z_t: [B, N, 3 + D (+ N·K)], t: [B] → ε̂: same shape as z_t
         """
         d = self.diffused_features
+        if self.diffused_edge_features:
+            return self._graph_eps_fn(mask, context, given_features, edge_attr)
 
         def net(z: Tensor, t: Tensor) -> Tensor:
             h = z[..., 3:]
@@ -227,22 +253,60 @@ class PointCloudDiffusion(nn.Module):
 
         return eps_from_v(net, self.schedule) if self.prediction == "v" else net
 
+    def _graph_eps_fn(self, mask: Tensor, context: Tensor | None, given_features: Tensor | None,
+                      edge_attr: Tensor | None) -> Callable[[Tensor, Tensor], Tensor]:
+        """``eps_fn`` with diffused edges: split the state, run the denoiser on ``[diffused | given]`` node and
+        edge features, join ``[ε_pos | ε_h[:D]]`` and ``ε_edges[..., :K]`` back into one state."""
+        d, k = self.diffused_features, self.diffused_edge_features
+        space = self.space
+
+        def net(z: Tensor, t: Tensor) -> Tensor:
+            nodes, edges = space.split(z)
+            h = nodes[..., 3:]
+            if given_features is not None:
+                h = torch.cat([h, given_features.to(z.dtype)], -1) if d else given_features.to(z.dtype)
+            if edge_attr is not None:
+                edges = torch.cat([edges, edge_attr.to(z.dtype)], -1)
+            out = self.denoiser(nodes[..., :3], h, t, mask, context, edges)
+            if len(out) != 3:
+                raise ValueError("a model with diffused edges needs a denoiser that returns (eps_pos, eps_h, "
+                                 "eps_edges): set its edge_out_features")
+            out_pos, out_h, out_edges = out
+            out_nodes = torch.cat([out_pos, out_h[..., :d]], -1) if d else out_pos
+            return space.join(out_nodes, out_edges[..., :k])
+
+        return eps_from_v(net, self.schedule) if self.prediction == "v" else net
+
     def loss(self, x: Tensor, mask: Tensor, context: Tensor | None = None, given_features: Tensor | None = None,
              edge_attr: Tensor | None = None, generator: torch.Generator | None = None,
              return_x0: bool = False, t: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor, Tensor]:
         """Per-sample ε-loss ``[B]``: w(λ_t) ‖ε̂ − ε‖² averaged over the sample's real entries (EDM's l2 loss;
         w = 1 unless ``loss_weighting`` is set).
 
-        Shapes: x (clean state) [B, N, 3 + D], mask [B, N] → [B]. ``return_x0=True`` also returns the clean
-        estimate x̂ [B, N, 3 + D] and the times t [B] (for a domain's auxiliary losses). ``t`` [B] (float64 grid
-        times) replaces the uniform draw over all times, e.g. with ``sample_time(..., highest=...)``.
+        With K diffused edge channels the loss is ``L_nodes + λ_e · L_edges``: L_nodes the mean over the real
+        nodes' 3 + D channels as above, L_edges the mean of w(λ_t) ‖ε̂ − ε‖² over the K channels of the ordered
+        pairs (i, j), i ≠ j, of real nodes (n(n − 1) K entries; a one-node sample has no edge term), λ_e =
+        ``edge_loss_weight``.
+
+        Shapes: x (clean state) [B, N, 3 + D (+ N·K)], mask [B, N] → [B]. ``return_x0=True`` also returns the
+        clean estimate x̂ (shape of x) and the times t [B] (for a domain's auxiliary losses). ``t`` [B] (float64
+        grid times) replaces the uniform draw over all times, e.g. with ``sample_time(..., highest=...)``.
         """
-        if x.shape[-1] != self.state_dim:
-            raise ValueError(f"the state must have 3 + {self.diffused_features} channels, got {x.shape[-1]}")
+        if x.dim() != 3 or x.shape[-1] != self.state_channels(x.shape[1]):
+            k = f" + N·{self.diffused_edge_features}" if self.diffused_edge_features else ""
+            raise ValueError(f"the state must have 3 + {self.diffused_features}{k} channels, got "
+                             f"{tuple(x.shape)}")
         out = epsilon_loss(self.eps_fn(mask, context, given_features, edge_attr), x, self.schedule, self.space,
                            mask, t=t, generator=generator, weighting=self.loss_weighting, return_x0=return_x0)
         err = out[0] if return_x0 else out
-        per_sample = err.flatten(1).sum(1) / (mask.sum(1) * err.shape[-1]).clamp(min=1)
+        n = mask.sum(1)
+        if not self.diffused_edge_features:
+            per_sample = err.flatten(1).sum(1) / (n * err.shape[-1]).clamp(min=1)
+        else:
+            nodes, edges = self.space.split(err)
+            per_sample = nodes.flatten(1).sum(1) / (n * nodes.shape[-1]).clamp(min=1)
+            pairs = (n * (n - 1) * self.diffused_edge_features).clamp(min=1)
+            per_sample = per_sample + self.edge_loss_weight * edges.flatten(1).sum(1) / pairs
         return (per_sample, out[1], out[2]) if return_x0 else per_sample
 
     # -- sampling -------------------------------------------------------------------------------------
@@ -258,7 +322,8 @@ class PointCloudDiffusion(nn.Module):
         ``fixed_mask [B, N]`` holds the marked points' coordinates (up to a common translation) while the
         rest is sampled. Conditioning tensors must be padded to ``N = max(counts)``.
 
-        Returns ``(x, mask)``: x [B, N, 3 + D] (coordinates with zero CoM), mask [B, N] bool.
+        Returns ``(x, mask)``: x [B, N, 3 + D (+ N·K)] (coordinates with zero CoM; with diffused edges
+        ``self.space.split(x)`` gives the nodes and the symmetric edge block), mask [B, N] bool.
         Raises ValueError for counts outside ``1..max_nodes``, a seed count that does not match, or
         inconsistent inpainting inputs.
         """
@@ -283,7 +348,7 @@ class PointCloudDiffusion(nn.Module):
             guide = self.inpainting_guide(fixed_positions.to(device, dtype), fixed_mask, mask, gens)
         eps = self.eps_fn(mask, context, None if given_features is None else given_features.to(device),
                           None if edge_attr is None else edge_attr.to(device))
-        z = self.space.randn((B, N, self.state_dim), mask, gens, dtype, device)
+        z = self.space.randn((B, N, self.state_channels(N)), mask, gens, dtype, device)
         x = sample(sampler, eps, z, self.schedule, self.space, steps, mask, gens, show_progress, guide=guide,
                    **sampler_options)
         return x, mask
@@ -314,13 +379,14 @@ class PointCloudDiffusion(nn.Module):
         km = known_mask.unsqueeze(-1).to(known.dtype)
         free = mask.unsqueeze(-1).to(known.dtype) * (1 - km)
         n_known = km.sum(1, keepdim=True).clamp(min=1)
+        coordinates = ZeroCoMSpace(com_dims=3)   # the known points' noise: coordinates only, also with edges
 
         def guide(z: Tensor, t: Tensor) -> Tensor:
             if bool((t == 0).all()):
                 noisy = known
             else:
                 noisy = q_sample(known, t, self.schedule,
-                                 self.space.randn(known.shape, mask, generators, z.dtype, z.device))
+                                 coordinates.randn(known.shape, mask, generators, z.dtype, z.device))
             pos = z[..., :3]
             shift = -((pos * free).sum(1, keepdim=True) + (noisy * km).sum(1, keepdim=True)) / n_known
             pos = torch.where(known_mask.unsqueeze(-1), noisy + shift, pos)

@@ -10,8 +10,9 @@ __all__ = ["draw_grid"]
 
 def draw_grid(molecules: Sequence, path: str | os.PathLike, legends: Sequence[str] | None = None,
               per_row: int = 5, size: int = 250, max_molecules: int = 100) -> int:
-    """Write a PNG grid of 2-D depictions of ``molecules`` (bonds perceived from 3D with EDM's table, hydrogens
-    hidden) with one legend line each; returns the number drawn (at most ``max_molecules``).
+    """Write a PNG grid of 2-D depictions of ``molecules`` (a molecule's own bonds where it has them, else bonds
+    perceived from 3D with EDM's table; hydrogens hidden) with one legend line each; returns the number drawn (at
+    most ``max_molecules``).
 
     A molecule that RDKit cannot depict (e.g. an impossible valence) is drawn from its bare graph without
     sanitisation, so every molecule gets a cell. The file is written atomically.
@@ -29,7 +30,8 @@ def draw_grid(molecules: Sequence, path: str | os.PathLike, legends: Sequence[st
     mols = []
     with rdBase.BlockLogs():
         for m in molecules:
-            mol = to_rdkit(m.atomic_numbers, m.positions, conformer=False)
+            mol = to_rdkit(m.atomic_numbers, m.positions, bonds=getattr(m, "bonds", None),
+                           formal_charges=getattr(m, "formal_charges", None), conformer=False)
             try:
                 Chem.SanitizeMol(mol)
                 mol = Chem.RemoveHs(mol)

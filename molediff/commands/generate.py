@@ -14,9 +14,13 @@ log = logging.getLogger(__name__)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    from ..chem.diagnostics import LEGEND_HELP
+
     parser.add_argument("-n", "--num-molecules", type=int, default=100, help="number of molecules to generate")
     parser.add_argument("-o", "--output", default="generated.sdf",
-                        help="output file; .sdf (bonds perceived from 3D) or .xyz, chosen by extension")
+                        help="output file; .sdf or .xyz, chosen by extension. SDF bonds: a model that generates "
+                             "bonds with the atoms (model.bond_orders) writes its predicted bonds, others' bonds "
+                             "are perceived from 3D")
     parser.add_argument("--checkpoint", default=None,
                         help="exported .safetensors weights or a training checkpoint directory "
                              "(default: the QM9 model shipped in the package)")
@@ -40,8 +44,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="CPU threads for torch (default: torch's choice, usually all cores)")
     add_precision_argument(parser)   # bf16: the same quality on the shipped model
     parser.add_argument("--png", default=None, metavar="FILE",
-                        help="also draw the molecules (up to 100) as a PNG grid of 2-D depictions labelled with "
-                             "their stability")
+                        help="also draw the molecules (up to 100) as a PNG grid of 2-D depictions (with the "
+                             "model's bonds where it predicts them), each labelled with its name and why it "
+                             "failed. " + LEGEND_HELP)
     parser.add_argument("--no-score", action="store_true",
                         help="skip the stability/validity summary printed after writing")
 
@@ -97,24 +102,29 @@ def run(args: argparse.Namespace) -> int:
                                            batch_size=args.batch_size, sampler=args.sampler, steps=steps,
                                            show_progress=True, name_prefix="molediff")
     (write_sdf if suffix == "sdf" else write_xyz)(args.output, molecules)
-    print(f"wrote {len(molecules)} molecules to {args.output}")
+    bonds = "predicted by the model" if getattr(model, "has_bonds", False) else "perceived from 3D"
+    print(f"wrote {len(molecules)} molecules to {args.output}" + (f" (bonds {bonds})" if suffix == "sdf" else ""))
     scores = None
     if not args.no_score or args.png is not None:
         from ..chem.stability import evaluate_molecules
 
         scores = evaluate_molecules(molecules, properties=False)
     if args.png is not None:
+        from ..chem.diagnostics import legend_label
         from ..chem.draw import draw_grid
 
-        legends = [f"{row['name']}: {'stable' if row['stable'] else 'unstable'} "
-                   f"({row['stable_atoms']}/{row['n_atoms']})" + ("" if row["valid"] else ", invalid")
-                   for row in scores["per_molecule"]]
+        legends = [f"{row['name']}: {legend_label(row)}" for row in scores["per_molecule"]]
         drawn = draw_grid(molecules, args.png, legends)
         print(f"drew {drawn} molecules to {args.png}")
     if not args.no_score:
-        s = scores
-        print(f"atom stability {100 * s['atom_stability']:.1f}%  molecule stability {100 * s['mol_stability']:.1f}%"
-              f"  validity {100 * s['validity']:.1f}%  connectivity {100 * s['connectivity']:.1f}%"
-              + (f"  uniqueness {100 * s['uniqueness']:.1f}%" if s["uniqueness"] is not None else
-                 "  uniqueness - (no valid molecule)"))
+        rules = [("file_bonds", "the predicted bonds"), ("edm", "EDM's rule, bonds from distances")]
+        for key, name in rules:
+            s = scores.get(key) if key == "file_bonds" else scores
+            if not s:
+                continue
+            print(f"[{name}] atom stability {100 * s['atom_stability']:.1f}%  molecule stability "
+                  f"{100 * s['mol_stability']:.1f}%  validity {100 * s['validity']:.1f}%  connectivity "
+                  f"{100 * s['connectivity']:.1f}%"
+                  + (f"  uniqueness {100 * s['uniqueness']:.1f}%" if s["uniqueness"] is not None else
+                     "  uniqueness - (no valid molecule)"))
     return 0

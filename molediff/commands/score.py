@@ -1,15 +1,29 @@
-"""Score 3D molecules from an SDF/XYZ file or folder (or a saved .npz dataset) with EDM's metrics: atom and
-molecule stability, RDKit validity, uniqueness, novelty (with --train-smiles), connectivity, QED and SA.
+"""Score 3D molecules from an SDF/XYZ file or folder (or a saved .npz dataset): atom and molecule stability, RDKit
+validity, uniqueness, novelty (with --train-smiles), connectivity, QED and SA, under two rules, each figure named
+by its rule (``chem.diagnostics.RULES``):
+
+- **the file's bonds** (molecules that carry bonds: an SDF bond block): their own bonds and formal charges, atom
+  stability by the valences of ``chem.valence``, RDKit validity of that molecule; the headline for a file whose
+  molecules all carry bonds;
+- **EDM's rule**: bonds perceived from distances with EDM's table (comparable with EDM's published figures);
+  the only rule for XYZ files;
+- and, where both apply, how often they agree per molecule (the same bonds; the same bonds and orders), which says
+  whether the geometry matches the bonds.
+
+``--bonds auto`` (default) scores both where the file has bonds; ``--bonds file`` requires bonds (a record whose
+bonds cannot be used is an error) and makes them the headline; ``--bonds perceive`` scores EDM's rule alone.
 With --reference, also conformer metrics (COV-R/P, AMR-R/P, D-MAE) against reference conformers; with
 --physics, physical checks (bond lengths, angles, clashes, ring flatness, MMFF94 energy and strain).
 
 Records that cannot be read are reported with a reason and skipped; the exit status is non-zero only
 when no molecule could be read. No single molecule ends a run: whatever cannot be computed for it is left
 empty and the reason goes into its row. Per-molecule rows (including unreadable records with their reason)
-go to --csv / --json; their ``notes`` say where a molecule breaks an assumption of EDM's metric (formal
-charges, implicit hydrogens, metals, several fragments, bonds that differ from the perceived ones) or has
-no real 3D geometry (flat, collinear, collapsed, coincident atoms), and summary warnings on stderr count
-them. Output paths are checked before any work and written atomically; JSON has null, never NaN."""
+go to --csv / --json, their columns named by rule (``file_*``, ``edm_*``, ``same_*``); their ``notes`` say why
+a molecule is unstable or invalid under each rule (radical on C3, valence 5 on N2, RDKit's message), where it
+breaks an assumption of EDM's metric (formal charges, implicit hydrogens, metals, several fragments, bonds that
+differ from the perceived ones) or has no real 3D geometry (flat, collinear, collapsed, coincident atoms), and
+summary warnings on stderr count them. Output paths are checked before any work and written atomically; JSON
+has null, never NaN."""
 
 from __future__ import annotations
 
@@ -24,8 +38,15 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-_ROW_KEYS = ("name", "n_atoms", "formula", "stable_atoms", "stable", "valid", "smiles", "connected", "n_fragments",
-             "qed", "sa", "novel", "geometry", "flags", "notes", "error")
+_EDM_KEYS = ("stable_atoms", "stable", "valid", "smiles", "connected", "n_fragments", "novel")
+"""Row keys of EDM's rule in ``evaluate_molecules``; the command's rows write them as ``edm_<key>``."""
+_FILE_KEYS = ("file_stable_atoms", "file_stable", "file_valid", "file_smiles", "file_connected", "file_n_fragments",
+              "file_novel", "file_reasons")
+_ROW_KEYS = ("name", "n_atoms", "formula", *_FILE_KEYS, *(f"edm_{k}" for k in _EDM_KEYS), "edm_reasons",
+             "same_bonds", "same_orders", "qed", "sa", "geometry", "flags", "notes", "error")
+_LIST_CELLS = ("notes", "file_reasons", "edm_reasons")  # CSV cells joined by " | " (their items have spaces)
+RULE_LABELS = {"file_bonds": "file's bonds", "edm": "EDM's rule"}
+"""How the printed table names each rule."""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -43,9 +64,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "(first column), or an SDF/XYZ file/folder (SMILES perceived from 3D)")
     parser.add_argument("--json", metavar="OUT", default=None, help="write the summary and per-molecule rows as JSON")
     parser.add_argument("--csv", metavar="OUT", default=None, help="write per-molecule rows as CSV")
-    parser.add_argument("--bonds", choices=["perceive", "file"], default="perceive",
-                        help="bonds for validity/SMILES: 'perceive' from 3D as EDM does (stability always does), or "
-                             "'file' to use bonds and charges given in the SDF")
+    parser.add_argument("--bonds", choices=["auto", "file", "perceive"], default="auto",
+                        help="which rules score the molecules: 'auto' scores molecules that carry bonds (SDF) by "
+                             "their own bonds and charges (valence stability, RDKit validity; the headline when "
+                             "every molecule has bonds) and by EDM's rule (bonds perceived from distances, "
+                             "comparable with EDM's figures), and says how often the two agree; 'file' requires "
+                             "the file's bonds (a record whose bonds cannot be used is an error) and makes them "
+                             "the headline; 'perceive' scores EDM's rule alone")
     parser.add_argument("--no-properties", action="store_true", help="skip QED and SA score (faster)")
     parser.add_argument("--physics", action="store_true",
                         help="also run physical checks per molecule (MMFF94 relaxation: slow for many molecules)")
@@ -90,22 +115,39 @@ def _fmt(v) -> str:
 
 
 def format_table(summary: dict) -> str:
-    """The printed summary table."""
+    """The printed summary table: the headline rule's figures first, then the other rule's, then how often the
+    rules agree; every figure's label names its rule."""
     def pct(v):
         return ("-" if v is None else f"{100 * v:.2f}%")
     n = summary["n_molecules"]
-    lines = [("molecules read", str(n), ""), ("unreadable records", str(summary["n_unreadable"]), ""),
-             ("atom stability", pct(summary["atom_stability"]), f"{summary['n_stable_atoms']}/{summary['n_atoms']}"),
-             ("molecule stability", pct(summary["mol_stability"]), f"{summary['n_stable_molecules']}/{n}"),
-             ("validity", pct(summary["validity"]), f"{summary['n_valid']}/{n}"),
-             ("uniqueness", pct(summary["uniqueness"]), f"{summary['n_unique']}/{summary['n_valid']}"),
-             ("novelty", pct(summary["novelty"]),
-              f"{summary['n_novel']}/{summary['n_unique']}" if summary["novelty"] is not None else "no --train-smiles"),
-             ("connectivity", pct(summary["connectivity"]), f"{summary['n_connected']}/{n}")]
+    headline = summary["headline"]
+    lines = [("molecules read", str(n), ""), ("unreadable records", str(summary["n_unreadable"]), "")]
+    rules = [r for r in (headline, "edm" if headline == "file_bonds" else "file_bonds") if summary.get(r)]
+    for rule in rules:
+        block, tag = summary[rule], f" [{RULE_LABELS[rule]}]"
+        m = block["n_molecules"]
+        what = {"file_bonds": f"the molecules' own bonds and charges ({m}/{n} molecules carry bonds)",
+                "edm": "bonds perceived from distances with EDM's table, comparable with EDM's figures"}[rule]
+        lines.append((("headline: " if rule == headline else "also: ") + RULE_LABELS[rule], "", what))
+        lines += [(f"atom stability{tag}", pct(block["atom_stability"]),
+                   f"{block['n_stable_atoms']}/{block['n_atoms']}"),
+                  (f"molecule stability{tag}", pct(block["mol_stability"]), f"{block['n_stable_molecules']}/{m}"),
+                  (f"validity{tag}", pct(block["validity"]), f"{block['n_valid']}/{m}"),
+                  (f"uniqueness{tag}", pct(block["uniqueness"]), f"{block['n_unique']}/{block['n_valid']}"),
+                  (f"novelty{tag}", pct(block["novelty"]),
+                   f"{block['n_novel']}/{block['n_unique']}" if block["novelty"] is not None else "no --train-smiles"),
+                  (f"connectivity{tag}", pct(block["connectivity"]), f"{block['n_connected']}/{m}")]
+    agree = summary.get("agreement")
+    if agree and summary.get("edm") and summary.get("file_bonds"):
+        tag = " [EDM's rule = file's bonds]"
+        lines += [(f"same bonds{tag}", pct(agree["same_bonds"]), f"{agree['n_same_bonds']}/{agree['n_molecules']}"),
+                  (f"same bonds and orders{tag}", pct(agree["same_orders"]),
+                   f"{agree['n_same_orders']}/{agree['n_molecules']}")]
+    tag = f" [{RULE_LABELS[headline]}]"
     if summary.get("qed") is not None:
-        lines.append(("QED (mean, valid)", f"{summary['qed']:.3f}", ""))
+        lines.append((f"QED (mean, valid){tag}", f"{summary['qed']:.3f}", ""))
     if summary.get("sa") is not None:
-        lines.append(("SA score (mean, valid)", f"{summary['sa']:.2f}", ""))
+        lines.append((f"SA score (mean, valid){tag}", f"{summary['sa']:.2f}", ""))
     if summary.get("n_with_notes"):
         lines.append(("molecules with notes", str(summary["n_with_notes"]), "see the warnings; each note is in the "
                                                                             "--csv/--json rows"))
@@ -166,13 +208,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"skipped {record}: {reason}", file=sys.stderr)
     if not molecules:
         raise ValueError(f"no molecule could be read from {args.file}")
+    if args.bonds == "file" and all(m.bonds is None for m in molecules):
+        raise ValueError(f"--bonds file: no molecule in {args.file} carries bonds (XYZ files have none); use "
+                         f"--bonds auto or perceive")
     train = train_smiles_set(args.train_smiles) if args.train_smiles else None
     result = evaluate_molecules(molecules, train_smiles=train, properties=not args.no_properties,
-                                use_file_bonds=args.bonds == "file", show_progress=True)
-    rows = result.pop("per_molecule")
+                                file_bonds=args.bonds != "perceive", show_progress=True)
+    rows = [_named_row(r) for r in result.pop("per_molecule")]
     warnings = result.pop("warnings")
-    summary = {"file": str(args.file), "n_unreadable": len(errors), **result,
-               "n_with_notes": sum(bool(r["notes"]) for r in rows)}
+    summary = _named_summary(result, args.bonds)
+    summary.update(file=str(args.file), n_unreadable=len(errors), n_with_notes=sum(bool(r["notes"]) for r in rows))
 
     if args.physics:
         from ..chem.physics import physical_checks_summary
@@ -211,6 +256,26 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _named_row(row: dict) -> dict:
+    """A row of ``evaluate_molecules`` with EDM's-rule keys named ``edm_<key>``, in ``_ROW_KEYS`` order (then any
+    other keys)."""
+    named = {(f"edm_{k}" if k in _EDM_KEYS else k): v for k, v in row.items()}
+    return {**{k: named.get(k) for k in _ROW_KEYS}, **named}
+
+
+def _named_summary(result: dict, bonds: str) -> dict:
+    """The summary with each rule's figures in a block of its own (``edm``, ``file_bonds``), ``agreement`` and the
+    ``headline`` rule (``--bonds file`` makes it the file's bonds)."""
+    from ..chem.stability import RULE_FIGURES
+
+    summary = {k: v for k, v in result.items() if k not in RULE_FIGURES}
+    summary["n_molecules"] = result["n_molecules"]
+    summary["edm"] = {k: result[k] for k in RULE_FIGURES}
+    if bonds == "file" and summary.get("file_bonds"):
+        summary["headline"] = "file_bonds"
+    return summary
+
+
 def _write_json(path: str, data: dict) -> None:
     """JSON with null for NaN/inf (strict parsers reject bare NaN), written atomically."""
     from ..utils import atomic_write
@@ -240,7 +305,7 @@ def _csv_cell(key: str, v):
     if v is None:
         return ""
     if isinstance(v, list):
-        return (" | " if key == "notes" else " ").join(map(str, v))
+        return (" | " if key in _LIST_CELLS else " ").join(map(str, v))
     return v
 
 

@@ -124,12 +124,17 @@ def _load_all(root: Path) -> MoleculeDataset:
     return MoleculeDataset.load(path)
 
 
-def load_qm9(split: str = "train", root: str | os.PathLike | None = None) -> MoleculeDataset:
+def load_qm9(split: str = "train", root: str | os.PathLike | None = None, bonds: bool = False) -> MoleculeDataset:
     """QM9 molecules of EDM's ``split`` (train, valid, test) or ``all`` (sorted by GDB index).
 
     ``root`` is a folder with ``qm9_part*.csv`` (default: the installed qm9pack data). Molecules keep
     the order of EDM's split; names are ``gdb9_NNNNNN`` (1-based GDB index) and ``smiles`` is QM9's own
     (GDB) SMILES string.
+
+    ``bonds=True``: each molecule also carries Kekulé bond orders (1/2/3) determined from its DFT geometry by
+    ``molediff.chem.bonds.bonds_from_geometry`` (RDKit's ``DetermineBonds``, neutral), and molecules for which
+    RDKit finds no assignment (about 5 %) are left out. Computed once per split (about 8 ms a molecule: some
+    13 minutes of one core for the training split) and cached beside the QM9 cache (:func:`qm9_bonds`).
     """
     if split not in ("train", "valid", "test", "all"):
         raise ValueError(f"unknown QM9 split {split!r}; use train, valid, test or all")
@@ -137,15 +142,60 @@ def load_qm9(split: str = "train", root: str | os.PathLike | None = None) -> Mol
     if not root.is_dir():
         raise FileNotFoundError(f"QM9 folder {root} does not exist")
     data = _load_all(root)
-    if split == "all":
+    if split != "all":
+        gdb = np.array([int(n[5:]) - 1 for n in data.names], dtype=np.int64)
+        wanted = qm9_split_indices()[split]
+        pos = np.searchsorted(gdb, wanted)
+        pos = np.minimum(pos, len(gdb) - 1)
+        if not np.array_equal(gdb[pos], wanted):
+            raise ValueError(f"the QM9 files in {root} do not hold all molecules of EDM's {split} split")
+        data = data.subset(pos)
+    if not bonds:
         return data
-    gdb = np.array([int(n[5:]) - 1 for n in data.names], dtype=np.int64)
-    wanted = qm9_split_indices()[split]
-    pos = np.searchsorted(gdb, wanted)
-    pos = np.minimum(pos, len(gdb) - 1)
-    if not np.array_equal(gdb[pos], wanted):
-        raise ValueError(f"the QM9 files in {root} do not hold all molecules of EDM's {split} split")
-    return data.subset(pos)
+    bond_rows, bond_offsets, ok = qm9_bonds(data, _cache_file(root).with_name(
+        f"{_cache_file(root).stem}_bonds_{split}_v{_BONDS_VERSION}.npz"))
+    with_bonds = MoleculeDataset(data.atomic_numbers, data.positions, data.offsets, names=data.names,
+                                 smiles=data.smiles, bonds=bond_rows, bond_offsets=bond_offsets)
+    return with_bonds.subset(np.flatnonzero(ok))
+
+
+_BONDS_VERSION = 1
+
+
+def qm9_bonds(data: MoleculeDataset, cache: Path | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bond orders of every molecule of ``data`` from its geometry (``chem.bonds.bonds_from_geometry``), read
+    from ``cache`` (an ``.npz``) when it exists and holds the same molecules, else computed and written there.
+
+    Returns ``(bonds [M, 3] int64 rows (i, j, order), bond_offsets [len + 1], ok [len] bool)``; a molecule
+    without an assignment has ``ok`` False and no bonds.
+    """
+    from ..chem.bonds import bonds_from_geometry
+    from ..utils import atomic_path, progress
+
+    names = np.asarray(data.names if data.names is not None else [], dtype=str)
+    if cache is not None and cache.exists():
+        stored = np.load(cache)
+        if np.array_equal(stored["names"], names):
+            return stored["bonds"], stored["bond_offsets"], stored["ok"]
+    rows, counts, ok = [], [], np.zeros(len(data), dtype=bool)
+    for k in progress(range(len(data)), desc="QM9 bond orders", unit="mol"):
+        m = data[k]
+        try:
+            b = bonds_from_geometry(m.atomic_numbers, m.positions)
+            ok[k] = True
+        except ValueError:
+            b = np.zeros((0, 3), dtype=np.int64)
+        rows.append(b)
+        counts.append(len(b))
+    bonds = np.concatenate(rows) if rows else np.zeros((0, 3), dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(cache) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, names=names, bonds=bonds, bond_offsets=offsets, ok=ok)
+    log.info("QM9 bond orders: %d of %d molecules have an assignment", int(ok.sum()), len(ok))
+    return bonds, offsets, ok
 
 
 def qm9_train_smiles(root: str | os.PathLike | None = None) -> set[str]:

@@ -1,7 +1,8 @@
 """The domain-agnostic diffusion core: schedule (by log-SNR) → forward process → objective → samplers.
 
 Nothing here knows about atoms, residues or pixels; a domain supplies a backbone (wrapped as
-``eps_fn(z_t, t)``), a space (``EuclideanSpace``, ``ZeroCoMSpace`` or ``TorusSpace`` for angles) and its data.
+``eps_fn(z_t, t)``), a space (``EuclideanSpace``, ``ZeroCoMSpace``, ``ZeroCoMGraphSpace`` for a point cloud with
+symmetric edge features, or ``TorusSpace`` for angles) and its data.
 """
 
 from .objective import (
@@ -28,11 +29,11 @@ from .schedule import (
     PolynomialSchedule,
     make_schedule,
 )
-from .space import EuclideanSpace, TorusSpace, ZeroCoMSpace, expand_like, randn, wrap_angle
+from .space import EuclideanSpace, TorusSpace, ZeroCoMGraphSpace, ZeroCoMSpace, expand_like, randn, wrap_angle
 
 __all__ = [
     "SCHEDULES", "NoiseSchedule", "LinearBetaSchedule", "CosineSchedule", "PolynomialSchedule", "make_schedule",
-    "EuclideanSpace", "ZeroCoMSpace", "TorusSpace", "expand_like", "randn", "wrap_angle",
+    "EuclideanSpace", "ZeroCoMSpace", "ZeroCoMGraphSpace", "TorusSpace", "expand_like", "randn", "wrap_angle",
     "q_sample", "posterior", "posterior_from_eps", "predict_x0", "clip_denoised", "eps_from_v",
     "epsilon_loss", "sample_time", "min_snr_weight", "truncated_snr_weight", "prior_kl", "diffusion_kl",
     "gaussian_decoder_nll",

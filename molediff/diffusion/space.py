@@ -9,6 +9,10 @@ Three spaces cover the domains:
   zero centre of mass over the masked nodes (translation invariance).  Coordinates then have
   ``com_dims · (n − 1)`` degrees of freedom; any remaining channels (e.g. atom-type features) are
   ordinary masked Euclidean channels.
+* ``ZeroCoMGraphSpace``: a zero-CoM point cloud plus a symmetric edge block (graph diffusion, e.g. bond
+  orders diffused with the atoms as in JODO, Huang et al. 2023), flattened into one state ``[B, N, C + N·K]``
+  so that every sampler runs on it unchanged: row i holds node i's C channels, then its K edge channels
+  to each of the N nodes. Edges are symmetric, zero on the diagonal and at pairs touching padding.
 * ``TorusSpace``: angles ``[B, ...]`` (radians) on the torus: every state is wrapped into [−π, π) by
   ``wrap`` (after noising and after every sampler step); the noise ε itself is ordinary Gaussian noise.
 
@@ -28,7 +32,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["EuclideanSpace", "ZeroCoMSpace", "TorusSpace", "expand_like", "randn", "wrap_angle"]
+__all__ = ["EuclideanSpace", "ZeroCoMSpace", "ZeroCoMGraphSpace", "TorusSpace", "expand_like", "randn", "wrap_angle"]
 
 Generator = torch.Generator | Sequence[torch.Generator] | None
 
@@ -137,6 +141,119 @@ class ZeroCoMSpace(EuclideanSpace):
     def dof(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         n = self._check(x, mask).sum(1)
         return (n - 1).clamp(min=0) * self.com_dims + n * (x.shape[-1] - self.com_dims)
+
+
+class ZeroCoMGraphSpace(ZeroCoMSpace):
+    """A zero-CoM point cloud with a symmetric block of K edge channels, as one state ``[B, N, C + N·K]``.
+
+    ``split`` gives the node channels ``[B, N, C]`` (the first ``com_dims`` are coordinates at zero centre of
+    mass, the rest ordinary masked channels, as in :class:`ZeroCoMSpace`) and the edge block ``[B, N, N, K]``
+    (entry ``[b, i, j]`` is the pair (i, j)); ``join`` is its inverse. The edge block lives in the subspace of
+    symmetric matrices that are zero on the diagonal and at every pair touching padding:
+
+    * ``project`` (ε̂, noise) symmetrises, ½(e + eᵀ), and zeroes the diagonal and padding: the orthogonal
+      projection onto that subspace;
+    * ``randn`` draws the K values of each pair i < j of real nodes once and mirrors them (symmetric noise);
+      with per-sample generators sample b draws its node channels, then its own n_b(n_b − 1)/2 pairs, so its
+      noise does not depend on the batch;
+    * ``dof`` counts the independent entries: the node channels' degrees of freedom plus K · n(n − 1)/2, and
+      ``sum`` sums each unordered pair once (½ the sum over the full block), so the Gaussian terms of the
+      bound (``prior_kl``, ``gaussian_decoder_nll``) are those of the independent entries.
+
+    ValueError for a state whose last axis is not C + N·K.
+    """
+
+    def __init__(self, com_dims: int = 3, node_channels: int = 3, edge_channels: int = 1):
+        super().__init__(com_dims)
+        if node_channels < com_dims or edge_channels < 1:
+            raise ValueError(f"need node_channels >= com_dims = {com_dims} and edge_channels >= 1, got "
+                             f"{node_channels}, {edge_channels}")
+        self.node_channels = node_channels
+        self.edge_channels = edge_channels
+
+    def channels(self, num_nodes: int) -> int:
+        """Width of the state's last axis for ``num_nodes`` (padded) nodes: C + N·K."""
+        return self.node_channels + num_nodes * self.edge_channels
+
+    def _check_width(self, shape: Sequence[int]) -> None:
+        if len(shape) != 3 or shape[-1] != self.channels(shape[1]):
+            raise ValueError(f"graph state must be [B, N, C + N·K] with C = {self.node_channels}, "
+                             f"K = {self.edge_channels}, got {tuple(shape)}")
+
+    def split(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``[B, N, C + N·K]`` → nodes ``[B, N, C]`` and edges ``[B, N, N, K]`` (views)."""
+        self._check_width(x.shape)
+        B, N = x.shape[:2]
+        return x[..., :self.node_channels], x[..., self.node_channels:].reshape(B, N, N, self.edge_channels)
+
+    def join(self, nodes: Tensor, edges: Tensor) -> Tensor:
+        """Nodes ``[B, N, C]`` and edges ``[B, N, N, K]`` → the state ``[B, N, C + N·K]``."""
+        B, N = nodes.shape[:2]
+        if nodes.shape[-1] != self.node_channels or tuple(edges.shape) != (B, N, N, self.edge_channels):
+            raise ValueError(f"nodes must be [B, N, {self.node_channels}] and edges [B, N, N, {self.edge_channels}]"
+                             f", got {tuple(nodes.shape)} and {tuple(edges.shape)}")
+        return torch.cat([nodes, edges.reshape(B, N, N * self.edge_channels)], -1)
+
+    @staticmethod
+    def pair_mask(mask: Tensor | None, batch: int, num_nodes: int, device=None) -> Tensor:
+        """[B, N, N] bool: both nodes real and i ≠ j (mask None: every node real)."""
+        eye = torch.eye(num_nodes, dtype=torch.bool, device=device)
+        if mask is None:
+            return (~eye).expand(batch, num_nodes, num_nodes)
+        return mask.unsqueeze(2) & mask.unsqueeze(1) & ~eye
+
+    def mask_out(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Zero the padded nodes' channels and the edges of pairs touching padding (the diagonal is kept)."""
+        nodes, edges = self.split(x)
+        _check_mask(nodes, mask)
+        if mask is None:
+            return x
+        pairs = (mask.unsqueeze(2) & mask.unsqueeze(1)).unsqueeze(-1).to(x.dtype)
+        return self.join(nodes * mask.unsqueeze(-1).to(x.dtype), edges * pairs)
+
+    def project(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        nodes, edges = self.split(x)
+        nodes = super().project(nodes, mask)
+        pairs = self.pair_mask(mask, x.shape[0], x.shape[1], x.device).unsqueeze(-1).to(x.dtype)
+        return self.join(nodes, 0.5 * (edges + edges.transpose(1, 2)) * pairs)
+
+    def randn(self, shape: Sequence[int], mask: Tensor | None = None, generator: Generator = None,
+              dtype=None, device=None) -> Tensor:
+        self._check_width(shape)
+        B, N, K = shape[0], shape[1], self.edge_channels
+        node_shape = (B, N, self.node_channels)
+        if generator is None or isinstance(generator, torch.Generator):
+            nodes = randn(node_shape, generator, dtype, device, mask)
+            upper = torch.randn(B, N, N, K, generator=generator, dtype=dtype, device=device)
+            above = torch.ones(N, N, dtype=torch.bool, device=device).triu(1)[None, :, :, None]
+            upper = torch.where(above, upper, torch.zeros((), dtype=upper.dtype, device=device))
+            edges = upper + upper.transpose(1, 2)
+        else:
+            if len(generator) != B:
+                raise ValueError(f"got {len(generator)} per-sample generators for a batch of {B}")
+            nodes = torch.zeros(node_shape, dtype=dtype, device=device)
+            edges = torch.zeros(B, N, N, K, dtype=dtype, device=device)
+            for b, g in enumerate(generator):
+                idx = (torch.arange(N, device=device) if mask is None else mask[b].nonzero().flatten())
+                n = len(idx)
+                nodes[b, idx] = torch.randn(n, self.node_channels, generator=g, dtype=dtype, device=device)
+                i, j = torch.triu_indices(n, n, 1, device=device)
+                values = torch.randn(len(i), K, generator=g, dtype=dtype, device=device)
+                edges[b, idx[i], idx[j]] = values
+                edges[b, idx[j], idx[i]] = values
+        return self.project(self.join(nodes, edges), mask)
+
+    def sum(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Per-sample sum over the independent entries ``[B]``: node channels of real nodes plus each unordered
+        pair of real nodes once."""
+        nodes, edges = self.split(self.mask_out(x, mask))
+        pairs = self.pair_mask(None, x.shape[0], x.shape[1], x.device).unsqueeze(-1).to(x.dtype)
+        return nodes.flatten(1).sum(1) + 0.5 * (edges * pairs).flatten(1).sum(1)
+
+    def dof(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        nodes, _ = self.split(x)
+        n = self._check(nodes, mask).sum(1)
+        return super().dof(nodes, mask) + self.edge_channels * n * (n - 1) / 2
 
 
 def wrap_angle(x: Tensor) -> Tensor:

@@ -1,5 +1,10 @@
 """The de novo molecule training task for ``molediff train`` (task ``molecules``; ``qm9`` is its older name):
-data order, loss and periodic sample-and-score evaluation."""
+data order, loss and periodic sample-and-score evaluation.
+
+A model that diffuses bonds (``model.bond_orders``) trains on molecules with bonds: a file's own bonds (SDF, or
+an ``.npz`` saved with bonds), else bond orders determined from the geometry by RDKit
+(``chem.bonds.bonds_from_geometry``; for QM9 computed once per split and cached, ``load_qm9(bonds=True)``).
+Molecules without an assignment, or with an order the model does not list, are left out (logged)."""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..chem.molecule import MoleculeDataset
 from ..data.sources import MoleculeDataConfig, load_molecule_dataset
 from ..pointcloud import size_histogram
 from .model import MoleculeDiffusion, MoleculeDiffusionConfig
@@ -34,6 +40,84 @@ def atom_count_histogram(dataset) -> dict[int, int]:
 
 
 @dataclass
+class BondedMoleculeBatch:
+    """A ``DenseMoleculeBatch``'s tensors plus ``bond_orders`` [B, N, N] int64 (symmetric, 0 = no bond and at
+    padding): the batches of a model that diffuses bonds."""
+
+    positions: torch.Tensor
+    type_index: torch.Tensor
+    atomic_numbers: torch.Tensor
+    mask: torch.Tensor
+    bond_orders: torch.Tensor
+
+    def to(self, device) -> BondedMoleculeBatch:
+        return BondedMoleculeBatch(self.positions.to(device), self.type_index.to(device),
+                                   self.atomic_numbers.to(device), self.mask.to(device), self.bond_orders.to(device))
+
+    def __len__(self) -> int:
+        return self.positions.shape[0]
+
+
+def collate_bonded(molecules, vocabulary) -> BondedMoleculeBatch:
+    """``collate_dense`` plus each molecule's bond matrix (``Molecule.bond_matrix``) padded to [B, N, N].
+    ValueError naming a molecule without bonds."""
+    from ..data.batching import collate_dense
+
+    dense = collate_dense(molecules, vocabulary=vocabulary)
+    B, N = dense.mask.shape
+    orders = np.zeros((B, N, N), dtype=np.int64)
+    for k, m in enumerate(molecules):
+        matrix = m.bond_matrix()
+        if matrix is None:
+            raise ValueError(f"molecule {m.name or k!r} has no bonds; a bond model trains on molecules with bonds")
+        orders[k, :m.num_atoms, :m.num_atoms] = matrix
+    return BondedMoleculeBatch(dense.positions, dense.type_index, dense.atomic_numbers, dense.mask,
+                               torch.from_numpy(orders))
+
+
+def molecules_with_bonds(dataset: MoleculeDataset, data: MoleculeDataConfig | None,
+                         bond_orders) -> MoleculeDataset:
+    """``dataset`` with bonds for a bond model (see the module docstring): QM9 from its cached bond orders
+    (``data`` names the split and subset), other data without bonds from ``bonds_from_geometry``; molecules
+    without an assignment or with an order outside ``bond_orders`` are left out (logged). ValueError when none
+    remain."""
+    if dataset.bonds is None:
+        if data is not None and data.dataset == "qm9":
+            from ..data.qm9 import load_qm9
+
+            dataset = load_qm9(data.split, root=data.root, bonds=True)
+            if data.subset:
+                dataset = dataset.subset(range(min(data.subset, len(dataset))))
+        else:
+            from ..chem.bonds import bonds_from_geometry
+
+            kept = []
+            for m in dataset:
+                try:
+                    m.bonds = bonds_from_geometry(m.atomic_numbers, m.positions)
+                except ValueError:
+                    continue
+                kept.append(m)
+            if len(kept) < len(dataset):
+                log.warning("bond orders determined for %d of %d molecules; the others are left out",
+                            len(kept), len(dataset))
+            dataset = MoleculeDataset.from_molecules(kept)
+    allowed = np.zeros(8, dtype=bool)
+    allowed[[int(o) for o in bond_orders]] = True
+    owner = np.repeat(np.arange(len(dataset)), np.diff(dataset.bond_offsets))
+    order = dataset.bonds[:, 2] if len(dataset.bonds) else np.zeros(0, dtype=np.int64)
+    bad = ~allowed[np.clip(order, 0, 7)] | (order < 1) | (order > 7)
+    keep = np.setdiff1d(np.arange(len(dataset)), owner[bad])
+    if len(keep) < len(dataset):
+        log.warning("left out %d of %d molecules with bond orders outside %s", len(dataset) - len(keep),
+                    len(dataset), list(bond_orders))
+        dataset = dataset.subset(keep)
+    if not len(dataset):
+        raise ValueError("no training molecules with usable bond orders")
+    return dataset
+
+
+@dataclass
 class MoleculeTask:
     """Implements the trainer's task protocol for ``MoleculeDiffusion``."""
 
@@ -47,17 +131,26 @@ class MoleculeTask:
     def loss(self, model: nn.Module, batch) -> tuple[torch.Tensor, dict[str, float]]:
         device = next(model.parameters()).device
         batch = batch.to(device)
-        per_molecule = model(batch.positions, batch.type_index, batch.mask)
+        if isinstance(batch, BondedMoleculeBatch):
+            per_molecule = model(batch.positions, batch.type_index, batch.mask, bond_orders=batch.bond_orders)
+        else:
+            per_molecule = model(batch.positions, batch.type_index, batch.mask)
         loss = per_molecule.mean()
         return loss, {"loss": float(loss.detach())}
 
     def batches(self, seed: int, epoch: int, rank: int, world_size: int, batch_size: int) -> Iterator:
         """Rank ``rank``'s share of each global batch, in an order fixed by (seed, epoch), molecules of similar
-        size together (``molediff.data.batching.size_bucketed_batches``)."""
-        from ..data.batching import molecule_batches
+        size together (``molediff.data.batching.size_bucketed_batches``); ``BondedMoleculeBatch`` for a model
+        that diffuses bonds."""
+        from ..data.batching import molecule_batches, size_bucketed_batches
 
-        yield from molecule_batches(self.dataset, self.model.config.vocabulary, batch_size, seed, epoch, rank,
-                                    world_size)
+        vocabulary = self.model.config.vocabulary
+        if not self.model.has_bonds:
+            yield from molecule_batches(self.dataset, vocabulary, batch_size, seed, epoch, rank, world_size)
+            return
+        sizes = np.asarray(self.dataset.atom_counts)
+        for idx in size_bucketed_batches(sizes, batch_size, seed, epoch, rank, world_size):
+            yield collate_bonded([self.dataset[int(i)] for i in idx], vocabulary)
 
     @torch.no_grad()
     def validation_loss(self, model: nn.Module, molecules: int = 1000, draws: int = 4, batch_size: int = 250) -> float:
@@ -77,6 +170,10 @@ class MoleculeTask:
             raise ValueError("this run's data has no validation split (qm9 and ccd have one; for files or npz "
                              "data set data.valid_path)")
         valid = load_molecule_dataset(source, self.model.config.vocabulary, self.model.config.max_atoms)
+        if self.model.has_bonds:
+            if source.dataset != "qm9":   # determine the bonds of the molecules used only (QM9's are cached)
+                valid = valid.subset(range(min(molecules, len(valid))))
+            valid = molecules_with_bonds(valid, source, self.model.config.bond_orders)
         valid = valid.subset(range(min(molecules, len(valid))))
         model = getattr(model, "module", model)
         was_training = model.training
@@ -84,11 +181,14 @@ class MoleculeTask:
         device = next(model.parameters()).device
         total, count = 0.0, 0
         for start in range(0, len(valid), batch_size):
-            batch = collate_dense([valid[i] for i in range(start, min(start + batch_size, len(valid)))],
-                                  vocabulary=self.model.config.vocabulary).to(device)
+            chunk = [valid[i] for i in range(start, min(start + batch_size, len(valid)))]
+            vocabulary = self.model.config.vocabulary
+            batch = (collate_bonded(chunk, vocabulary) if self.model.has_bonds
+                     else collate_dense(chunk, vocabulary=vocabulary)).to(device)
+            bonds = {"bond_orders": batch.bond_orders} if self.model.has_bonds else {}
             for k in range(draws):
                 gen = torch.Generator(device=device).manual_seed(1_000_003 * k + start)
-                total += float(model(batch.positions, batch.type_index, batch.mask, generator=gen).sum())
+                total += float(model(batch.positions, batch.type_index, batch.mask, generator=gen, **bonds).sum())
                 count += len(batch)
         model.train(was_training)
         return total / count
@@ -122,6 +222,8 @@ def build_task(config) -> MoleculeTask:
         raise ValueError("training with context (property conditioning) is not wired to the data loaders yet; "
                          "set model.context_features to 0")
     dataset = load_molecule_dataset(data, model_cfg.vocabulary, model_cfg.max_atoms)
+    if model_cfg.bond_orders:
+        dataset = molecules_with_bonds(dataset, data, model_cfg.bond_orders)
     if not model_cfg.atom_count_histogram:
         model_cfg = MoleculeDiffusionConfig.from_dict({**model_cfg.to_dict(),
                                                        "atom_count_histogram": atom_count_histogram(dataset)})

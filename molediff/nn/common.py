@@ -11,6 +11,11 @@ validated dense tensors. The base class owns everything that must behave identic
 
 Edge features are dense and invariant: ``edge_attr[b, i, j]`` (``E`` scalars, e.g. one-hot bond orders)
 belongs to the edge j → i, the same convention as :func:`pairwise_mask` and the backbones' edge tensors.
+
+A backbone whose config has ``edge_out_features = K > 0`` also predicts ε for K diffused edge channels (bond
+orders diffused with the atoms): ``forward`` then returns ``(eps_pos, eps_h, eps_edges)`` with ``eps_edges``
+[B, N, N, K] symmetric in (i, j), zero on the diagonal and at pairs touching padding. With K = 0 (the default)
+it returns the pair ``(eps_pos, eps_h)`` exactly as before.
 """
 
 from __future__ import annotations
@@ -40,13 +45,15 @@ def pairwise_mask(mask: Tensor) -> Tensor:
 
 def check_feature_sizes(config) -> None:
     """The input sizes every denoiser config shares: ValueError unless ``in_node_features`` >= 1 and
-    ``context_features``, ``edge_features`` >= 0."""
+    ``context_features``, ``edge_features`` (and ``edge_out_features`` where the config has it) >= 0."""
     if config.in_node_features < 1:
         raise ValueError(f"in_node_features must be >= 1, got {config.in_node_features}")
     if config.context_features < 0:
         raise ValueError(f"context_features must be >= 0, got {config.context_features}")
     if config.edge_features < 0:
         raise ValueError(f"edge_features must be >= 0, got {config.edge_features}")
+    if getattr(config, "edge_out_features", 0) < 0:
+        raise ValueError(f"edge_out_features must be >= 0, got {config.edge_out_features}")
 
 
 def _is_pyg_data(obj: Any) -> bool:
@@ -87,7 +94,8 @@ class DenoiserBase(nn.Module):
 
         Returns:
             ``(eps_pos, eps_h)``: ``eps_pos`` has zero centre of mass over the real atoms; both are zero
-            at padding and have the dtype of ``pos``.
+            at padding and have the dtype of ``pos``. With ``config.edge_out_features = K > 0`` also
+            ``eps_edges`` [B, N, N, K] (symmetric, zero on the diagonal and at padding, dtype of ``pos``).
 
         Shapes:
             pos: [B, N, 3], h: [B, N, F], t: [B], mask: [B, N] bool, context: [B, C] or None,
@@ -106,10 +114,14 @@ class DenoiserBase(nn.Module):
         if edge_attr is not None:
             pairs = pairwise_mask(mask).unsqueeze(-1)
             edge_attr = torch.where(pairs, edge_attr, torch.zeros((), dtype=edge_attr.dtype, device=edge_attr.device))
-        eps_pos, eps_h = self._forward_dense(pos, h, t, mask, context, edge_attr)
-        eps_pos = _ZERO_COM.project(eps_pos.to(pos.dtype), mask)
-        eps_h = eps_h.to(h.dtype) * node.to(h.dtype)
-        return eps_pos, eps_h
+        out = self._forward_dense(pos, h, t, mask, context, edge_attr)
+        eps_pos = _ZERO_COM.project(out[0].to(pos.dtype), mask)
+        eps_h = out[1].to(h.dtype) * node.to(h.dtype)
+        if len(out) == 2:
+            return eps_pos, eps_h
+        pairs = pairwise_mask(mask).unsqueeze(-1)
+        eps_edges = torch.where(pairs, out[2].to(pos.dtype), torch.zeros((), dtype=pos.dtype, device=pos.device))
+        return eps_pos, eps_h, eps_edges
 
     def forward_pyg(self, batch: Any, t: Tensor | float, context: Tensor | None = None
                     ) -> tuple[Tensor, Tensor]:
@@ -129,6 +141,10 @@ class DenoiserBase(nn.Module):
             t: [G], context: [G, C] or None → eps_pos: [n, 3], eps_h: [n, F]
         """
         from torch_geometric.utils import to_dense_adj, to_dense_batch
+
+        if getattr(self.config, "edge_out_features", 0):
+            raise ValueError("a denoiser with edge_out_features predicts a dense edge block: call it with dense "
+                             "tensors, forward(pos, h, t, mask, context, edge_attr)")
 
         pos = getattr(batch, "pos", None)
         if pos is None:
@@ -173,7 +189,8 @@ class DenoiserBase(nn.Module):
 
     def _forward_dense(self, pos: Tensor, h: Tensor, t: Tensor, mask: Tensor, context: Tensor | None,
                        edge_attr: Tensor | None) -> tuple[Tensor, Tensor]:
-        """Backbone body on validated inputs with zeroed padding; returns raw (eps_pos, eps_h).
+        """Backbone body on validated inputs with zeroed padding; returns raw (eps_pos, eps_h), and eps_edges
+        [B, N, N, K] after them when ``config.edge_out_features = K > 0``.
 
         ``edge_attr`` is None exactly when ``config.edge_features == 0``; otherwise it is zero on every pair
         outside :func:`pairwise_mask`. The base class then projects ``eps_pos`` to zero centre of mass and

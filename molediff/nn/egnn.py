@@ -28,6 +28,16 @@ is ``[h, t, context]``; ``eps_pos = x_out − x_in`` projected to zero centre of
 output channels. Optional invariant edge features ``e_ij = edge_attr[b, i, j]`` (``edge_features = E > 0``,
 e.g. bond orders) join the first layer of every φ_e and φ_x; with ``E = 0`` the network is exactly EDM's.
 
+Diffused edges (bond orders diffused with the atoms, JODO-style): with ``edge_out_features = K > 0`` the noisy
+edge features arrive as (the first K channels of) ``edge_attr``, enter every message as above, and an edge head
+predicts their ε from the last block's pair features, symmetric by construction::
+
+    f_ij  = W_o SiLU(W_1 SiLU(φ(h_i, h_j, d_ij, d⁰_ij, e_ij)))     (φ: a first edge-MLP layer as above)
+    ε_ij  = f_ij + f_ji                                            zero for i = j and at padding
+
+so ε_ij = ε_ji for any weights, and the head is E(3)-invariant and permutation-equivariant (it reads only
+invariants of the pair). The head needs the dense layout (``graph="full"``).
+
 Speed notes (why the code looks the way it does):
 
 * The first edge-MLP layer ``Linear([h_i, h_j, d_ij, d⁰_ij])`` is factored into two per-node projections
@@ -86,6 +96,9 @@ class EGNNConfig:
         keep_sequence_neighbours: k; with ``graph="radius"``, the pairs of node slots with ``|i − j| ≤ k`` are
             edges whatever their distance (chains: residues in sequence order). The slot order then matters,
             so for k > 0 the net is permutation-equivariant only together with the caller's features.
+        edge_out_features: K, edge channels whose ε the net predicts (0: none; ``forward`` then returns two
+            outputs). K > 0 adds the symmetric edge head and a third output ``eps_edges`` [B, N, N, K]; it needs
+            ``graph="full"`` and ``edge_features >= 1`` (the noisy edges are an input).
     """
 
     in_node_features: int
@@ -103,6 +116,7 @@ class EGNNConfig:
     graph: str = "full"
     radius_cutoff: float = 0.0
     keep_sequence_neighbours: int = 0
+    edge_out_features: int = 0
 
     def __post_init__(self) -> None:
         check_feature_sizes(self)
@@ -120,6 +134,11 @@ class EGNNConfig:
                 raise ValueError(f"keep_sequence_neighbours must be >= 0, got {self.keep_sequence_neighbours}")
         elif self.radius_cutoff or self.keep_sequence_neighbours:
             raise ValueError("radius_cutoff and keep_sequence_neighbours apply only with graph='radius'")
+        if self.edge_out_features:
+            if self.graph != "full":
+                raise ValueError(f"edge_out_features needs graph='full' (a dense edge block), got {self.graph!r}")
+            if self.edge_features < 1:
+                raise ValueError("edge_out_features needs edge_features >= 1: the noisy edges are an input")
 
 
 # Number of scalar distance terms per edge: current squared distance d_ij and input squared distance d⁰_ij.
@@ -349,6 +368,26 @@ class _CoordinateUpdate(nn.Module):
         return x + edges.sum(unit_diff, weight) / self.aggregation_normalisation
 
 
+class _EdgeHead(nn.Module):
+    """ε for K diffused edge channels from the last block's pair features: ``f_ij + f_ji`` (see the module
+    docstring), symmetric by construction, zero on the diagonal and at padding (dense layout only).
+
+    Shapes:
+        h: [B, N, H], distance_terms: list of [B, N, N], edge_attr: [B, N, N, E] → [B, N, N, K]
+    """
+
+    def __init__(self, hidden: int, edge_features: int, edge_out_features: int) -> None:
+        super().__init__()
+        self.edge_in = _FactoredEdgeInput(hidden, _DISTANCE_TERMS)
+        self.edge_in.add_edge_features(edge_features)
+        self.edge_hidden = nn.Linear(hidden, hidden)
+        self.edge_out = nn.Linear(hidden, edge_out_features)
+
+    def forward(self, h: Tensor, edges: _DenseEdges, distance_terms: list[Tensor], edge_attr: Tensor) -> Tensor:
+        f = self.edge_out(F.silu(self.edge_hidden(F.silu(self.edge_in(h, edges, distance_terms, edge_attr)))))
+        return (f + f.transpose(1, 2)) * edges.edge_weight.to(f.dtype).unsqueeze(-1)
+
+
 class _EquivariantBlock(nn.Module):
     """``sublayers`` message layers followed by one coordinate update (EDM ``EquivariantBlock``).
 
@@ -391,6 +430,8 @@ class EGNNDenoiser(DenoiserBase):
     time and context channels are unused but kept so parameter shapes match EDM's QM9 checkpoints. With
     ``edge_features = E > 0`` every first edge-MLP layer gains a parameter ``edge_attr_projection.weight``
     [H, E]; with ``E = 0`` parameters and outputs are exactly those of the network without edge features.
+    With ``edge_out_features = K > 0`` the edge head (``edge_head.*``, created after every other parameter) adds
+    the third output ``eps_edges`` [B, N, N, K].
 
     ``forward(..., pair_weights=W)`` (``graph="full"`` only) runs the dense body with ``W`` [B, N, N] in place of
     the full graph: ``W[b, i, j]`` weights the message j → i in every sum over edges (e.g. a radius graph's 0/1
@@ -414,6 +455,9 @@ class EGNNDenoiser(DenoiserBase):
             # Created last, so every other parameter draws the same initial values as with edge_features=0.
             for module in [m for m in self.modules() if isinstance(m, _FactoredEdgeInput)]:
                 module.add_edge_features(config.edge_features)
+        if config.edge_out_features:
+            # Last of all, so the rest of the network initialises as it does without it.
+            self.edge_head = _EdgeHead(config.hidden, config.edge_features, config.edge_out_features)
 
     def forward(self, pos, h: Tensor | None = None, t: Tensor | float | None = None, mask: Tensor | None = None,
                 context: Tensor | None = None, edge_attr: Tensor | None = None, *,
@@ -478,7 +522,11 @@ class EGNNDenoiser(DenoiserBase):
         for block in self.blocks:
             features, x = block(features, x, edges, initial_sq_dist, edge_attr)
         out = edges.to_dense(self.embedding_out(features))
-        return edges.to_dense(x - initial_pos), out[..., : self.config.in_node_features]
+        if not self.config.edge_out_features:
+            return edges.to_dense(x - initial_pos), out[..., : self.config.in_node_features]
+        sq_dist = edges.difference(x).square().sum(-1).to(compute_dtype)
+        eps_edges = self.edge_head(features, edges, [sq_dist, initial_sq_dist], edge_attr)
+        return edges.to_dense(x - initial_pos), out[..., : self.config.in_node_features], eps_edges
 
     def _embed_nodes(self, h: Tensor, t: Tensor, mask: Tensor, context: Tensor | None) -> Tensor:
         """The embedded node inputs ``[h | t | context]``: [B, N, H] (bf16 under autocast)."""

@@ -4,6 +4,12 @@
 
        python scripts/gpu/train_qm9.py prepare --out gpu_data
 
+   For a model that diffuses bonds with the atoms (``configs/qm9_bonds_cpu.yaml``), ``--bonds`` writes the
+   molecules with their bond orders (determined from the geometry with RDKit, cached; the molecules without an
+   assignment are left out), so the run stage needs no RDKit:
+
+       python scripts/gpu/train_qm9.py prepare --bonds --out gpu_data_bonds
+
 2. ``run`` (GPU machine; needs only torch, numpy, safetensors — no RDKit): train for a wall-time budget,
    resuming from a run directory or starting from shipped weights, then sample and write everything the
    session needs into ``--out`` (the device tool's $OUT): bf16 EMA weights, samples, metrics, timings.
@@ -42,7 +48,7 @@ def prepare(args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     # the validation split travels too, so that `molediff export --search` can pick the EMA length here
     for split in ("train", "valid"):
-        molecules = load_qm9(split)
+        molecules = load_qm9(split, bonds=args.bonds)
         molecules.save(out / f"qm9_{split}.npz")
         print(f"wrote {out / f'qm9_{split}.npz'}: {len(molecules)} molecules, "
               f"{(out / f'qm9_{split}.npz').stat().st_size / 2**20:.1f} MiB")
@@ -75,10 +81,16 @@ def run(args) -> None:
     sample_s = sampling.seconds
     positions = np.zeros((args.samples, int(counts.max()), 3), np.float32)
     numbers = np.zeros((args.samples, int(counts.max())), np.int8)
+    bonds = {}
+    if model.has_bonds:   # the predicted bond orders, [S, N, N] (0: no bond)
+        bonds["bond_orders"] = np.zeros((args.samples, int(counts.max()), int(counts.max())), np.int8)
     for i, m in enumerate(molecules):
         positions[i, :len(m.atomic_numbers)] = m.positions
         numbers[i, :len(m.atomic_numbers)] = m.atomic_numbers
-    np.savez_compressed(out / "samples.npz", positions=positions, atomic_numbers=numbers, counts=counts.numpy())
+        if bonds:
+            bonds["bond_orders"][i, :m.num_atoms, :m.num_atoms] = m.bond_matrix()
+    np.savez_compressed(out / "samples.npz", positions=positions, atomic_numbers=numbers, counts=counts.numpy(),
+                        **bonds)
     report = {
         **training.facts(model, "molecules"), "sample_wall_s": sample_s,
         "samples": args.samples, "sampler": args.sampler, "steps": args.steps or model.schedule.T,
@@ -88,14 +100,17 @@ def run(args) -> None:
 
 
 def score(args) -> None:
+    from molediff.chem.bonds import bond_list
     from molediff.chem.molecule import Molecule
     from molediff.chem.sdf import write_sdf
     from molediff.chem.stability import evaluate_molecules
     from molediff.data.qm9 import qm9_train_smiles
 
     data = np.load(args.samples)
+    predicted = "bond_orders" in data   # a bond model's samples carry their bonds; the SDF writes them
     molecules = [Molecule(atomic_numbers=data["atomic_numbers"][i, :n].astype(np.int64),
-                          positions=data["positions"][i, :n], name=f"sample_{i}")
+                          positions=data["positions"][i, :n], name=f"sample_{i}",
+                          bonds=bond_list(data["bond_orders"][i, :n, :n]) if predicted else None)
                  for i, n in enumerate(data["counts"])]
     if args.sdf:
         write_sdf(args.sdf, molecules)
@@ -110,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     p, sub = job.stage_parsers(__doc__)
     a = sub.add_parser("prepare", help="QM9 training and validation splits -> compact .npz files (CPU)")
     a.add_argument("--out", default="gpu_data", help="folder for qm9_train.npz, qm9_valid.npz (git-ignored, carried)")
+    a.add_argument("--bonds", action="store_true",
+                   help="store each molecule's bond orders (from its geometry, RDKit; molecules without an "
+                        "assignment left out), for a config with model.bond_orders")
     b = sub.add_parser("run", help="train for a time budget, sample, export (GPU)")
     b.add_argument("--data", required=True, help="qm9_train.npz from the prepare stage")
     b.add_argument("--config", default="configs/qm9_edm.yaml", help="training config (YAML)")

@@ -217,7 +217,7 @@ def test_notes_for_edm_assumptions():
     row = _row(with_charges)
     assert "charges" in row["flags"] and "charged_group" not in row["flags"]
     assert any(n.startswith("formal charges in the file are ignored by EDM's metric") for n in row["notes"])
-    assert _row(with_charges, use_file_bonds=True)["valid"]
+    assert _row(with_charges)["file_valid"] and _row(with_charges)["file_stable"]  # N+ has valence 4
     salt = Molecule(np.r_[METHANE_Z, 11], np.r_[np.array(METHANE_X, float), [[6.0, 0, 0]]], name="methane_na")
     row = _row(salt)
     assert {"metal", "fragments"} <= set(row["flags"]) and row["n_fragments"] == 2
@@ -237,13 +237,16 @@ def test_aromatic_file_bonds_note(qm9_500):
 
 
 def test_rdkit_failure_is_a_note_not_a_crash(qm9_500, monkeypatch):
-    """An exception inside RDKit for one molecule (here: a bond order RDKit cannot take) leaves the run going."""
+    """Bonds a molecule cannot have (here: order 7) leave the run going: the file's-bonds rule scores it unstable
+    and invalid with the reason, EDM's rule scores its geometry as usual."""
     good = qm9_500[0]
     bad = Molecule(METHANE_Z, METHANE_X, bonds=[[0, 1, 7]], name="bad_bond_order")
-    s = evaluate_molecules([good, bad], properties=False, use_file_bonds=True)
+    s = evaluate_molecules([good, bad], properties=False)
     row = s["per_molecule"][1]
-    assert not row["valid"] and "rdkit_error" in row["flags"]
-    assert any(n.startswith("validity not computed: RDKit failed: unsupported bond order 7") for n in row["notes"])
+    assert not row["file_valid"] and not row["file_stable"] and "rdkit_error" in row["flags"]
+    assert row["file_reasons"] == ["unusable bonds"] and row["valid"] and row["stable"]  # EDM's rule perceives
+    assert any(n.startswith("unstable and invalid under the file's bonds: unusable bonds: unsupported bond order 7")
+               for n in row["notes"])
     assert s["per_molecule"][0]["valid"] and any("RDKit failed on 1 molecules" in w for w in s["warnings"])
 
     from molediff.chem.rdkit_log import rdkit_reason
@@ -289,3 +292,41 @@ def test_coincident_check_through_bonds_matches_the_full_check(qm9_500):
             z[i] = 30  # Zn: no entry in EDM's table, so the full check must run
         rows = bond_list(perceive_bonds(z, x))
         assert coincident_atoms_fast(z, x, rows) == coincident_atoms(x) != []
+
+
+def test_edm_rule_never_reads_the_file_bonds(qm9_500, scores_500):
+    """EDM's figures and rows are the same whether molecules carry bonds (here deliberately wrong ones: every
+    order raised by one where possible) or not; only the file's-bonds block sees them."""
+    from molediff.chem.bonds import bond_list, perceive_bonds
+    from molediff.chem.stability import RULE_FIGURES
+
+    with_bonds = []
+    for m in qm9_500[:200]:
+        rows = bond_list(perceive_bonds(m.atomic_numbers, m.positions))
+        rows[:, 2] = np.minimum(rows[:, 2] + 1, 3)
+        with_bonds.append(Molecule(m.atomic_numbers, m.positions, name=m.name, bonds=rows))
+    plain = evaluate_molecules(qm9_500[:200], properties=False)
+    s = evaluate_molecules(with_bonds, properties=False)
+    assert {k: s[k] for k in RULE_FIGURES} == {k: plain[k] for k in RULE_FIGURES}
+    edm_keys = ("stable_atoms", "stable", "valid", "smiles", "connected", "n_fragments", "edm_reasons")
+    assert [[r[k] for k in edm_keys] for r in s["per_molecule"]] == \
+        [[r[k] for k in edm_keys] for r in plain["per_molecule"]]
+    assert plain["file_bonds"] is None and plain["headline"] == "edm" and s["headline"] == "file_bonds"
+    assert s["file_bonds"]["n_stable_molecules"] == 0 and s["agreement"]["n_same_bonds"] == 200
+    assert s["agreement"]["n_same_orders"] == 0
+
+
+def test_every_unstable_molecule_has_its_reason(scores_500):
+    """EDM's rule on QM9: each of the 27 unstable molecules has a note naming the unstable atoms, and its
+    reasons' first label is an atom of the molecule."""
+    unstable = [r for r in scores_500["per_molecule"] if not r["stable"]]
+    assert len(unstable) == 500 - 473
+    for r in unstable:
+        note = next(n for n in r["notes"] if " under EDM's rule (bonds from distances): " in n)
+        assert r["edm_reasons"] and r["edm_reasons"][0].split(" on ")[-1] in note
+        k = int("".join(c for c in r["edm_reasons"][0].rsplit(" ", 1)[-1] if c.isdigit()))
+        assert 1 <= k <= r["n_atoms"]
+    failed = [r for r in scores_500["per_molecule"] if not (r["stable"] and r["valid"])]
+    assert all(r["edm_reasons"] and any(" under EDM's rule" in n for n in r["notes"]) for r in failed)
+    assert all(r["edm_reasons"] == [] for r in scores_500["per_molecule"] if r["stable"] and r["valid"]
+               and r["connected"])

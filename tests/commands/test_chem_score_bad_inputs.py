@@ -57,7 +57,7 @@ def test_run_survives_every_bad_record(scored):
         if r["error"]:
             assert "\n" not in r["error"] and r["error"].strip()
         else:  # scored: stability and validity filled in
-            assert r["stable"] in ("True", "False") and r["valid"] in ("True", "False"), r["name"]
+            assert r["edm_stable"] in ("True", "False") and r["edm_valid"] in ("True", "False"), r["name"]
     for name, reason in UNREADABLE.items():
         row = next(r for r in rows if r["name"] == name)
         assert row["error"].startswith("unreadable: ") and reason in row["error"]
@@ -72,16 +72,17 @@ def test_rows_carry_the_expected_flags_and_notes(scored):
         assert flags <= set(row["flags"]), (name, row["flags"])
         assert len(row["notes"]) >= len(flags - {"collapsed"}), name
     assert by_name["propanol_ok"]["flags"] == [] and by_name["propanol_ok"]["notes"] == []
-    assert by_name["propanol_ok"]["stable"] and by_name["propanol_ok"]["valid"]
+    assert by_name["propanol_ok"]["edm_stable"] and by_name["propanol_ok"]["edm_valid"]
+    assert by_name["propanol_ok"]["file_stable"] and by_name["propanol_ok"]["file_valid"]
     # collapsed molecules (including the 2D-flagged all-zero record) are not scored, with that reason
     for name in ("methane_all_zero", "water_2d_all_zero"):
         assert by_name[name]["error"].startswith("collapsed: ") and "no 3D coordinates" in by_name[name]["error"]
-        assert by_name[name]["geometry"] == "collapsed" and not by_name[name]["stable"]
+        assert by_name[name]["geometry"] == "collapsed" and not by_name[name]["edm_stable"]
     assert by_name["isobutane_flat"]["geometry"] == "flat"
     assert "flat: all 14 atoms in one plane (every z is 0)" in by_name["isobutane_flat"]["notes"][0]
     notes = {name: " ".join(r["notes"]) for name, r in by_name.items()}
     assert "formal charges in the file are ignored by EDM's metric" in notes["glycine_zwitterion"]
-    assert "--bonds file" in notes["glycine_zwitterion"]
+    assert "the file's-bonds rule counts the file's bonds and charges" in notes["glycine_zwitterion"]
     assert "no explicit hydrogens: EDM's stability needs them" in notes["propanol_heavy_atoms_only"]
     assert "metal atom Zn" in notes["zinc_chloride"]
     assert "2 fragments" in notes["ethylammonium_chloride"]
@@ -127,9 +128,11 @@ def test_score_with_file_bonds_also_survives(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert rc == 0 and "Traceback" not in err and "validity" in out
     rows = {r["name"]: r for r in json.loads((tmp_path / "o.json").read_text())["molecules"]}
-    # with the file's charges the zwitterion is valid; EDM's stability still ignores them and says so
-    assert rows["glycine_zwitterion"]["valid"] and not rows["glycine_zwitterion"]["stable"]
-    assert any("ignored by EDM's stability" in n for n in rows["glycine_zwitterion"]["notes"])
+    # with the file's charges the zwitterion is stable and valid; EDM's rule still ignores them and says so
+    zwitterion = rows["glycine_zwitterion"]
+    assert zwitterion["file_valid"] and zwitterion["file_stable"] and not zwitterion["edm_stable"]
+    assert any("ignored by EDM's metric" in n for n in zwitterion["notes"])
+    assert "headline: file's bonds" in out
 
 
 def test_2d_flagged_all_zero_record_is_called_collapsed(tmp_path, capsys):

@@ -19,7 +19,7 @@ def test_score_reports_bad_records_and_writes_rows(tmp_path, capsys):
     assert len(rows) == 2 + 6
     good = [r for r in rows if not r["error"]]
     assert {r["name"] for r in good} == {"gdb9_117980", "second_good"}
-    assert all(r["stable"] in ("True", "False") for r in good)
+    assert all(r["edm_stable"] in ("True", "False") for r in good)
     bad = {r["name"]: r["error"] for r in rows if r["error"]}
     assert bad["bad_records.xyz:8 (truncated)"] == "unreadable: truncated record: 5 atoms declared, 2 found"
     data = json.loads((tmp_path / "out.json").read_text())
@@ -49,7 +49,7 @@ def test_score_novelty_with_smiles_file_and_reference(tmp_path, capsys):
                "--reference", str(DATA / "qm9_small.sdf"), "--no-properties", "--json", str(tmp_path / "o.json")])
     assert rc == 0
     s = json.loads((tmp_path / "o.json").read_text())["summary"]
-    assert s["n_novel"] == s["n_unique"] - len(plain)
+    assert s["edm"]["n_novel"] == s["edm"]["n_unique"] - len(plain) and s["file_bonds"] is None
     assert s["conformers"]["n_groups"] == 5 and s["conformers"]["cov_r"] == 1.0
     assert s["conformers"]["amr_r"] < 1e-3
 
