@@ -45,18 +45,21 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import shlex
 import sys
 import time
 
 import numpy as np
 
 from molediff.conformers.forcefield import DEFAULT_RESTRAINT
-from molediff.conformers.pipeline import DEFAULT_PASSES, DEFAULT_SIGMA0, DEFAULT_STEPS
+from molediff.conformers.pipeline import DEFAULT_PASSES, DEFAULT_SIGMA0, DEFAULT_STEPS, ConformerOptions
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # _bench, also when this file is loaded by path
 from _bench import machine, table_header  # noqa: E402
 
 MAX_ITERS = 1000  # MMFF94 steps for both the baseline and molediff's pipeline
+DEFAULT_RELAX_WHEN = ConformerOptions.relax_when
+RELAX_WHEN_NAMES = {"pool": "on every candidate", "chosen": "on the chosen", "final": "after refinement only"}
 DRUGS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "datasets", "drugs20.smi")
 N_VALUES = (1, 10)
 
@@ -175,7 +178,8 @@ METHODS = {
 def methods(model=None, sigma0: float = DEFAULT_SIGMA0, ablations=(0.1, 0.3), steps: int = DEFAULT_STEPS,
             select: str = "diverse", pool: int = 3, only_defaults: bool = False, steps_ablations=(),
             passes: int = DEFAULT_PASSES, top_up: str = "unrelaxed", restraint: float = DEFAULT_RESTRAINT,
-            restraint_ablations=(), pools=(), passes_ablations=(), model_free: bool = True) -> dict:
+            restraint_ablations=(), pools=(), passes_ablations=(), model_free: bool = True,
+            relax_when: str = DEFAULT_RELAX_WHEN) -> dict:
     """The arms of the run: ``METHODS`` without a refiner. With a refiner ``model``: the baselines, molediff's
     defaults with refinement (σ₀ ``sigma0``, ``passes`` of ``steps`` DDIM steps, ``select``, ``pool``, ``top_up``)
     and its ablations: no refinement (the model-free pipeline), pool 1, no relaxation, the other σ₀ and step
@@ -189,15 +193,17 @@ def methods(model=None, sigma0: float = DEFAULT_SIGMA0, ablations=(0.1, 0.3), st
 
     def refined(**kwargs):
         options = {"refiner": model, "sigma0": sigma0, "steps": steps, "passes": passes, "select": select,
-                   "top_up": top_up, "pool": pool, "restraint": restraint, **kwargs}
+                   "top_up": top_up, "pool": pool, "restraint": restraint, "relax_when": relax_when, **kwargs}
         return lambda mol, n, t: molediff_pipeline(mol, n, t, **options)
 
     arms = {"ETKDGv3": METHODS["ETKDGv3"], "ETKDGv3 + MMFF94": METHODS["ETKDGv3 + MMFF94"],
-            f"molediff (pool {pool}, MMFF94, {select} selection, refined from σ₀ {sigma0:g} Å, {passes} × {steps} "
+            f"molediff (pool {pool}, MMFF94 {RELAX_WHEN_NAMES[relax_when]}, {select} selection, refined from σ₀ "
+            f"{sigma0:g} Å, {passes} × {steps} "
             f"DDIM steps, {_restraint_name(restraint)}{'' if top_up == 'unrelaxed' else ', top-up from ' + top_up})":
             refined(),
             "molediff, no refinement": lambda mol, n, t: molediff_pipeline(mol, n, t, pool=pool, top_up=top_up,
-                                                                            restraint=restraint)}
+                                                                            restraint=restraint,
+                                                                            relax_when=relax_when)}
     if not model_free:
         del arms["molediff, no refinement"]
     for k in restraint_ablations:
@@ -223,6 +229,25 @@ def methods(model=None, sigma0: float = DEFAULT_SIGMA0, ablations=(0.1, 0.3), st
         if other != select:
             arms[f"molediff + refiner, {other} selection"] = refined(select=other)
     return arms
+
+
+def extra_arm(model, args, spec: str):
+    """An arm from ``--arm NAME:KEY=VALUE,...``: the run's refined defaults with those settings changed (values are
+    Python literals: ``relax_when='final',passes=1,restraint=10.0``). ValueError for a malformed spec."""
+    import ast
+
+    if ":" not in spec:
+        raise ValueError("expected NAME:KEY=VALUE,...")
+    changes = {}
+    for item in filter(None, spec.split(":", 1)[1].split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"{item!r} is not KEY=VALUE")
+        changes[key.strip()] = ast.literal_eval(value.strip())
+    options = {"refiner": model, "sigma0": args.sigma0, "steps": args.steps, "passes": args.passes,
+               "select": args.select, "top_up": args.top_up, "pool": args.pool, "restraint": args.restraint,
+               "relax_when": args.relax_when, **changes}
+    return lambda mol, n, t: molediff_pipeline(mol, n, t, **options)
 
 
 def _after_refinement(k) -> dict:
@@ -418,6 +443,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--select", choices=["diverse", "energy", "model"], default="diverse",
                         help="selection of the refiner's default arm (the others are ablations)")
     parser.add_argument("--pool", type=int, default=3, help="candidates per wanted conformer of molediff's arms")
+    parser.add_argument("--relax-when", choices=sorted(RELAX_WHEN_NAMES), default=DEFAULT_RELAX_WHEN,
+                        help="when molediff's arms minimise: every candidate ('pool'), the chosen ('chosen') or "
+                             "after refinement only ('final'); default the pipeline's")
     parser.add_argument("--top-up", choices=["unrelaxed", "relaxed"], default="unrelaxed",
                         help="where the refiner's default arm fills slots left by too few distinct relaxed "
                              "candidates (generate_conformers' top_up; the other is an ablation)")
@@ -430,6 +458,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pool-ablations", type=int, nargs="*", default=[], help="other pools measured as ablations")
     parser.add_argument("--passes-ablations", type=int, nargs="*", default=[],
                         help="other numbers of refinement passes measured as ablations")
+    parser.add_argument("--arm", action="append", default=[], metavar="NAME:KEY=VALUE,...",
+                        help="an extra molediff arm with the refiner: its name, then generate_conformers settings "
+                             "over the defaults (Python literals), e.g. "
+                             "--arm \"chosen relaxed:relax_when='chosen',passes=1\"; repeatable")
     parser.add_argument("--skip-model-free", action="store_true",
                         help="with --refiner: leave out the model-free arm (molediff without refinement)")
     parser.add_argument("--validity", action="store_true",
@@ -464,7 +496,14 @@ def main(argv: list[str] | None = None) -> None:
                 parser.error(f"--restraint-ablations takes force constants, 'none' or 'torsions', got {k!r}")
     arms = methods(model, args.sigma0, args.sigma0_ablations, args.steps, args.select, args.pool, args.only_defaults,
                    args.steps_ablations, args.passes, args.top_up, args.restraint, args.restraint_ablations,
-                   args.pool_ablations, args.passes_ablations, not args.skip_model_free)
+                   args.pool_ablations, args.passes_ablations, not args.skip_model_free, args.relax_when)
+    for spec in args.arm:
+        if model is None:
+            parser.error("--arm needs --refiner")
+        try:
+            arms[f"molediff + refiner, {spec.split(':', 1)[0]}"] = extra_arm(model, args, spec)
+        except ValueError as e:
+            parser.error(f"--arm {spec!r}: {e}")
     results = run(molecules, args.threads, arms, check_validity=args.validity)
     lo, hi = N_VALUES
     what = {"qm9": ("QM9 DFT geometries", "valid-split (tuning) molecules" if args.tuning else "test molecules"),
@@ -475,7 +514,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"Refiner: `{args.refiner}` ({sum(p.numel() for p in model.parameters())} parameters, "
               f"t_max = {model.config.t_max})  ")
     print(f"Command: `OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} python scripts/bench_conformers.py "
-          f"{' '.join(sys.argv[1:])}`  ")
+          f"{shlex.join(sys.argv[1:])}`  ")
     print(f"Machine: {_machine()}, {args.threads} RDKit thread(s)  ")
     print(f"Date: {datetime.date.today().isoformat()}\n")
     print(table_header([

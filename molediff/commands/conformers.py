@@ -2,15 +2,15 @@
 
 INPUT is a SMILES string, a .smi file (one 'SMILES [name]' per line; blank lines and # comments skipped) or an
 SDF file (2D, 3D or no coordinates; the title is the name). Each molecule gets N conformers: a pool of
-ETKDGv3 embeddings (Wang et al. 2020), relaxed with MMFF94 (Halgren 1996; UFF where MMFF94 has no parameters),
-checked against the input's stereochemistry (mirror images are reflected, other mismatches dropped), selected
-for diversity among the low-energy ones (when too few distinct ones exist, unrelaxed ETKDGv3 candidates fill
-the open slots, --top-up) and refined by the diffusion refiner when one is available (partial
-diffusion from sigma0 Angstrom, SDEdit without fresh noise unless --fresh-noise; a refined conformer whose
-stereo changed is put back to its seed), then minimised by the force field with its heavy atoms held near the
-refined positions (--after-refinement, --restraint), so that bond lengths and angles are the force field's and
-the local strain is small. Near-copies are written once (--dedupe-rmsd): a rigid molecule gets fewer than N
-conformers, and its summary line says so. The refiner is --refiner WEIGHTS, else the shipped
+ETKDGv3 embeddings (Wang et al. 2020) checked against the input's stereochemistry (mirror images are reflected,
+other mismatches dropped), N of them selected for diversity and minimised with MMFF94 (Halgren 1996; UFF where
+MMFF94 has no parameters; --relax-when pool minimises every candidate first and selects among the low-energy
+ones, with --top-up), refined by the diffusion refiner when one is available (partial diffusion from sigma0
+Angstrom, SDEdit without fresh noise unless --fresh-noise; a refined conformer whose stereo changed is put back
+to its seed), then minimised by the force field with its heavy atoms held near the refined positions
+(--after-refinement, --restraint), so that bond lengths and angles are the force field's and the local strain
+is small. Near-copies are written once (--dedupe-rmsd): a rigid molecule gets fewer than N conformers, and its
+summary line says so. The refiner is --refiner WEIGHTS, else the shipped
 molediff/pretrained/conformer_refiner.safetensors when the installation has it, else none (the model-free
 pipeline; no torch is loaded); the first output line says which. Each conformer is one SD record titled with
 the molecule's name (mol_<k> when it has none) with the fields conformer_index and, when relaxed,
@@ -36,7 +36,15 @@ import logging
 import sys
 
 from ..conformers.forcefield import DEFAULT_RESTRAINT
-from ..conformers.pipeline import AFTER_REFINEMENT, TOP_UP_METHODS
+from ..conformers.pipeline import (
+    AFTER_REFINEMENT,
+    DEFAULT_PASSES,
+    DEFAULT_STEPS,
+    NOISE_STEPS,
+    RELAX_WHEN,
+    TOP_UP_METHODS,
+    ConformerOptions,
+)
 from ..conformers.selection import DEFAULT_DISTINCT_RMSD, DEFAULT_PRUNE_RMSD
 from ..utils import add_precision_argument
 
@@ -60,6 +68,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--relax", choices=["none", "mmff"], default="mmff",
                         help="'mmff': minimise each candidate with MMFF94 (UFF where MMFF94 has no parameters) and "
                              "record its energy; 'none': keep the ETKDGv3 geometries (no energies)")
+    parser.add_argument("--relax-when", choices=list(RELAX_WHEN), default=ConformerOptions.relax_when,
+                        help=f"when the force field minimises: 'pool', every candidate before selection (energies "
+                             f"guide it; pool x N minimisations); 'chosen', only the N chosen, picked among the "
+                             f"candidates as ETKDGv3 embedded them, before refinement; 'final', only the N chosen, "
+                             f"after refinement (the --after-refinement step alone); default "
+                             f"{ConformerOptions.relax_when}")
     parser.add_argument("--select", choices=["diverse", "energy", "none", "model"], default="diverse",
                         help="'diverse': farthest-point selection on RMSD over heavy atoms and polar H among "
                              "candidates within 10 kcal/mol of the lowest (closest to protein-bound ligands); "
@@ -115,9 +129,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                        help="start time of refinement in (0, t_max] instead of --sigma0")
     model.add_argument("--steps", type=int, default=None,
                        help="reverse sampler steps from t0 to 0 in each refinement pass, or from t = 1 with --init "
-                            "noise (defaults: 3 and 50)")
+                            f"noise (defaults: {DEFAULT_STEPS} and {NOISE_STEPS})")
     model.add_argument("--passes", type=int, default=None,
-                       help="refinement passes in a row, each from the previous output (default 3)")
+                       help=f"refinement passes in a row, each from the previous output (default {DEFAULT_PASSES})")
     add_precision_argument(model)   # bf16 where native: the same best-of-10 RMSD on the tuning sets
     model.add_argument("--fp32", dest="precision", action="store_const", const="fp32",
                        help="the same as --precision fp32 (kept for older scripts)")
@@ -185,7 +199,7 @@ def _options(args):
     return ConformerOptions(n=args.num_conformers, seed=args.seed, pool=args.pool, relax=args.relax,
                             select=args.select, max_atoms=args.max_atoms, prune_rmsd=args.prune_rmsd,
                             top_up=args.top_up, after_refinement=args.after_refinement, restraint=args.restraint,
-                            dedupe_rmsd=args.dedupe_rmsd,
+                            dedupe_rmsd=args.dedupe_rmsd, relax_when=args.relax_when,
                             threads=0 if args.threads is None else args.threads, init=args.init,
                             allow_unvalidated_elements=args.allow_unvalidated_elements)
 

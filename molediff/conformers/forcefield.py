@@ -10,9 +10,25 @@ import numpy as np
 ENERGY_PROPS = {"MMFF94": "MMFF94_energy_kcal_mol", "UFF": "UFF_energy_kcal_mol"}
 ENERGY_KIND_PROP = "energy_kind"  # SD field: what the written energy is (a minimum, restrained, hydrogens only)
 MINIMUM = "minimum"  # energy_kind of a candidate relaxed by the force field without restraints
-DEFAULT_RESTRAINT = 3.0  # kcal/mol/Å²: heavy atoms held to the refined positions while the force field minimises
+DEFAULT_RESTRAINT = 10.0  # kcal/mol/Å²: heavy atoms held to the refined positions while the force field minimises
 HYDROGEN_ITERS = 200  # force-field steps that re-place the hydrogens of a refined conformer
 RESTRAINED_ITERS = 1000  # force-field steps of the restrained minimisation after refinement
+
+
+def choose_forcefield(mol, relax: str, notes: list[str]) -> str:
+    """The force field for ``mol``: ``MMFF94`` where it has parameters for every atom, else ``UFF`` (noted), else
+    ``none`` (noted); ``none`` also for ``relax="none"``."""
+    from rdkit.Chem import rdForceFieldHelpers as ff
+
+    if relax == "none":
+        return "none"
+    if ff.MMFFHasAllMoleculeParams(mol):
+        return "MMFF94"
+    if ff.UFFHasAllMoleculeParams(mol):
+        notes.append("MMFF94 has no parameters for this molecule: relaxed with UFF")
+        return "UFF"
+    notes.append("neither MMFF94 nor UFF has parameters for this molecule: conformers are not relaxed")
+    return "none"
 
 
 def relax_candidates(mol, relax: str, threads: int, max_iters: int, notes: list[str]) -> tuple[str, dict[int, float]]:
@@ -20,17 +36,15 @@ def relax_candidates(mol, relax: str, threads: int, max_iters: int, notes: list[
     the energy (kcal/mol) per conformer id."""
     from rdkit.Chem import rdForceFieldHelpers as ff
 
-    if relax == "none" or mol.GetNumConformers() == 0:
+    if mol.GetNumConformers() == 0:
         return "none", {}
+    name = choose_forcefield(mol, relax, notes)
     ids = [c.GetId() for c in mol.GetConformers()]
-    if ff.MMFFHasAllMoleculeParams(mol):
-        name, results = "MMFF94", ff.MMFFOptimizeMoleculeConfs(mol, numThreads=threads, maxIters=max_iters,
-                                                               mmffVariant="MMFF94")
-    elif ff.UFFHasAllMoleculeParams(mol):
-        notes.append("MMFF94 has no parameters for this molecule: relaxed with UFF")
-        name, results = "UFF", ff.UFFOptimizeMoleculeConfs(mol, numThreads=threads, maxIters=max_iters)
+    if name == "MMFF94":
+        results = ff.MMFFOptimizeMoleculeConfs(mol, numThreads=threads, maxIters=max_iters, mmffVariant="MMFF94")
+    elif name == "UFF":
+        results = ff.UFFOptimizeMoleculeConfs(mol, numThreads=threads, maxIters=max_iters)
     else:
-        notes.append("neither MMFF94 nor UFF has parameters for this molecule: conformers are not relaxed")
         return "none", {}
     unconverged = sum(1 for flag, _ in results if flag != 0)
     if unconverged:
@@ -46,11 +60,11 @@ def relax_restrained(mol, positions: np.ndarray, forcefield: str, restraint: flo
 
     ``restraint``: the force constant k (kcal/mol/Å²) of a harmonic restraint E = k·d² on each heavy atom's
     displacement d from its starting position (RDKit's ``MMFFAddPositionConstraint`` / ``UFFAddPositionConstraint``
-    with no flat bottom); None fixes the heavy atoms exactly (only the hydrogens move). After refinement the
-    model's heavy atoms carry what it learned (torsions, ring puckers) but also errors of a few hundredths to
-    tenths of an Å in bond lengths and angles, which cost many kcal/mol: a weak restraint lets the force field
-    mend those stiff terms (they relax within a few hundredths of an Å) while the soft ones the model moved
-    (torsions) stay close to the model's (about 0.1 Å of heavy-atom motion at k = 3).
+    with no flat bottom); 0 is a plain minimisation; None fixes the heavy atoms exactly (only the hydrogens move).
+    After refinement the model's heavy atoms carry what it learned (torsions, ring puckers) but also errors of a
+    few hundredths to tenths of an Å in bond lengths and angles, which cost many kcal/mol: a weak restraint lets
+    the force field mend those stiff terms (they relax within a few hundredths of an Å) while the soft ones the
+    model moved (torsions) stay close to the model's (about 0.1 Å of heavy-atom motion at k = 3).
 
     Positions unchanged and Nones for ``none`` or when the force field cannot be set up; a conformer whose
     minimisation fails (RDKit's BFGS can stop on a bad line-search direction) keeps its positions and gets its
@@ -83,6 +97,8 @@ def relax_restrained(mol, positions: np.ndarray, forcefield: str, restraint: flo
         for i in heavy:
             if restraint is None:
                 field.AddFixedPoint(i)
+            elif restraint == 0:   # a plain minimisation
+                break
             elif props is not None:
                 field.MMFFAddPositionConstraint(i, 0.0, restraint)
             else:
@@ -111,6 +127,8 @@ def energy_kind(restraint: float | None) -> str:
     """What the energy of a conformer after ``relax_restrained`` with ``restraint`` is (the ``energy_kind`` field)."""
     if restraint is None:
         return "hydrogens minimised, heavy atoms fixed"
+    if restraint == 0:
+        return MINIMUM
     return f"restrained minimum (heavy atoms, k = {restraint:g} kcal/mol/A^2)"
 
 

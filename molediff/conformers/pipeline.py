@@ -1,4 +1,4 @@
-"""Conformer generation: ETKDGv3 embedding, force-field relaxation, stereo check, diverse selection and
+"""Conformer generation: ETKDGv3 embedding, stereo check, diverse selection, force-field relaxation and
 refinement by the diffusion model, as named stages over ``Candidate`` records.
 
 ``generate_conformers(mol, options, refiner)`` is the pipeline behind ``molediff conformers``; ``options`` is a
@@ -7,21 +7,28 @@ a ``Refiner`` (the model with its settings resolved once), ``"shipped"`` or None
 hydrogens added (``_prepare``):
 
 1. ``_embed_and_relax``: embed a pool of ``pool × n`` candidates with ETKDGv3 (Wang, Witek, Landrum & Riniker,
-   J. Chem. Inf. Model. 2020, 60, 2044), seeded; if fewer than n embed, the missing ones are retried from random
-   starting coordinates (``useRandomCoords``). With ``init="noise"`` the candidates are drawn instead from a
-   ``ConformerDiffusion`` trained on all noise levels. Each candidate is relaxed with MMFF94 (Halgren, J. Comput.
-   Chem. 1996, 17, 490), or UFF (Rappé et al. 1992) where MMFF94 has no parameters, and its stereochemistry is
-   checked against the input's (``stereo``): a candidate whose centres are all inverted is mirrored, any other
-   mismatch is dropped; when too few remain, further rounds (another seed, then random coordinates) replace them;
+   J. Chem. Inf. Model. 2020, 60, 2044), seeded: the first n, then the rest only when all of those embedded (a
+   molecule whose embeddings fail ETKDGv3's checks spends every attempt on each failure); missing ones are retried
+   from random starting coordinates (``useRandomCoords``), and when none embedded, a few with many more attempts
+   each. With ``init="noise"`` the candidates are drawn instead from a ``ConformerDiffusion`` trained on all noise
+   levels. With ``relax_when="pool"`` each candidate is relaxed with MMFF94 (Halgren, J. Comput. Chem. 1996, 17,
+   490), or UFF (Rappé et al. 1992) where MMFF94 has no parameters. Each candidate's stereochemistry is checked
+   against the input's (``stereo``): a candidate whose centres are all inverted is mirrored, any other mismatch
+   is dropped (one that was right as embedded and wrong relaxed, the force field's minimum being another
+   stereoisomer, keeps its embedding with only its hydrogens minimised); when too few remain, further rounds
+   (another seed, then random coordinates) replace them;
 2. ``_select``: n of them (``selection.select_conformers``): ``diverse`` (farthest-point sampling on
-   symmetry-aware RMSD within an energy window), ``energy`` (energy-ordered RMSD pruning), ``model`` (the
-   model's denoising score) or ``none``; open slots that only duplicate minima would take are topped up with the
-   most distinct candidates as ETKDGv3 embedded them (``top_up="unrelaxed"``);
+   symmetry-aware RMSD, within an energy window when the pool was relaxed), ``energy`` (energy-ordered RMSD
+   pruning; needs ``relax_when="pool"``), ``model`` (the model's denoising score) or ``none``; with a relaxed
+   pool, open slots that only duplicate minima would take are topped up with the most distinct candidates as
+   ETKDGv3 embedded them (``top_up="unrelaxed"``). ``_relax_chosen`` then minimises the n chosen
+   (``relax_when="chosen"``, the default: n minimisations instead of the pool's pool × n);
 3. ``_refine``: each chosen conformer is refined by partial diffusion from σ₀ (SDEdit, Meng et al. 2022, without
-   fresh noise, three passes; ``refine``), its stereo checked again (a conformer that changed goes back to its
-   seed) and then minimised by the force field with its heavy atoms held to the refined positions by harmonic
-   restraints (``forcefield.relax_restrained``, k = ``restraint``): the force field mends the bond lengths and
-   angles the model gets slightly wrong, the model keeps the torsions and ring puckers it moved;
+   fresh noise; ``refine``), its stereo checked again (a conformer that changed goes back to its seed) and then
+   minimised by the force field with its heavy atoms held to the refined positions by harmonic restraints
+   (``forcefield.relax_restrained``, k = ``restraint``): the force field mends the bond lengths and angles the
+   model gets slightly wrong, the model keeps the torsions and ring puckers it moved (``_minimise``: a conformer
+   whose stereo the force field would change gets only its hydrogens minimised);
 4. ``_relax_top_ups``: chosen candidates that are still as ETKDGv3 embedded them (no refiner) get the same
    restrained minimisation, so that every written energy is a force-field minimum of some kind;
 5. ``_drop_near_copies``: conformers within ``dedupe_rmsd`` of one written before are left out (rigid molecules
@@ -47,6 +54,8 @@ from .forcefield import (
     ENERGY_KIND_PROP,
     ENERGY_PROPS,
     MINIMUM,
+    RESTRAINED_ITERS,
+    choose_forcefield,
     energy_kind,
     relax_candidates,
     relax_restrained,
@@ -60,9 +69,14 @@ RELAX_METHODS = ("mmff", "none")
 INIT_METHODS = ("etkdg", "noise")
 TOP_UP_METHODS = ("unrelaxed", "relaxed")
 AFTER_REFINEMENT = ("restrained", "hydrogens", "torsions")
+RELAX_WHEN = ("pool", "chosen", "final")
 DEFAULT_SIGMA0 = 0.45  # Å; no fresh noise, DEFAULT_PASSES × DEFAULT_STEPS DDIM steps: best on the tuning sets
-DEFAULT_STEPS = 3  # sampler steps of each refinement pass
-DEFAULT_PASSES = 3  # refinement passes in a row (iterated partial diffusion; tuning sets: better than one pass)
+# one DDIM step of one pass (session 10, with the chosen conformers minimised before refinement and restrained
+# after): best-of-10 RMSD within 0.001 Å of 3 × 3 steps on the tuning sets at a third of the refiner's cost
+DEFAULT_STEPS = 1  # sampler steps of each refinement pass
+DEFAULT_PASSES = 1  # refinement passes in a row (iterated partial diffusion)
+HARD_EMBED_ITERATIONS = 1000  # ETKDGv3 attempts per conformer of the last embedding try (RDKit's default: 10 × atoms)
+HARD_EMBED_COUNT = 3  # conformers asked of that try (each failure there costs HARD_EMBED_ITERATIONS attempts)
 NOISE_STEPS = 50  # sampler steps from t = 1 (init="noise")
 SHIPPED_REFINER = "conformer_refiner"  # molediff/pretrained/conformer_refiner.safetensors, when a release ships it
 # Elements whose geometry ETKDGv3 and the force fields (MMFF94, else UFF) are known to get right; metals' coordination
@@ -104,6 +118,10 @@ class ConformerOptions:
         restraint: force constant k (kcal/mol/Å²) of the restraints E = k·d² of ``"restrained"``.
         dedupe_rmsd: Å; a conformer within this RMSD (heavy atoms and polar H) of one written before it is left
             out, and the report says so; 0 keeps all.
+        relax_when: when the force field minimises (``relax="mmff"``): ``"pool"``, every candidate before
+            selection (energies guide it; pool × n minimisations); ``"chosen"``, only the n chosen, selected among
+            the candidates as ETKDGv3 embedded them, before refinement; ``"final"``, only the n chosen, after
+            refinement (the ``after_refinement`` minimisation alone; unrefined ones held where ETKDGv3 put them).
         threads: threads for embedding and relaxation (0: all cores); torch's threads are the caller's.
         max_iters: force-field minimisation steps per candidate.
         init: ``"etkdg"`` (ETKDGv3 candidates) or ``"noise"`` (the model's samples from N(0, I); needs a refiner
@@ -125,6 +143,7 @@ class ConformerOptions:
     after_refinement: str = "restrained"
     restraint: float = DEFAULT_RESTRAINT
     dedupe_rmsd: float = DEFAULT_DISTINCT_RMSD
+    relax_when: str = "chosen"
     threads: int = 1
     max_iters: int = 1000
     init: str = "etkdg"
@@ -157,6 +176,10 @@ class ConformerOptions:
             raise ValueError(f"restraint must be a force constant >= 0 (kcal/mol/Å²), got {self.restraint}")
         if not self.dedupe_rmsd >= 0:
             raise ValueError(f"dedupe_rmsd must be >= 0 (Å), got {self.dedupe_rmsd}")
+        if self.relax_when not in RELAX_WHEN:
+            raise ValueError(f"relax_when must be one of {', '.join(RELAX_WHEN)}, got {self.relax_when!r}")
+        if self.select == "energy" and self.relax_when != "pool":
+            raise ValueError("select='energy' needs the energy of every candidate: use relax_when='pool'")
         if self.init not in INIT_METHODS:
             raise ValueError(f"init must be one of {', '.join(INIT_METHODS)}, got {self.init!r}")
 
@@ -200,8 +223,8 @@ class Refiner:
             ``init="noise"`` only).
         t0: the start time instead of ``sigma0`` (a grid time in (0, t_max]).
         steps: sampler steps from t₀ to 0 in each pass, or from t = 1 for ``init="noise"`` (None:
-            ``DEFAULT_STEPS`` = 3 per pass, ``NOISE_STEPS`` = 50 from noise).
-        passes: refinement passes in a row, each from the previous output (None: ``DEFAULT_PASSES`` = 3).
+            ``DEFAULT_STEPS`` = 1 per pass, ``NOISE_STEPS`` = 50 from noise).
+        passes: refinement passes in a row, each from the previous output (None: ``DEFAULT_PASSES`` = 1).
         sampler: the core sampler (``ddim``, ``ddpm``, ``heun``, ``dpm2m``).
         fresh_noise: add SDEdit's noise of σ₀ before refining (default False: z_t₀ = α_t₀ x).
         bf16: bfloat16 autocast: True, False, or None (default) where the device computes bf16 natively
@@ -420,10 +443,13 @@ def _prepare(mol_or_smiles, options: ConformerOptions, report: ConformerReport):
 
 
 # ------------------------------------------------------------------------------------------ stage 1: candidates
-def _embed(mol, count: int, seed: int, threads: int, random_coords: bool) -> tuple[list[int], str]:
-    """Add ``count`` ETKDGv3 conformers to ``mol`` (keeping those it has); returns the ids of those that embedded
-    and, when some failed, the check that failed most often (RDKit's ``EmbedFailureCauses`` name). A Ctrl-C that
-    RDKit caught while embedding is raised as KeyboardInterrupt."""
+def _embed(mol, count: int, seed: int, threads: int, random_coords: bool, first: int = 0,
+           max_iterations: int = 0) -> tuple[list[int], str]:
+    """Add ``count`` ETKDGv3 conformers to ``mol`` (keeping those it has): numbers ``first`` … ``first + count - 1``
+    of the sequence ``seed`` defines (so 0…k-1 and then k…m-1 give the same conformers as 0…m-1 at once), with
+    ``max_iterations`` attempts each (0: RDKit's default). Returns the ids of those that embedded and, when some
+    failed, the check that failed most often (RDKit's ``EmbedFailureCauses`` name). A Ctrl-C that RDKit caught
+    while embedding is raised as KeyboardInterrupt."""
     from rdkit.Chem import rdDistGeom
 
     from ..chem.rdkit_log import rdkit_errors
@@ -431,12 +457,13 @@ def _embed(mol, count: int, seed: int, threads: int, random_coords: bool) -> tup
     params = rdDistGeom.ETKDGv3()
     # RDKit derives conformer seeds from randomSeed: with randomSeed 0 (non-sequential) every conformer is the same,
     # and nearby seeds share conformers. Sequential seeds from a well-mixed start avoid both.
-    params.randomSeed = int(np.random.SeedSequence(seed).generate_state(1)[0] % 2**30) + 1
+    params.randomSeed = int(np.random.SeedSequence(seed).generate_state(1)[0] % 2**30) + 1 + first
     params.enableSequentialRandomSeeds = True
     params.numThreads = threads
     params.pruneRmsThresh = -1.0  # selection is ours (stage 2): keep every candidate
     params.clearConfs = False
     params.useRandomCoords = random_coords
+    params.maxIterations = max_iterations
     params.trackFailures = True
     before = {c.GetId() for c in mol.GetConformers()}
     with rdkit_errors() as messages:
@@ -456,19 +483,39 @@ def _embed(mol, count: int, seed: int, threads: int, random_coords: bool) -> tup
 
 def _embed_candidates(mol, count: int, wanted: int, seed: int, threads: int, notes: list[str],
                       random_coords: bool = False) -> list[int]:
-    """ETKDGv3 candidates for ``_round`` (the missing ones up to ``wanted`` retried from random coordinates)."""
-    ids, cause = _embed(mol, count, seed, threads, random_coords=random_coords)
-    if len(ids) < count:
-        notes.append(f"ETKDGv3 embedded {len(ids)} of {count} candidates (most failures: {cause or 'unknown'})")
-    if len(ids) < wanted and not random_coords:
-        # fewer than wanted: retry only the missing ones from random coordinates (slow on the molecules that need it)
-        more, cause = _embed(mol, wanted - len(ids), seed, threads, random_coords=True)
-        notes.append(f"{len(more)} of {wanted - len(ids)} more from random coordinates")
+    """ETKDGv3 candidates for ``_round``: the first ``wanted``, then the rest of the ``count`` only when all of
+    those embedded (on a molecule whose embeddings mostly fail ETKDGv3's checks, each failure costs every attempt:
+    more candidates would multiply that cost for few more geometries). When some of the first are missing they are
+    retried from random coordinates; when none embedded at all, ``HARD_EMBED_COUNT`` from random coordinates with
+    ``HARD_EMBED_ITERATIONS`` attempts each (strained cages: more attempts per conformer find what more conformers
+    with RDKit's default attempts rarely do). Each step is noted; ValueError when nothing embeds."""
+    first = min(wanted, count)
+    ids, cause = _embed(mol, first, seed, threads, random_coords)
+    if len(ids) == first and count > first:
+        more, cause = _embed(mol, count - first, seed, threads, random_coords, first=first)
+        ids += more
+        if len(ids) < count:
+            notes.append(f"ETKDGv3 embedded {len(ids)} of {count} candidates (most failures: {cause or 'unknown'})")
+        return ids
+    if len(ids) < first:
+        notes.append(f"ETKDGv3 embedded {len(ids)} of the first {first} candidates (most failures: "
+                     f"{cause or 'unknown'}): no more asked for")
+    if 0 < len(ids) < first and not random_coords:
+        # retry only the missing ones from random coordinates (slow on the molecules that need it)
+        more, cause = _embed(mol, first - len(ids), seed, threads, random_coords=True)
+        notes.append(f"{len(more)} of {first - len(ids)} more from random coordinates")
         ids += more
     if not ids:
-        raise ValueError(f"embedding failed: ETKDGv3 found no geometry for {count} candidates, nor from random "
-                         f"coordinates (most failures: {cause or 'unknown'}; contradictory stereo or an "
-                         f"impossible ring system?)")
+        # strained cages (bicyclo[2.1.0]-like ring systems) fail ETKDGv3's final chirality and volume checks on most
+        # attempts: many more attempts per conformer find some
+        hard = min(first, HARD_EMBED_COUNT)
+        ids, cause = _embed(mol, hard, seed + 2**31 + 2, threads, random_coords=True,
+                            max_iterations=HARD_EMBED_ITERATIONS)
+        notes.append(f"{len(ids)} of {hard} with {HARD_EMBED_ITERATIONS} attempts each")
+    if not ids:
+        raise ValueError(f"embedding failed: ETKDGv3 found no geometry for {first} candidates, nor "
+                         f"{HARD_EMBED_COUNT} from random coordinates with {HARD_EMBED_ITERATIONS} attempts each "
+                         f"(most failures: {cause or 'unknown'}; contradictory stereo or an impossible ring system?)")
     return ids
 
 
@@ -487,20 +534,33 @@ def _round(molh, options: ConformerOptions, seed: int, reference: StereoReferenc
     else:
         ids = _embed_candidates(mol, count, options.n, seed, options.threads, report.notes, random_coords)
     before = Chem.Mol(mol)
-    forcefield, energies = relax_candidates(mol, options.relax, options.threads, options.max_iters, report.notes)
+    if options.relax_when == "pool":
+        forcefield, energies = relax_candidates(mol, options.relax, options.threads, options.max_iters, report.notes)
+    else:   # only the chosen get minimised (stage 2 or 3): the pool stays as embedded
+        forcefield, energies = choose_forcefield(mol, options.relax, report.notes), {}
     fixed, dropped = enforce_stereo(mol, reference, ids)
-    report.candidates += len(ids)
-    report.stereo_fixed += len(fixed)
-    report.stereo_dropped += len(dropped)
     report.forcefield = forcefield
-    origin = "relaxed" if forcefield != "none" else "embedded"
+    origin = "relaxed" if energies else "embedded"
     kept = [Candidate(mol.GetConformer(c).GetPositions(), energies.get(c), origin,
                       MINIMUM if energies.get(c) is not None else None) for c in ids if c not in set(dropped)]
     unrelaxed = []
-    if forcefield != "none":
+    if energies:
         _, wrong = enforce_stereo(before, reference, ids)
         unrelaxed = [Candidate(before.GetConformer(c).GetPositions(), None, "unrelaxed") for c in ids
                      if c not in set(wrong)]
+        # embedded right, relaxed wrong: the force field's minimum is another stereoisomer (MMFF94 inverts the
+        # bridgeheads of some strained bicycles); such candidates keep their embedding, hydrogens minimised
+        inverted = [c for c in dropped if c not in set(wrong)]
+        if inverted:
+            placed, values = relax_restrained(molh, np.stack([before.GetConformer(c).GetPositions() for c in inverted]),
+                                              forcefield, None)
+            kept += [Candidate(x, e, "relaxed", energy_kind(None)) for x, e in zip(placed, values)]
+            dropped = [c for c in dropped if c not in set(inverted)]
+            report.notes.append(f"{forcefield} changed the stereo of {len(inverted)} candidate"
+                                f"{'s' if len(inverted) != 1 else ''}: kept as embedded, hydrogens minimised")
+    report.candidates += len(ids)
+    report.stereo_fixed += len(fixed)
+    report.stereo_dropped += len(dropped)
     return kept, unrelaxed
 
 
@@ -572,6 +632,17 @@ def _select(molh, candidates: list[Candidate], unrelaxed: list[Candidate], optio
     return [dataclasses.replace(pool[j]) for j in chosen]
 
 
+def _relax_chosen(molh, chosen: list[Candidate], options: ConformerOptions, reference: StereoReference,
+                  report: ConformerReport) -> None:
+    """Stage 2b (``relax_when="chosen"``), in place: the chosen candidates minimised by the force field (stereo kept,
+    ``_minimise``), as the pool would have been."""
+    if chosen and report.forcefield in ENERGY_PROPS:
+        placed, values, kinds = _minimise(molh, np.stack([c.positions for c in chosen]), report.forcefield, 0.0,
+                                          reference, report, options.max_iters)
+        for c, pos, e, kind in zip(chosen, placed, values, kinds):
+            c.positions, c.energy, c.kind, c.origin = pos, e, kind, "relaxed"
+
+
 # ------------------------------------------------------------------------------------------ stage 3: refinement
 def _refine(molh, chosen: list[Candidate], refiner: Refiner, inputs, reference: StereoReference,
             options: ConformerOptions, report: ConformerReport) -> None:
@@ -587,19 +658,41 @@ def _refine(molh, chosen: list[Candidate], refiner: Refiner, inputs, reference: 
     if any(finite):
         if options.after_refinement == "torsions":
             refined[finite] = transfer_torsions(molh, seeds[finite], refined[finite])
-        relaxed, values = relax_restrained(molh, refined[finite], report.forcefield, restraint)
+        relaxed, values, kinds = _minimise(molh, refined[finite], report.forcefield, restraint, reference, report)
         refined[finite] = relaxed
-        fresh = dict(zip(np.flatnonzero(finite).tolist(), values))
+        fresh = dict(zip(np.flatnonzero(finite).tolist(), zip(values, kinds)))
     check = conformers_of(molh, refined)
     for k, c in enumerate(chosen):
         if finite[k] and check_conformer_stereo(check, k, reference) == "ok":
-            c.positions, c.energy, c.refined = refined[k], fresh.get(k), True
-            c.kind = energy_kind(restraint) if report.forcefield in ENERGY_PROPS else None
+            c.positions, (c.energy, c.kind), c.refined = refined[k], fresh.get(k, (None, None)), True
+            c.kind = c.kind if report.forcefield in ENERGY_PROPS else None
     report.refined = sum(c.refined for c in chosen)
     report.reverted = len(chosen) - report.refined
     if report.reverted:
         report.notes.append(f"{report.reverted} refined conformer{'s' if report.reverted != 1 else ''} lost the "
                             f"input's stereo: kept unrefined")
+
+
+def _minimise(molh, positions: np.ndarray, forcefield: str, restraint: float | None, reference: StereoReference,
+              report: ConformerReport, max_iters: int = RESTRAINED_ITERS) -> tuple[np.ndarray, list[float | None],
+                                                                                  list[str]]:
+    """``forcefield.relax_restrained`` on ``positions`` [K, n_atoms, 3] (Å), except that a conformer whose stereo
+    was right before and wrong after (the force field's minimum is another stereoisomer: MMFF94 inverts the
+    bridgeheads of some strained bicycles) is minimised again with its heavy atoms fixed, which cannot change
+    it (noted). Returns positions, energies (kcal/mol) and what each energy is (``energy_kind``)."""
+    placed, energies = relax_restrained(molh, positions, forcefield, restraint, max_iters)
+    kinds = [energy_kind(restraint)] * len(placed)
+    if reference and forcefield in ENERGY_PROPS and restraint is not None:
+        before, after = conformers_of(molh, positions), conformers_of(molh, placed)
+        changed = [k for k in range(len(placed)) if check_conformer_stereo(after, k, reference) != "ok"
+                   and check_conformer_stereo(before, k, reference) == "ok"]
+        if changed:
+            fixed, values = relax_restrained(molh, positions[changed], forcefield, None)
+            for j, k in enumerate(changed):
+                placed[k], energies[k], kinds[k] = fixed[j], values[j], energy_kind(None)
+            report.notes.append(f"{forcefield} changed the stereo of {len(changed)} conformer"
+                                f"{'s' if len(changed) != 1 else ''}: heavy atoms kept, hydrogens minimised")
+    return placed, energies, kinds
 
 
 def _restraint(options: ConformerOptions) -> float | None:
@@ -608,16 +701,18 @@ def _restraint(options: ConformerOptions) -> float | None:
 
 
 # ------------------------------------------------------------------------------------------ stages 4 and 5
-def _relax_top_ups(molh, chosen: list[Candidate], options: ConformerOptions, report: ConformerReport) -> None:
+def _relax_top_ups(molh, chosen: list[Candidate], options: ConformerOptions, reference: StereoReference,
+                   report: ConformerReport) -> None:
     """Stage 4, in place: chosen conformers without an energy (unrelaxed top-ups left unrefined) are minimised like
     refined ones, heavy atoms restrained where ETKDGv3 put them: they keep their rotamer or pucker and get a
     force-field geometry and an honest energy."""
     bare = [c for c in chosen if c.energy is None]
     if bare and report.forcefield in ENERGY_PROPS:
         restraint = None if options.after_refinement == "hydrogens" else options.restraint
-        placed, values = relax_restrained(molh, np.stack([c.positions for c in bare]), report.forcefield, restraint)
-        for c, pos, e in zip(bare, placed, values):
-            c.positions, c.energy, c.kind = pos, e, energy_kind(restraint)
+        placed, values, kinds = _minimise(molh, np.stack([c.positions for c in bare]), report.forcefield, restraint,
+                                          reference, report)
+        for c, pos, e, kind in zip(bare, placed, values, kinds):
+            c.positions, c.energy, c.kind = pos, e, kind
 
 
 def _drop_near_copies(molh, chosen: list[Candidate], options: ConformerOptions,
@@ -733,8 +828,10 @@ def generate_conformers(mol_or_smiles, options: ConformerOptions | None = None, 
                 report.notes.append(f"not {'refined' if refiner.refines else 'scored'} by the model: {e}")
         candidates, unrelaxed = _embed_and_relax(molh, options, reference, report, refiner)
         chosen = _select(molh, candidates, unrelaxed, options, refiner, inputs, report)
+        if options.relax_when == "chosen":
+            _relax_chosen(molh, chosen, options, reference, report)
         if inputs is not None and refiner.refines and options.init == "etkdg":
             _refine(molh, chosen, refiner, inputs, reference, options, report)
-        _relax_top_ups(molh, chosen, options, report)
+        _relax_top_ups(molh, chosen, options, reference, report)
         chosen = _drop_near_copies(molh, chosen, options, report)
     return _to_mol(molh, chosen, report)

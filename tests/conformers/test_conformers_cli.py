@@ -18,7 +18,7 @@ from rdkit.Chem import rdMolAlign
 
 import molediff
 from molediff.cli import main
-from molediff.conformers.forcefield import relax_hydrogens
+from molediff.conformers.forcefield import DEFAULT_RESTRAINT, relax_hydrogens
 from molediff.conformers.pipeline import generate_conformers
 from molediff.conformers.selection import SymmetricRMSD, select_conformers
 from molediff.conformers.stereo import check_conformer_stereo, enforce_stereo, mirror_conformer, stereo_reference
@@ -93,24 +93,29 @@ def test_the_pipeline_mirrors_inverted_candidates_and_replaces_wrong_ones(monkey
         return ids, cause
 
     monkeypatch.setattr(pipeline, "_embed", embed_some_mirrored)
-    mol = generate_conformers("C[C@H](N)C(=O)O", n=4, pool=1, dedupe_rmsd=0, refiner=None)
+    mol = generate_conformers("C[C@H](N)C(=O)O", n=4, pool=1, dedupe_rmsd=0, refiner=None, relax_when="pool")
     assert mol.GetIntProp("molediff_stereo_fixed") == 2 and mol.GetIntProp("molediff_stereo_dropped") == 0
     assert {_smiles_from_3d(mol, c.GetId()) for c in mol.GetConformers()} == {"C[C@H](N)C(=O)O"}
 
     check = stereo.check_conformer_stereo
     monkeypatch.setattr(pipeline, "_embed", embed)
 
-    def first_three_wrong(calls):
-        return lambda mol, cid, ref: "wrong" if next(calls) < 3 else check(mol, cid, ref)
+    def first_three_wrong(calls, candidates):
+        # the first three candidates of the first round wrong, relaxed (calls 0-2) and as embedded (the next
+        # check of each candidate): a candidate is dropped only when its embedding was wrong too
+        def fake(mol, cid, ref):
+            k = next(calls)
+            return "wrong" if k < 3 or candidates <= k < candidates + 3 else check(mol, cid, ref)
+        return fake
 
-    monkeypatch.setattr(stereo, "check_conformer_stereo", first_three_wrong(itertools.count()))
+    monkeypatch.setattr(stereo, "check_conformer_stereo", first_three_wrong(itertools.count(), 8))
     # 8 candidates, 3 dropped: 5 left to choose from
-    mol = generate_conformers("C[C@H](N)C(=O)O", n=4, pool=2, dedupe_rmsd=0, refiner=None)
+    mol = generate_conformers("C[C@H](N)C(=O)O", n=4, pool=2, dedupe_rmsd=0, refiner=None, relax_when="pool")
     assert mol.GetNumConformers() == 4 and mol.GetIntProp("molediff_stereo_dropped") == 3
     assert mol.GetIntProp("molediff_candidates") == 8
-    monkeypatch.setattr(stereo, "check_conformer_stereo", first_three_wrong(itertools.count()))
+    monkeypatch.setattr(stereo, "check_conformer_stereo", first_three_wrong(itertools.count(), 4))
     # 1 left: a second round replaces the dropped
-    mol = generate_conformers("C[C@H](N)C(=O)O", n=4, pool=1, dedupe_rmsd=0, refiner=None)
+    mol = generate_conformers("C[C@H](N)C(=O)O", n=4, pool=1, dedupe_rmsd=0, refiner=None, relax_when="pool")
     assert mol.GetNumConformers() == 4 and mol.GetIntProp("molediff_candidates") == 8
     assert {_smiles_from_3d(mol, c.GetId()) for c in mol.GetConformers()} == {"C[C@H](N)C(=O)O"}
 
@@ -123,9 +128,9 @@ def test_when_no_etkdg_candidate_has_the_stereo_a_round_from_random_coordinates_
     embed, check = pipeline._embed, stereo.check_conformer_stereo
     state = {"random": False}
 
-    def tracking_embed(mol, count, seed, threads, random_coords):
+    def tracking_embed(mol, count, seed, threads, random_coords, **kwargs):
         state["random"] = random_coords
-        return embed(mol, count, seed, threads, random_coords)
+        return embed(mol, count, seed, threads, random_coords, **kwargs)
 
     monkeypatch.setattr(pipeline, "_embed", tracking_embed)
     monkeypatch.setattr(stereo, "check_conformer_stereo",
@@ -135,6 +140,76 @@ def test_when_no_etkdg_candidate_has_the_stereo_a_round_from_random_coordinates_
     assert "no ETKDGv3 candidate had the input's stereo: 4 found from random coordinates" in \
         mol.GetProp("molediff_notes")
     assert {_smiles_from_3d(mol, c.GetId()) for c in mol.GetConformers()} == {"C[C@H](N)C(=O)O"}
+
+
+def test_relax_when_chosen_minimises_only_the_chosen_and_they_are_minima(monkeypatch):
+    # issue 24 (CPU): the pool stays as ETKDGv3 embedded it, only the n chosen are minimised, and what is written
+    # is a force-field minimum (no strain), labelled as one
+    from rdkit.Chem import AllChem
+
+    from molediff.chem.physics import mmff_strain
+    from molediff.conformers import pipeline
+
+    def no_pool_relaxation(*args, **kwargs):
+        raise AssertionError("the pool was relaxed")
+
+    monkeypatch.setattr(pipeline, "relax_candidates", no_pool_relaxation)
+    mol = generate_conformers("CCCCOc1ccccc1C(=O)O", n=4, pool=3, refiner=None, relax_when="chosen", dedupe_rmsd=0)
+    assert mol.GetNumConformers() == 4 and mol.GetIntProp("molediff_candidates") == 12
+    assert mol.GetProp("molediff_forcefield") == "MMFF94"
+    props = AllChem.MMFFGetMoleculeProperties(mol)
+    for conf in mol.GetConformers():
+        assert conf.GetProp("energy_kind") == "minimum"
+        e0, e1, _ = mmff_strain(mol, conf.GetId())
+        assert e0 - e1 < 0.05   # a minimum already
+        field = AllChem.MMFFGetMoleculeForceField(mol, props, confId=conf.GetId())
+        assert abs(field.CalcEnergy() - conf.GetDoubleProp("MMFF94_energy_kcal_mol")) < 1e-6
+
+
+def test_relax_when_final_selects_among_embeddings_and_minimises_after():
+    mol = generate_conformers("CCCCOc1ccccc1C(=O)O", n=3, refiner=None, relax_when="final", dedupe_rmsd=0)
+    assert mol.GetNumConformers() == 3
+    assert {c.GetProp("energy_kind") for c in mol.GetConformers()} == {
+        f"restrained minimum (heavy atoms, k = {DEFAULT_RESTRAINT:g} kcal/mol/A^2)"}
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"relax_when": "later"}, "relax_when must be one of pool, chosen, final"),
+    ({"relax_when": "chosen", "select": "energy"}, "select='energy' needs the energy of every candidate"),
+])
+def test_relax_when_options_that_cannot_work_fail_in_one_line(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        generate_conformers("CCO", refiner=None, **kwargs)
+
+
+def test_candidates_whose_stereo_the_force_field_inverts_keep_their_embedding():
+    # issue 24: MMFF94's minimum of this oxabicyclo[2.1.0]pentane (QM9 gdb9_077666) has an inverted bridgehead, so
+    # ETKDGv3 + MMFF94 writes another stereoisomer and the pipeline used to fail ("all candidates had inverted
+    # centres"); now such candidates keep their embedded heavy atoms and only their hydrogens are minimised
+    smiles = "O=C[C@@]12OC[C@]1(O)[C@@H]2O"
+    mol = generate_conformers(smiles, n=4, refiner=None)
+    assert mol.GetNumConformers() >= 1
+    assert {_smiles_from_3d(mol, c.GetId()) for c in mol.GetConformers()} == \
+        {Chem.MolToSmiles(Chem.MolFromSmiles(smiles))}
+    assert "MMFF94 changed the stereo of" in mol.GetProp("molediff_notes")
+    assert {c.GetProp("energy_kind") for c in mol.GetConformers()} == {"hydrogens minimised, heavy atoms fixed"}
+    plain = etkdg_conformers(smiles, count=2)
+    from rdkit.Chem import rdForceFieldHelpers
+
+    rdForceFieldHelpers.MMFFOptimizeMoleculeConfs(plain)
+    reference = stereo_reference(Chem.AddHs(Chem.MolFromSmiles(smiles)))
+    assert [check_conformer_stereo(plain, c.GetId(), reference) for c in plain.GetConformers()] == ["wrong"] * 2
+
+
+@pytest.mark.slow
+def test_a_cage_that_etkdg_rarely_embeds_gets_conformers_from_more_attempts():
+    # issue 24 (QM9 gdb9_088629): with seed 0 none of 30 ETKDGv3 candidates nor 10 from random coordinates pass
+    # ETKDGv3's final checks; a last try with more attempts per conformer finds some, and the notes say so
+    mol = generate_conformers("CN1C[C@H]1[C@H]1[C@H]2CO[C@H]21", n=10, seed=0, refiner=None)
+    assert mol.GetNumConformers() >= 1
+    assert "with 1000 attempts each" in mol.GetProp("molediff_notes")
+    assert {_smiles_from_3d(mol, c.GetId()) for c in mol.GetConformers()} == \
+        {Chem.MolToSmiles(Chem.MolFromSmiles("CN1C[C@H]1[C@H]1[C@H]2CO[C@H]21"))}
 
 
 @pytest.mark.parametrize("smiles", ["F/C=C/Cl", "C/C=C\\C", "C/C=C/[C@@H](F)C"])
@@ -261,8 +336,10 @@ def test_top_up_from_unrelaxed_candidates_gives_distinct_conformers_with_energie
     # MMFF94 relaxes nearly all candidates of this small molecule into a few minima: topping up from relaxed
     # candidates repeats them, from unrelaxed ones adds rotamers; every conformer keeps its stereo and an energy
     smiles = "OC1(c2ccco2)CC1"
-    relaxed = generate_conformers(smiles, n=8, top_up="relaxed", dedupe_rmsd=0, refiner=None)
-    unrelaxed = generate_conformers(smiles, n=8, top_up="unrelaxed", dedupe_rmsd=0, refiner=None)
+    # the top-up fills slots of a relaxed pool (relax_when="pool")
+    relaxed = generate_conformers(smiles, n=8, top_up="relaxed", dedupe_rmsd=0, refiner=None, relax_when="pool")
+    unrelaxed = generate_conformers(smiles, n=8, top_up="unrelaxed", dedupe_rmsd=0, refiner=None,
+                                    relax_when="pool")
     assert unrelaxed.GetNumConformers() == 8
     assert _distinct_count(unrelaxed, 0.25) >= _distinct_count(relaxed, 0.25) + 3
     assert unrelaxed.GetIntProp("molediff_unrelaxed") >= 3 and relaxed.GetIntProp("molediff_unrelaxed") == 0
@@ -394,17 +471,18 @@ def test_every_energy_says_what_it_is_and_unrelaxed_top_ups_are_relaxed():
     # (never the raw ETKDG energy), and their local strain is small
     from molediff.chem.physics import mmff_strain
 
-    mol = generate_conformers("OC1(c2ccco2)CC1", n=8, dedupe_rmsd=0, refiner=None)
+    mol = generate_conformers("OC1(c2ccco2)CC1", n=8, dedupe_rmsd=0, refiner=None, relax_when="pool")
     assert mol.GetIntProp("molediff_unrelaxed") >= 3
     kinds = [c.GetProp("energy_kind") for c in mol.GetConformers()]
     assert kinds.count("minimum") == 8 - mol.GetIntProp("molediff_unrelaxed")
-    assert kinds.count("restrained minimum (heavy atoms, k = 3 kcal/mol/A^2)") == mol.GetIntProp("molediff_unrelaxed")
+    restrained = f"restrained minimum (heavy atoms, k = {DEFAULT_RESTRAINT:g} kcal/mol/A^2)"
+    assert kinds.count(restrained) == mol.GetIntProp("molediff_unrelaxed")
     for c in mol.GetConformers():
         e0, e1, shift = mmff_strain(mol, c.GetId())
         assert e0 == pytest.approx(c.GetDoubleProp("MMFF94_energy_kcal_mol"), abs=1e-6)
         assert e0 - e1 < 2.0 and shift.max() < 0.02
     hydrogens_only = generate_conformers("OC1(c2ccco2)CC1", n=8, dedupe_rmsd=0, after_refinement="hydrogens",
-                                         refiner=None)
+                                         refiner=None, relax_when="pool")
     kinds = {c.GetProp("energy_kind") for c in hydrogens_only.GetConformers()}
     assert "hydrogens minimised, heavy atoms fixed" in kinds
 
