@@ -286,9 +286,10 @@ class Refiner:
         import torch
 
         sigma = float(self.model.schedule.sigma(torch.tensor(self.t0, dtype=torch.float64)))
+        steps = self.steps or DEFAULT_STEPS
         how = "with fresh noise" if self.fresh_noise else "from the conformers themselves"
         return (f"refining from sigma0 = {sigma:.3f} A (t0 = {self.t0:.3f}) {how}, {self.passes} pass"
-                f"{'es' if self.passes != 1 else ''} of {self.steps or DEFAULT_STEPS} {self.sampler} steps, "
+                f"{'es' if self.passes != 1 else ''} of {steps} {self.sampler} step{'s' if steps != 1 else ''}, "
                 f"{'bf16 autocast' if self.bf16 else 'float32'}")
 
     def inputs(self, molh):

@@ -182,7 +182,7 @@ def test_model_options_that_cannot_work_fail_in_one_line(refiner, kwargs, messag
 def test_the_command_refines_with_given_weights_and_says_so(weights, tmp_path, capsys):
     out = tmp_path / "out.sdf"
     assert main(["conformers", ALANINE + " ala", "-n", "2", "-o", str(out), "--refiner", str(weights),
-                 "--steps", "4", "--select", "model", "--dedupe-rmsd", "0"]) == 0
+                 "--steps", "4", "--passes", "3", "--select", "model", "--dedupe-rmsd", "0"]) == 0
     text = capsys.readouterr().out
     # T = 100: the grid σ nearest to the default 0.45 Å
     assert (f"refiner: {weights}; refining from sigma0 = 0.454 A (t0 = 0.330) from the conformers themselves, "
