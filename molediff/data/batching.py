@@ -11,6 +11,7 @@ vocabulary, 0 at padding), atomic_numbers [B, N] int64 (0 at padding), mask [B, 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -37,8 +38,8 @@ class DenseMoleculeBatch:
     mask: torch.Tensor
 
     def to(self, device) -> DenseMoleculeBatch:
-        return DenseMoleculeBatch(self.positions.to(device), self.type_index.to(device),
-                                  self.atomic_numbers.to(device), self.mask.to(device))
+        """Every tensor field on ``device`` (subclasses' extra fields too), as the same class."""
+        return type(self)(**{f.name: getattr(self, f.name).to(device) for f in dataclasses.fields(self)})
 
     def __len__(self) -> int:
         return self.positions.shape[0]

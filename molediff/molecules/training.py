@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..chem.molecule import MoleculeDataset
+from ..data.batching import DenseMoleculeBatch
 from ..data.sources import MoleculeDataConfig, load_molecule_dataset
 from ..pointcloud import size_histogram
 from .model import MoleculeDiffusion, MoleculeDiffusionConfig
@@ -40,22 +41,11 @@ def atom_count_histogram(dataset) -> dict[int, int]:
 
 
 @dataclass
-class BondedMoleculeBatch:
-    """A ``DenseMoleculeBatch``'s tensors plus ``bond_orders`` [B, N, N] int64 (symmetric, 0 = no bond and at
-    padding): the batches of a model that diffuses bonds."""
+class BondedMoleculeBatch(DenseMoleculeBatch):
+    """A ``DenseMoleculeBatch`` plus ``bond_orders`` [B, N, N] int64 (symmetric, 0 = no bond and at padding): the
+    batches of a model that diffuses bonds."""
 
-    positions: torch.Tensor
-    type_index: torch.Tensor
-    atomic_numbers: torch.Tensor
-    mask: torch.Tensor
     bond_orders: torch.Tensor
-
-    def to(self, device) -> BondedMoleculeBatch:
-        return BondedMoleculeBatch(self.positions.to(device), self.type_index.to(device),
-                                   self.atomic_numbers.to(device), self.mask.to(device), self.bond_orders.to(device))
-
-    def __len__(self) -> int:
-        return self.positions.shape[0]
 
 
 def collate_bonded(molecules, vocabulary) -> BondedMoleculeBatch:
