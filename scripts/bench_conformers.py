@@ -1,9 +1,9 @@
 """Benchmark conformer generation against reference geometries: RDKit's ETKDGv3, ETKDGv3 + MMFF94, and molediff's
-pipeline (``molediff.generate_conformers``: pool 3, MMFF94, diverse selection, open slots topped up from the
-unrelaxed ETKDGv3 candidates) with its ablations (pool 1; no relaxation), side by side in one run. With
-``--refiner WEIGHTS`` also the diffusion refiner's arms: molediff's defaults with refinement (σ₀ = 0.45 Å, 3
-passes of 3 DDIM steps, no fresh noise, bf16 where native: the pipeline's defaults), the model-free pipeline (no
-refinement), and unless ``--only-defaults`` the ablations: pool 1, no relaxation, other σ₀
+pipeline (``molediff.generate_conformers``: a pool of 3 × N ETKDGv3 candidates, diverse selection, MMFF94 on
+the chosen, open slots topped up) with its ablations (pool 1; no relaxation), side by side in one run. With
+``--refiner WEIGHTS`` also the diffusion refiner's arms: molediff's defaults with refinement (the pipeline's
+defaults: σ₀ = 0.45 Å, one pass of one DDIM step, no fresh noise, bf16 where native, a restrained MMFF94 finish),
+the model-free pipeline (no refinement), and unless ``--only-defaults`` the ablations: pool 1, no relaxation, other σ₀
 (``--sigma0-ablations``), other step counts (``--steps-ablations``), one pass of 5 steps (session 5's
 refinement), float32, the other top-up (``--top-up``), SDEdit's fresh noise, the other selections.
 
@@ -59,7 +59,9 @@ from _bench import machine, table_header  # noqa: E402
 
 MAX_ITERS = 1000  # MMFF94 steps for both the baseline and molediff's pipeline
 DEFAULT_RELAX_WHEN = ConformerOptions.relax_when
-RELAX_WHEN_NAMES = {"pool": "on every candidate", "chosen": "on the chosen", "final": "after refinement only"}
+RELAX_WHEN_NAMES = {"pool": "on every candidate", "chosen": "on the chosen",
+                    "adaptive": "on the chosen, on every candidate when the chosen collapse",
+                    "final": "after refinement only"}
 DRUGS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "datasets", "drugs20.smi")
 N_VALUES = (1, 10)
 
@@ -322,7 +324,8 @@ def validity(out, busters) -> dict:
     return {"pb_pass": passed, "pb_failed": failed_checks, "strain": strain, "bond_shift": shifts}
 
 
-def run(molecules, threads: int, arms: dict | None = None, check_validity: bool = False) -> dict:
+def run(molecules, threads: int, arms: dict | None = None, check_validity: bool = False,
+        n_values: tuple[int, ...] = N_VALUES) -> dict:
     from rdkit import Chem
 
     from molediff.conformers.stereo import stereo_reference
@@ -342,11 +345,11 @@ def run(molecules, threads: int, arms: dict | None = None, check_validity: bool 
         method(molecules[0], 1, threads)
     references = [stereo_reference(Chem.AddHs(mol)) for mol in molecules]  # the atom order every method outputs
     for name, method in arms.items():
-        row = {"failures": {n: 0 for n in N_VALUES}, "fixed": 0, "dropped": 0, "refined": 0, "reverted": 0,
+        row = {"failures": {n: 0 for n in n_values}, "fixed": 0, "dropped": 0, "refined": 0, "reverted": 0,
                "stereo_ok": 0, "stereo_checked": 0, "failed": [], "failed_names": set(), "right_stereo": set(),
                "valid": {"pb_pass": [], "pb_failed": [],
                                                                              "strain": [], "bond_shift": []}}
-        for n in N_VALUES:
+        for n in n_values:
             rmsd, cpu, conformers, per_molecule = [], 0.0, 0, []
             for mol, reference in zip(molecules, references):
                 start = time.process_time()
@@ -421,6 +424,11 @@ def _machine() -> str:
     return machine(rdkit=True)
 
 
+def _num(value: float, spec: str) -> str:
+    """``value`` formatted, or n/a for a column not measured (``--skip-n1``)."""
+    return "n/a" if np.isnan(value) else format(value, spec)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--set", choices=["qm9", "ccd", "drugs"], default="qm9",
@@ -444,8 +452,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="selection of the refiner's default arm (the others are ablations)")
     parser.add_argument("--pool", type=int, default=3, help="candidates per wanted conformer of molediff's arms")
     parser.add_argument("--relax-when", choices=sorted(RELAX_WHEN_NAMES), default=DEFAULT_RELAX_WHEN,
-                        help="when molediff's arms minimise: every candidate ('pool'), the chosen ('chosen') or "
-                             "after refinement only ('final'); default the pipeline's")
+                        help="when molediff's arms minimise: every candidate ('pool'), the chosen ('chosen'), the "
+                             "chosen and the whole pool when they collapse ('adaptive') or after refinement only "
+                             "('final'); default the pipeline's")
     parser.add_argument("--top-up", choices=["unrelaxed", "relaxed"], default="unrelaxed",
                         help="where the refiner's default arm fills slots left by too few distinct relaxed "
                              "candidates (generate_conformers' top_up; the other is an ablation)")
@@ -472,6 +481,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tuning", action="store_true",
                         help="use the tuning set instead (QM9's valid split; CCD components outside the list): "
                              "choose options there, report on the held-out sets")
+    parser.add_argument("--skip-n1", action="store_true",
+                        help="measure N = 10 only (half the time; the N = 1 columns read n/a)")
     parser.add_argument("--device", default="cpu", help="device of the refiner")
     args = parser.parse_args(argv)
     if args.n_molecules < 1 or args.threads < 1:
@@ -504,8 +515,9 @@ def main(argv: list[str] | None = None) -> None:
             arms[f"molediff + refiner, {spec.split(':', 1)[0]}"] = extra_arm(model, args, spec)
         except ValueError as e:
             parser.error(f"--arm {spec!r}: {e}")
-    results = run(molecules, args.threads, arms, check_validity=args.validity)
     lo, hi = N_VALUES
+    results = run(molecules, args.threads, arms, check_validity=args.validity,
+                  n_values=(hi,) if args.skip_n1 else N_VALUES)
     what = {"qm9": ("QM9 DFT geometries", "valid-split (tuning) molecules" if args.tuning else "test molecules"),
             "ccd": ("CCD experimental geometries", "CCD tuning molecules" if args.tuning else "held-out CCD molecules"),
             "drugs": ("no reference geometry (validity only)", "drug-like molecules of datasets/drugs20.smi")}[args.set]
@@ -520,24 +532,27 @@ def main(argv: list[str] | None = None) -> None:
     print(table_header([
         "method", f"mean RMSD N={lo} (Å)", f"mean RMSD N={hi} (Å)", f"median N={hi} (Å)",
         f"COV<0.5 Å N={lo} / N={hi}", f"COV<1.0 Å N={lo} / N={hi}", f"CPU ms/conformer N={lo} / N={hi}",
-        f"CPU vs ETKDGv3 + MMFF94 N={hi}", f"median ms/conformer N={hi}", f"stereo kept N={hi}",
+        f"CPU vs ETKDGv3 + MMFF94 N={hi}: per conformer / per molecule", f"median ms/conformer N={hi}",
+        f"stereo kept N={hi}",
         "stereo mirrored / dropped", f"failures N={lo} / N={hi}"]))
-    base = results.get("ETKDGv3 + MMFF94", {}).get(hi, {}).get("cpu_per_conf")
+    base = results.get("ETKDGv3 + MMFF94", {}).get(hi, {})
+    missing = {"mean": np.nan, "cov05": np.nan, "cov10": np.nan, "cpu_per_conf": np.nan}
     for name, row in results.items():
-        a, b = row[lo], row[hi]
+        a, b = row.get(lo, missing), row[hi]
         stereo = f"{row['fixed']} / {row['dropped']}" if name.startswith("molediff") else "n/a"
         if row["refined"] or row["reverted"]:
             stereo += f" ({row['reverted']} of {row['refined'] + row['reverted']} refined kept unrefined)"
         kept = (f"{row['stereo_ok'] / row['stereo_checked']:.1%} of {row['stereo_checked']}"
                 if row["stereo_checked"] else "none specified")
-        ratio = f"{b['cpu_per_conf'] / base:.2f}×" if base else "n/a"
-        failures = f"{row['failures'][lo]} / {row['failures'][hi]}"
+        ratio = (f"{b['cpu_per_conf'] / base['cpu_per_conf']:.2f}× / {b['cpu_per_mol'] / base['cpu_per_mol']:.2f}×"
+                 if base else "n/a")
+        failures = f"{row['failures'].get(lo, 'n/a')} / {row['failures'][hi]}"
         if np.isnan(b["mean"]):   # no reference geometry (the drugs set)
             rmsd = "n/a | n/a | n/a | n/a | n/a"
         else:
-            rmsd = (f"{a['mean']:.3f} | {b['mean']:.3f} | {b['median']:.3f} | {a['cov05']:.0%} / {b['cov05']:.0%} "
-                    f"| {a['cov10']:.0%} / {b['cov10']:.0%}")
-        print(f"| {name} | {rmsd} | {1e3 * a['cpu_per_conf']:.1f} / {1e3 * b['cpu_per_conf']:.1f} "
+            rmsd = (f"{_num(a['mean'], '.3f')} | {b['mean']:.3f} | {b['median']:.3f} | {_num(a['cov05'], '.0%')} / "
+                    f"{b['cov05']:.0%} | {_num(a['cov10'], '.0%')} / {b['cov10']:.0%}")
+        print(f"| {name} | {rmsd} | {_num(1e3 * a['cpu_per_conf'], '.1f')} / {1e3 * b['cpu_per_conf']:.1f} "
               f"| {ratio} | {1e3 * b['cpu_median']:.1f} | {kept} | {stereo} | {failures} |")
     if args.validity:
         print_validity(results, hi)

@@ -71,7 +71,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--relax-when", choices=list(RELAX_WHEN), default=ConformerOptions.relax_when,
                         help=f"when the force field minimises: 'pool', every candidate before selection (energies "
                              f"guide it; pool x N minimisations); 'chosen', only the N chosen, picked among the "
-                             f"candidates as ETKDGv3 embedded them, before refinement; 'final', only the N chosen, "
+                             f"candidates as ETKDGv3 embedded them, before refinement; 'adaptive', as 'chosen' unless the "
+                             f"N chosen fall onto fewer than N distinct minima (rigid molecules), then as 'pool'; "
+                             f"'final', only the N chosen, "
                              f"after refinement (the --after-refinement step alone); default "
                              f"{ConformerOptions.relax_when}")
     parser.add_argument("--select", choices=["diverse", "energy", "none", "model"], default="diverse",
@@ -154,6 +156,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
                             "reverse process (needs a model trained up to t = 1)")
     model.add_argument("--device", default="cpu", help="device for the model: cpu or cuda")
     model.add_argument("--batch-size", type=int, default=32, help="conformers per model call")
+
+
+# ConformerOptions' errors name its fields (``relax_when='pool'``); the command's user knows them as flags
+OPTION_FLAGS = {"n": "--num-conformers", **{name: "--" + name.replace("_", "-") for name in (
+    "seed", "pool", "relax", "relax_when", "select", "prune_rmsd", "top_up", "dedupe_rmsd", "max_atoms", "threads",
+    "allow_unvalidated_elements", "after_refinement", "restraint", "init")}}
+
+
+def _as_flags(message: str) -> str:
+    """``message`` with each ``field=value`` of an option that has a flag written as ``--flag value``."""
+    import re
+
+    def flag(match) -> str:
+        return f"{OPTION_FLAGS[match.group(1)]} {match.group(3)}"
+
+    return re.sub(r"\b(" + "|".join(OPTION_FLAGS) + r")=(['\"]?)([^'\"\s,:;]+)\2", flag, message)
 
 
 def _usage_error(message: str) -> int:
@@ -272,7 +290,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         options = _options(args)
     except ValueError as e:
-        return _usage_error(str(e))
+        return _usage_error(_as_flags(str(e)))
     if (args.steps is not None and args.steps < 1) or args.batch_size < 1 or (args.passes is not None
                                                                                and args.passes < 1):
         return _usage_error("--steps, --passes and --batch-size must be at least 1")

@@ -48,6 +48,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                         help="stop after this much wall time, writing a checkpoint first (overrides "
                              "time_limit_s); resume later with --resume")
+    parser.add_argument("--time-clock", choices=("wall", "cpu"), default=None,
+                        help="what --time-limit counts: wall time (default) or this process's CPU time, so that "
+                             "runs compared at equal CPU time get equal work on a shared machine (overrides "
+                             "time_limit_clock)")
 
 
 def check_arguments(args: argparse.Namespace) -> None:
@@ -74,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     if distributed.env_rank() != 0:
         logging.getLogger("molediff").setLevel(logging.WARNING)
     metrics = run_training(args.config, resume=args.resume, out_dir=args.out, steps=args.steps,
-                           device=args.device, time_limit_s=args.time_limit, init=args.init)
+                           device=args.device, time_limit_s=args.time_limit, init=args.init,
+                           changes={"time_limit_clock": args.time_clock} if args.time_clock else None)
     shown = {k: v for k, v in metrics.items() if isinstance(v, float)}
     if shown:
         log.info("final: %s", ", ".join(f"{k}={v:.4g}" for k, v in shown.items()))

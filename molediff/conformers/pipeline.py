@@ -22,7 +22,10 @@ hydrogens added (``_prepare``):
    pruning; needs ``relax_when="pool"``), ``model`` (the model's denoising score) or ``none``; with a relaxed
    pool, open slots that only duplicate minima would take are topped up with the most distinct candidates as
    ETKDGv3 embedded them (``top_up="unrelaxed"``). ``_relax_chosen`` then minimises the n chosen
-   (``relax_when="chosen"``, the default: n minimisations instead of the pool's pool × n);
+   (``relax_when="chosen"``: n minimisations instead of the pool's pool × n); with ``relax_when="adaptive"``,
+   when the chosen fall onto fewer than n distinct minima (rigid molecules: their ETKDGv3 candidates differ in
+   noise, not in conformation) the rest of the pool is minimised too and the n are chosen again as from a relaxed
+   pool (``_relax_rest_of_pool``);
 3. ``_refine``: each chosen conformer is refined by partial diffusion from σ₀ (SDEdit, Meng et al. 2022, without
    fresh noise; ``refine``), its stereo checked again (a conformer that changed goes back to its seed) and then
    minimised by the force field with its heavy atoms held to the refined positions by harmonic restraints
@@ -69,7 +72,7 @@ RELAX_METHODS = ("mmff", "none")
 INIT_METHODS = ("etkdg", "noise")
 TOP_UP_METHODS = ("unrelaxed", "relaxed")
 AFTER_REFINEMENT = ("restrained", "hydrogens", "torsions")
-RELAX_WHEN = ("pool", "chosen", "final")
+RELAX_WHEN = ("pool", "chosen", "adaptive", "final")
 DEFAULT_SIGMA0 = 0.45  # Å; no fresh noise, DEFAULT_PASSES × DEFAULT_STEPS DDIM steps: best on the tuning sets
 # one DDIM step of one pass (session 10, with the chosen conformers minimised before refinement and restrained
 # after): best-of-10 RMSD within 0.001 Å of 3 × 3 steps on the tuning sets at a third of the refiner's cost
@@ -121,7 +124,11 @@ class ConformerOptions:
         relax_when: when the force field minimises (``relax="mmff"``): ``"pool"``, every candidate before
             selection (energies guide it; pool × n minimisations); ``"chosen"``, only the n chosen, selected among
             the candidates as ETKDGv3 embedded them, before refinement; ``"final"``, only the n chosen, after
-            refinement (the ``after_refinement`` minimisation alone; unrefined ones held where ETKDGv3 put them).
+            refinement (the ``after_refinement`` minimisation alone; unrefined ones held where ETKDGv3 put them);
+            ``"adaptive"``, as ``"chosen"`` unless the n chosen fall onto fewer than n distinct minima (within
+            ``distinct_rmsd``), then as ``"pool"`` (the rest of the pool minimised, the n chosen again): the pool's
+            minima for rigid molecules, where minimising is cheap and finds the ring puckers and inversions that
+            ETKDGv3's noise hides, and n minimisations for flexible ones.
         threads: threads for embedding and relaxation (0: all cores); torch's threads are the caller's.
         max_iters: force-field minimisation steps per candidate.
         init: ``"etkdg"`` (ETKDGv3 candidates) or ``"noise"`` (the model's samples from N(0, I); needs a refiner
@@ -143,7 +150,7 @@ class ConformerOptions:
     after_refinement: str = "restrained"
     restraint: float = DEFAULT_RESTRAINT
     dedupe_rmsd: float = DEFAULT_DISTINCT_RMSD
-    relax_when: str = "chosen"
+    relax_when: str = "adaptive"
     threads: int = 1
     max_iters: int = 1000
     init: str = "etkdg"
@@ -300,13 +307,17 @@ class Refiner:
         return model_inputs(self.model, molh)
 
     def refine(self, molh, positions: np.ndarray, seed: int, inputs=None) -> np.ndarray:
-        """``positions`` [K, n_atoms, 3] (Å) refined (``refine.refine_conformers``), [K, n_atoms, 3]."""
+        """``positions`` [K, n_atoms, 3] (Å) refined (``refine.refine_conformers``), [K, n_atoms, 3].
+
+        Without the sampler's final denoise at t = 0 (``samplers._final``): it would move atoms by about σ_0 ≈
+        0.003 Å, which the force-field minimisation after refinement makes moot, and it is half the network calls
+        of the default single step."""
         from .refine import refine_conformers
 
         return refine_conformers(self.model, molh, positions, sigma0=None, t0=self.t0,
                                  steps=self.steps or DEFAULT_STEPS, sampler=self.sampler, seed=seed,
                                  batch_size=self.batch_size, fresh_noise=self.fresh_noise, passes=self.passes,
-                                 bf16=self.bf16, inputs=inputs)
+                                 bf16=self.bf16, inputs=inputs, final_denoise=False)
 
     def sample(self, molh, count: int, seed: int) -> np.ndarray:
         """``count`` conformers [count, n_atoms, 3] (Å) from the model's full reverse process (``init="noise"``)."""
@@ -606,9 +617,10 @@ def _embed_and_relax(molh, options: ConformerOptions, reference: StereoReference
 
 # ------------------------------------------------------------------------------------------ stage 2: selection
 def _select(molh, candidates: list[Candidate], unrelaxed: list[Candidate], options: ConformerOptions,
-            refiner: Refiner | None, inputs, report: ConformerReport) -> list[Candidate]:
-    """Stage 2: the n chosen candidates in selection order (``selection.select_conformers``); with ``select="model"``
-    each gets its score (``diverse`` instead when the model cannot read the molecule)."""
+            refiner: Refiner | None, inputs, report: ConformerReport) -> tuple[list[Candidate], list[int]]:
+    """Stage 2: the n chosen candidates in selection order (``selection.select_conformers``), as copies, and their
+    indices into ``candidates + unrelaxed`` top-ups; with ``select="model"`` each gets its score (``diverse``
+    instead when the model cannot read the molecule)."""
     positions = np.stack([c.positions for c in candidates])
     how = options.select
     if how == "model":
@@ -630,7 +642,7 @@ def _select(molh, candidates: list[Candidate], unrelaxed: list[Candidate], optio
     if len(chosen) < options.n:
         why = "embedded" + (" with the input's stereo" if report.stereo_dropped else "")
         report.notes.append(f"only {len(chosen)} of {options.n} conformers: too few candidates {why}")
-    return [dataclasses.replace(pool[j]) for j in chosen]
+    return [dataclasses.replace(pool[j]) for j in chosen], [int(j) for j in chosen]
 
 
 def _relax_chosen(molh, chosen: list[Candidate], options: ConformerOptions, reference: StereoReference,
@@ -642,6 +654,31 @@ def _relax_chosen(molh, chosen: list[Candidate], options: ConformerOptions, refe
                                           reference, report, options.max_iters)
         for c, pos, e, kind in zip(chosen, placed, values, kinds):
             c.positions, c.energy, c.kind, c.origin = pos, e, kind, "relaxed"
+
+
+def _relax_rest_of_pool(molh, candidates: list[Candidate], chosen: list[Candidate], indices: list[int],
+                        options: ConformerOptions, refiner: Refiner | None, inputs, reference: StereoReference,
+                        report: ConformerReport) -> list[Candidate]:
+    """Stage 2c (``relax_when="adaptive"``): when the relaxed ``chosen`` (copies of ``candidates[indices]``) fall
+    onto fewer than n distinct minima and the pool has more, the rest of the pool is minimised as ``chosen`` were
+    and n are chosen again as from a relaxed pool (energy window, farthest-point, top-ups from the candidates as
+    embedded). Returns the chosen (unchanged when they were distinct)."""
+    rest = [j for j in range(len(candidates)) if j not in set(indices)]
+    distinct = distinct_conformers(molh, np.stack([c.positions for c in chosen]), options.distinct_rmsd)
+    if not rest or len(distinct) == len(chosen) or report.forcefield not in ENERGY_PROPS:
+        return chosen
+    placed, values, kinds = _minimise(molh, np.stack([candidates[j].positions for j in rest]), report.forcefield,
+                                      0.0, reference, report, options.max_iters)
+    relaxed = {j: c for j, c in zip(indices, chosen)}
+    for j, pos, e, kind in zip(rest, placed, values, kinds):
+        relaxed[j] = dataclasses.replace(candidates[j], positions=pos, energy=e, kind=kind, origin="relaxed")
+    pool = [relaxed[j] for j in range(len(candidates))]
+    embedded = [dataclasses.replace(c, origin="unrelaxed") for c in candidates]
+    quiet = ConformerReport()   # its notes would repeat the first selection's
+    again, _ = _select(molh, pool, embedded, options, refiner, inputs, quiet)
+    report.notes.append(f"the {len(chosen)} chosen fell onto {len(distinct)} distinct minima: the other "
+                        f"{len(rest)} candidates minimised too")
+    return again
 
 
 # ------------------------------------------------------------------------------------------ stage 3: refinement
@@ -828,9 +865,12 @@ def generate_conformers(mol_or_smiles, options: ConformerOptions | None = None, 
                     raise ValueError(f"the model cannot take this molecule: {e}") from None
                 report.notes.append(f"not {'refined' if refiner.refines else 'scored'} by the model: {e}")
         candidates, unrelaxed = _embed_and_relax(molh, options, reference, report, refiner)
-        chosen = _select(molh, candidates, unrelaxed, options, refiner, inputs, report)
-        if options.relax_when == "chosen":
+        chosen, indices = _select(molh, candidates, unrelaxed, options, refiner, inputs, report)
+        if options.relax_when in ("chosen", "adaptive"):
             _relax_chosen(molh, chosen, options, reference, report)
+        if options.relax_when == "adaptive":
+            chosen = _relax_rest_of_pool(molh, candidates, chosen, indices, options, refiner, inputs, reference,
+                                         report)
         if inputs is not None and refiner.refines and options.init == "etkdg":
             _refine(molh, chosen, refiner, inputs, reference, options, report)
         _relax_top_ups(molh, chosen, options, reference, report)

@@ -40,8 +40,15 @@ def _guided(guide: Guide | None, z: Tensor, t: Tensor) -> Tensor:
 
 
 def _final(eps_fn: EpsFn, z: Tensor, t: Tensor, schedule: NoiseSchedule, space: EuclideanSpace,
-           mask: Tensor | None, guide: Guide | None) -> Tensor:
-    """x̂(z_0), mapped onto the space and guided."""
+           mask: Tensor | None, guide: Guide | None, final_denoise: bool = True) -> Tensor:
+    """x̂(z_0), mapped onto the space and guided; with ``final_denoise=False`` z_0 itself (no network call).
+
+    The grid ends at t = 0, where σ_0 > 0 (σ_0 ≈ 0.003 for the polynomial schedule of precision 1e-5): x̂(z_0)
+    removes that last bit of noise (EDM's p(x | z_0), Hoogeboom et al. 2022), as DDPM's Alg. 2 does with its
+    last step; DDIM's x_0 (Song et al. 2021) is z_0 itself. Skipping it saves one network evaluation, which
+    matters only to samplers of one or two steps (the conformer refiner's)."""
+    if not final_denoise:
+        return _guided(guide, space.wrap(z, mask), t)
     return _guided(guide, space.wrap(predict_x0(z, t, schedule, _eps(eps_fn, z, t, space, mask)), mask), t)
 
 
@@ -52,7 +59,7 @@ def _eps(eps_fn: EpsFn, z: Tensor, t: Tensor, space: EuclideanSpace, mask: Tenso
 def ddpm_sample(eps_fn: EpsFn, z: Tensor, schedule: NoiseSchedule, space: EuclideanSpace,
                 steps: int | None = None, mask: Tensor | None = None, generator=None,
                 spacing: str = "uniform", show_progress: bool = False,
-                guide: Guide | None = None, noise_scale: float = 1.0) -> Tensor:
+                guide: Guide | None = None, final_denoise: bool = True, noise_scale: float = 1.0) -> Tensor:
     """Ancestral sampling (Ho et al. 2020, Alg. 2): z_s ~ q(z_s | z_t, x = x̂(z_t)), for s < t on the grid.
 
     ``noise_scale`` γ multiplies the standard deviation of every step's fresh noise, z_s = μ + γ √var · ε
@@ -67,13 +74,13 @@ def ddpm_sample(eps_fn: EpsFn, z: Tensor, schedule: NoiseSchedule, space: Euclid
         mean, var = posterior_from_eps(z, _eps(eps_fn, z, t, space, mask), s, t, schedule)
         noise = space.randn(z.shape, mask, generator, z.dtype, z.device)
         z = _guided(guide, space.wrap(mean + noise_scale * var.sqrt() * noise, mask), s)
-    return _final(eps_fn, z, ts[-1], schedule, space, mask, guide)
+    return _final(eps_fn, z, ts[-1], schedule, space, mask, guide, final_denoise)
 
 
 def ddim_sample(eps_fn: EpsFn, z: Tensor, schedule: NoiseSchedule, space: EuclideanSpace,
                 steps: int | None = None, mask: Tensor | None = None, eta: float = 0.0, generator=None,
                 spacing: str = "uniform", show_progress: bool = False,
-                guide: Guide | None = None) -> Tensor:
+                guide: Guide | None = None, final_denoise: bool = True) -> Tensor:
     """DDIM (Song et al. 2021, eq. 12): z_s = α_s x̂ + √(σ_s² − c²) ε̂ + c ε, with c = η σ_s √(1 − SNR_t/SNR_s).
 
     η = 0 is the deterministic DDIM ODE step; η = 1 equals ancestral DDPM.
@@ -92,13 +99,13 @@ def ddim_sample(eps_fn: EpsFn, z: Tensor, schedule: NoiseSchedule, space: Euclid
         if eta > 0:
             z = z + expand_like(c2.sqrt(), z) * space.randn(z.shape, mask, generator, z.dtype, z.device)
         z = _guided(guide, space.wrap(z, mask), s)
-    return _final(eps_fn, z, ts[-1], schedule, space, mask, guide)
+    return _final(eps_fn, z, ts[-1], schedule, space, mask, guide, final_denoise)
 
 
 def heun_sample(eps_fn: EpsFn, z: Tensor, schedule: NoiseSchedule, space: EuclideanSpace,
                 steps: int | None = None, mask: Tensor | None = None, generator=None,
                 spacing: str = "karras", show_progress: bool = False,
-                guide: Guide | None = None) -> Tensor:
+                guide: Guide | None = None, final_denoise: bool = True) -> Tensor:
     """Heun's second-order ODE solver (Karras et al. 2022, Alg. 1, deterministic).
 
     In the variables x̃ = z / α and σ̃ = σ / α = exp(−λ/2), the probability-flow ODE is dx̃/dσ̃ = ε̂.
@@ -121,13 +128,13 @@ def heun_sample(eps_fn: EpsFn, z: Tensor, schedule: NoiseSchedule, space: Euclid
         else:
             x = _guided(guide, space.wrap(x_next * alpha[i + 1], mask), ts[i + 1]) / alpha[i + 1]
     z = x * alpha[-1]
-    return _final(eps_fn, z, ts[-1], schedule, space, mask, guide)
+    return _final(eps_fn, z, ts[-1], schedule, space, mask, guide, final_denoise)
 
 
 def dpm_solver_2m_sample(eps_fn: EpsFn, z: Tensor, schedule: NoiseSchedule, space: EuclideanSpace,
                          steps: int | None = None, mask: Tensor | None = None, generator=None,
                          spacing: str = "log_snr", show_progress: bool = False,
-                guide: Guide | None = None) -> Tensor:
+                guide: Guide | None = None, final_denoise: bool = True) -> Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2): multistep second order in the data prediction x̂.
 
     With h_i = (λ_{i} − λ_{i−1}) / 2 (half log-SNR steps, i.e. log(α/σ)):
@@ -150,7 +157,7 @@ def dpm_solver_2m_sample(eps_fn: EpsFn, z: Tensor, schedule: NoiseSchedule, spac
         z = space.project(ratio * z - expand_like(schedule.alpha(ts[i + 1]) * torch.expm1(-h), z) * d, mask)
         z = _guided(guide, space.wrap(z, mask), ts[i + 1])
         x_prev, h_prev = x_hat, h
-    return _final(eps_fn, z, ts[-1], schedule, space, mask, guide)
+    return _final(eps_fn, z, ts[-1], schedule, space, mask, guide, final_denoise)
 
 
 SAMPLERS: dict[str, Callable[..., Tensor]] = {

@@ -93,7 +93,9 @@ class TrainConfig:
     eval_every: int = 0             # 0 = never
     out_dir: str = "runs/default"
     bf16: bool = True               # bf16 autocast on CUDA and on CPUs with native bf16 (utils.cpu_has_native_bf16)
-    time_limit_s: float = 0.0       # stop (with a checkpoint) after this much wall time; 0 = no limit
+    time_limit_s: float = 0.0       # stop (with a checkpoint) after this much time; 0 = no limit
+    time_limit_clock: str = "wall"  # what time_limit_s counts: "wall" time, or "cpu" time of this process
+                                    # (arms compared at equal CPU time on a shared machine)
     optim: OptimConfig = field(default_factory=OptimConfig)
     posthoc_ema: PosthocEMAConfig | None = None   # null = off
     model: dict = field(default_factory=dict)
@@ -107,6 +109,8 @@ class TrainConfig:
             raise ValueError(f"eval_every must be >= 0, got {self.eval_every}")
         if self.time_limit_s < 0:
             raise ValueError(f"time_limit_s must be >= 0, got {self.time_limit_s}")
+        if self.time_limit_clock not in ("wall", "cpu"):
+            raise ValueError(f"time_limit_clock must be 'wall' or 'cpu', got {self.time_limit_clock!r}")
 
 
 def config_from_dict(d: dict) -> TrainConfig:

@@ -243,7 +243,7 @@ def _train(task: TrainingTask, config: TrainConfig, resume: bool | str, device: 
         elif list_checkpoints(ckpt_root):
             ckpt = find_checkpoint(ckpt_root)
         else:
-            log.info("no checkpoint in %s: starting from scratch", ckpt_root)
+            log.info("no checkpoint in %s: starting a new run", ckpt_root)
     elif list_checkpoints(ckpt_root):
         raise ValueError(f"{out_dir} already holds checkpoints; pass --resume to continue, or choose another "
                          f"--out directory")
@@ -301,6 +301,9 @@ def _train(task: TrainingTask, config: TrainConfig, resume: bool | str, device: 
         metrics_file = open(metrics_path, "a")  # noqa: SIM115 - closed in the finally below
     bar = progress(total=config.steps, initial=step, desc="train", unit="step", disable=None if main else True)
     t_start = time.perf_counter()
+    # process CPU time counts every thread of this process: equal budgets mean equal work on a shared machine
+    limit_clock = time.process_time if config.time_limit_clock == "cpu" else time.perf_counter
+    limit_start = limit_clock()
     acc: dict[str, float] = {}
     n_acc, items, t_window = 0, 0, time.perf_counter()
     stream = _data_stream(task, config.seed, epoch, position, rank, world, config.batch_size)
@@ -358,7 +361,7 @@ def _train(task: TrainingTask, config: TrainConfig, resume: bool | str, device: 
             out_of_time = False
             if config.time_limit_s:
                 # every rank must agree to stop at the same step
-                late = float(time.perf_counter() - t_start > config.time_limit_s)
+                late = float(limit_clock() - limit_start > config.time_limit_s)
                 out_of_time = bool(distributed.all_reduce_sum(torch.tensor([late], device=device)).item() > 0)
             if posthoc and (step % pc.snapshot_every == 0 or step == config.steps or out_of_time):
                 # before the checkpoint: a crash in between loses nothing, the resumed run rewrites them
@@ -375,8 +378,8 @@ def _train(task: TrainingTask, config: TrainConfig, resume: bool | str, device: 
                 distributed.barrier()
                 t_window = time.perf_counter()
             if out_of_time:
-                log.info("time limit of %.0f s reached at step %d: checkpoint written, stopping",
-                         config.time_limit_s, step)
+                log.info("%s time limit of %.0f s reached at step %d: checkpoint written, stopping",
+                         config.time_limit_clock, config.time_limit_s, step)
                 break
     finally:
         bar.close()

@@ -173,8 +173,27 @@ def test_relax_when_final_selects_among_embeddings_and_minimises_after():
         f"restrained minimum (heavy atoms, k = {DEFAULT_RESTRAINT:g} kcal/mol/A^2)"}
 
 
+def _positions(mol) -> np.ndarray:
+    return np.stack([c.GetPositions() for c in mol.GetConformers()])
+
+
+@pytest.mark.parametrize("smiles, collapses", [("CC1(C)CC(=O)C1O", True), ("CCCCOc1ccccc1C(=O)O", False)])
+def test_relax_when_adaptive_is_chosen_until_the_chosen_collapse_then_pool(smiles, collapses):
+    # a rigid molecule's 10 chosen embeddings fall onto fewer minima: the whole pool is minimised and the result is
+    # the pool's (same minimiser, same selection); a flexible one's stay distinct and nothing more is minimised
+    adaptive = generate_conformers(smiles, n=10, refiner=None, relax_when="adaptive", dedupe_rmsd=0)
+    same = generate_conformers(smiles, n=10, refiner=None, relax_when="pool" if collapses else "chosen",
+                               dedupe_rmsd=0)
+    note = "distinct minima: the other 20 candidates minimised too"
+    assert (note in adaptive.GetProp("molediff_notes")) == collapses
+    assert adaptive.GetNumConformers() == same.GetNumConformers() == 10
+    np.testing.assert_allclose(_positions(adaptive), _positions(same), atol=1e-4)
+    energies = [[c.GetDoubleProp("MMFF94_energy_kcal_mol") for c in m.GetConformers()] for m in (adaptive, same)]
+    np.testing.assert_allclose(*energies, atol=1e-4)
+
+
 @pytest.mark.parametrize("kwargs, message", [
-    ({"relax_when": "later"}, "relax_when must be one of pool, chosen, final"),
+    ({"relax_when": "later"}, "relax_when must be one of pool, chosen, adaptive, final"),
     ({"relax_when": "chosen", "select": "energy"}, "select='energy' needs the energy of every candidate"),
 ])
 def test_relax_when_options_that_cannot_work_fail_in_one_line(kwargs, message):
@@ -597,6 +616,8 @@ def test_exit_codes(tmp_path, capsys):
     assert "no conformers written" in capsys.readouterr().err and not out.exists()
     for argv, message in [(["-n", "0"], "at least 1"), (["-o", str(tmp_path / "x.xyz")], "must end in .sdf"),
                           (["--select", "energy", "--relax", "none"], "needs energies"),
+                          (["--select", "energy", "--relax-when", "chosen"],   # in flags, not option fields
+                           "--select energy needs the energy of every candidate: use --relax-when pool"),
                           (["-o", str(folder)], "is a directory")]:
         assert main(["conformers", "CCO", *argv] + ([] if "-o" in argv else ["-o", str(out)])) == 2, argv
         assert message in capsys.readouterr().err

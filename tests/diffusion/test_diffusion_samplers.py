@@ -149,3 +149,30 @@ def test_eps_from_v_recovers_eps_from_the_exact_v_and_tends_to_z_at_pure_noise()
     zero_v = eps_from_v(lambda z_, t_: torch.zeros_like(z_), schedule)(z, t)
     torch.testing.assert_close(zero_v, s * z)                       # ε̂ = σ z: → z as α → 0
     assert (zero_v[3] - z[3]).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("name", ["ddpm", "ddim", "heun", "dpm2m"])
+def test_without_the_final_denoise_a_sampler_returns_z0_with_one_network_call_less(name):
+    # z_0 still carries σ_0 of noise (0.003 for this schedule): x̂(z_0) differs from it by σ_0 ε̂ / α_0, and
+    # skipping that call changes nothing else
+    schedule = PolynomialSchedule(T=100)
+    inner = mixture_eps(schedule)
+    calls = []
+
+    def eps(z, t):
+        calls.append(float(t[0]))
+        return inner(z, t)
+
+    z = torch.randn(256, 2, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    out = {}
+    for final in (True, False):
+        calls.clear()
+        out[final] = sample(name, eps, z, schedule, EuclideanSpace(), steps=5,
+                            generator=torch.Generator().manual_seed(5), final_denoise=final)
+        out[final, "calls"] = list(calls)
+    assert out[True, "calls"][:-1] == out[False, "calls"] and out[True, "calls"][-1] == 0.0
+    sigma0 = float(schedule.sigma(torch.tensor(0.0)))
+    step = (out[True] - out[False]).norm(dim=-1)
+    assert 0 < step.max() < 10 * sigma0
+    torch.testing.assert_close(out[True], (out[False] - sigma0 * inner(out[False], torch.zeros(256, dtype=torch.float64)))
+                               / float(schedule.alpha(torch.tensor(0.0))))

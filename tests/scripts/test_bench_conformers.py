@@ -96,3 +96,25 @@ def test_validity_table_on_a_small_drug_set(bench, tmp_path, capsys, monkeypatch
     assert cells[3].startswith("0.00 / 0.00")                # MMFF94 minima have no local strain
     assert cells[4] == "100.00%"
     assert "ETKDGv3" in rows
+
+
+def test_skip_n1_measures_n10_only_and_prints_both_cpu_ratios(bench, capsys, monkeypatch):
+    qm9 = _references(bench, n_qm9=2)[:2]
+    monkeypatch.setattr(bench, "reference_molecules", lambda *args: (qm9, 0))
+    calls = []
+    real = bench.run
+
+    def run(*args, **kwargs):
+        calls.append(kwargs["n_values"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bench, "run", run)
+    bench.main(["--set", "qm9", "--n-molecules", "2", "--skip-n1"])
+    out = capsys.readouterr().out
+    assert calls == [(10,)]
+    header = next(line for line in out.splitlines() if line.startswith("| method |"))
+    assert "CPU vs ETKDGv3 + MMFF94 N=10: per conformer / per molecule" in header
+    row = next(line for line in out.splitlines() if line.startswith("| ETKDGv3 + MMFF94 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "n/a" and float(cells[2]) > 0 and cells[4].startswith("n/a / ")
+    assert cells[7] == "1.00× / 1.00×" and cells[-1] == "n/a / 0"

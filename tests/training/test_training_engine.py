@@ -315,3 +315,26 @@ def test_init_starts_a_new_run_from_weights_and_refuses_another_architecture(tmp
 
 def yaml_model(path) -> dict:
     return yaml.safe_load(Path(path).read_text())["model"]
+
+
+@pytest.mark.parametrize("clock", ["wall", "cpu"])
+def test_time_limit_counts_the_chosen_clock(tmp_path, monkeypatch, clock):
+    # a machine where every step takes a wall second and no CPU (another process has the core): the wall
+    # limit stops at the first step, the CPU limit lets the run finish its 10 steps
+    import types
+
+    from molediff.training import trainer
+
+    wall = iter(range(10**6))
+    fake = types.SimpleNamespace(perf_counter=lambda: float(next(wall)), process_time=lambda: 0.0)
+    monkeypatch.setattr(trainer, "time", fake)
+    cfg = toy_config(tmp_path / clock, time_limit_s=0.5, time_limit_clock=clock)
+    metrics = train(toy_task(cfg), cfg)
+    assert metrics["step"] == (1 if clock == "wall" else 10)
+    assert list_checkpoints(tmp_path / clock / "checkpoints")[-1].name.endswith(
+        "00000001" if clock == "wall" else "00000010")
+
+
+def test_time_limit_clock_is_checked():
+    with pytest.raises(ValueError, match="time_limit_clock must be 'wall' or 'cpu', got 'gpu'"):
+        config_from_dict({"steps": 1, "batch_size": 1, "time_limit_clock": "gpu"})
