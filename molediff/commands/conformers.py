@@ -71,9 +71,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--relax-when", choices=list(RELAX_WHEN), default=ConformerOptions.relax_when,
                         help=f"when the force field minimises: 'pool', every candidate before selection (energies "
                              f"guide it; pool x N minimisations); 'chosen', only the N chosen, picked among the "
-                             f"candidates as ETKDGv3 embedded them, before refinement; 'adaptive', as 'chosen' unless the "
-                             f"N chosen fall onto fewer than N distinct minima (rigid molecules), then as 'pool'; "
-                             f"'final', only the N chosen, "
+                             f"candidates as ETKDGv3 embedded them, before refinement; 'adaptive', as 'chosen' "
+                             f"unless the N chosen fall onto fewer than N distinct minima (rigid molecules), then "
+                             f"as 'pool'; 'final', only the N chosen, "
                              f"after refinement (the --after-refinement step alone); default "
                              f"{ConformerOptions.relax_when}")
     parser.add_argument("--select", choices=["diverse", "energy", "none", "model"], default="diverse",

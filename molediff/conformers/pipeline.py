@@ -125,8 +125,9 @@ class ConformerOptions:
             selection (energies guide it; pool × n minimisations); ``"chosen"``, only the n chosen, selected among
             the candidates as ETKDGv3 embedded them, before refinement; ``"final"``, only the n chosen, after
             refinement (the ``after_refinement`` minimisation alone; unrefined ones held where ETKDGv3 put them);
-            ``"adaptive"``, as ``"chosen"`` unless the n chosen fall onto fewer than n distinct minima (within
-            ``distinct_rmsd``), then as ``"pool"`` (the rest of the pool minimised, the n chosen again): the pool's
+            ``"adaptive"`` (the default), as ``"chosen"`` unless the n chosen fall onto fewer than n distinct
+            minima (within ``distinct_rmsd``; ``select="diverse"`` only), then as ``"pool"`` (the rest of the pool
+            minimised, the n chosen again): the pool's
             minima for rigid molecules, where minimising is cheap and finds the ring puckers and inversions that
             ETKDGv3's noise hides, and n minimisations for flexible ones.
         threads: threads for embedding and relaxation (0: all cores); torch's threads are the caller's.
@@ -659,13 +660,16 @@ def _relax_chosen(molh, chosen: list[Candidate], options: ConformerOptions, refe
 def _relax_rest_of_pool(molh, candidates: list[Candidate], chosen: list[Candidate], indices: list[int],
                         options: ConformerOptions, refiner: Refiner | None, inputs, reference: StereoReference,
                         report: ConformerReport) -> list[Candidate]:
-    """Stage 2c (``relax_when="adaptive"``): when the relaxed ``chosen`` (copies of ``candidates[indices]``) fall
-    onto fewer than n distinct minima and the pool has more, the rest of the pool is minimised as ``chosen`` were
-    and n are chosen again as from a relaxed pool (energy window, farthest-point, top-ups from the candidates as
-    embedded). Returns the chosen (unchanged when they were distinct)."""
+    """Stage 2c (``relax_when="adaptive"``, ``select="diverse"``): when the relaxed ``chosen`` (copies of
+    ``candidates[indices]``) fall onto fewer than n distinct minima and the pool has more, the rest of the pool is
+    minimised as ``chosen`` were and n are chosen again as from a relaxed pool (energy window, farthest-point,
+    top-ups from the candidates as embedded). Returns the chosen (unchanged when they were distinct; other
+    selections would choose the same candidates again, so they are left as ``"chosen"`` leaves them)."""
     rest = [j for j in range(len(candidates)) if j not in set(indices)]
+    if not rest or options.select != "diverse" or report.forcefield not in ENERGY_PROPS:
+        return chosen   # nothing more to minimise, or a selection that would choose the same again
     distinct = distinct_conformers(molh, np.stack([c.positions for c in chosen]), options.distinct_rmsd)
-    if not rest or len(distinct) == len(chosen) or report.forcefield not in ENERGY_PROPS:
+    if len(distinct) == len(chosen):
         return chosen
     placed, values, kinds = _minimise(molh, np.stack([candidates[j].positions for j in rest]), report.forcefield,
                                       0.0, reference, report, options.max_iters)

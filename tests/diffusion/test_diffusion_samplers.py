@@ -174,5 +174,5 @@ def test_without_the_final_denoise_a_sampler_returns_z0_with_one_network_call_le
     sigma0 = float(schedule.sigma(torch.tensor(0.0)))
     step = (out[True] - out[False]).norm(dim=-1)
     assert 0 < step.max() < 10 * sigma0
-    torch.testing.assert_close(out[True], (out[False] - sigma0 * inner(out[False], torch.zeros(256, dtype=torch.float64)))
-                               / float(schedule.alpha(torch.tensor(0.0))))
+    eps0 = inner(out[False], torch.zeros(256, dtype=torch.float64))
+    torch.testing.assert_close(out[True], (out[False] - sigma0 * eps0) / float(schedule.alpha(torch.tensor(0.0))))
