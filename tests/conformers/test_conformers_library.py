@@ -296,8 +296,10 @@ def test_ctrl_c_with_workers_stops_them_in_one_line_and_resume_finishes(tmp_path
     os.killpg(proc.pid, signal.SIGINT)   # a terminal's Ctrl-C reaches the whole process group
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
-    lines = [line for line in stderr.strip().splitlines() if "skipped broken" not in line]
+    # records finished before the Ctrl-C may have reported their own one-line skips (how many depends on timing)
+    lines = [line for line in stderr.strip().splitlines() if not line.startswith("molediff conformers: skipped ")]
     assert len(lines) == 1 and "interrupted after" in lines[0] and "--resume" in lines[0], stderr  # no traceback
+    assert "Traceback" not in stderr
     result = _run(lib, "-n", "2", "--workers", "2", "--resume", "-o", out)
     assert result.returncode == 0, result.stderr
     assert _names(out) == ["ibuprofen", "aspirin", "caffeine", "propranolol", "octanoate"]
