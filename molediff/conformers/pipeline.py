@@ -127,9 +127,9 @@ class ConformerOptions:
             refinement (the ``after_refinement`` minimisation alone; unrefined ones held where ETKDGv3 put them);
             ``"adaptive"`` (the default), as ``"chosen"`` unless the n chosen fall onto fewer than n distinct
             minima (within ``distinct_rmsd``; ``select="diverse"`` only), then as ``"pool"`` (the rest of the pool
-            minimised, the n chosen again): the pool's
-            minima for rigid molecules, where minimising is cheap and finds the ring puckers and inversions that
-            ETKDGv3's noise hides, and n minimisations for flexible ones.
+            minimised, the n chosen again): the pool's minima for rigid molecules, where minimising is cheap and
+            finds the ring puckers and inversions that ETKDGv3's noise hides, and n minimisations for flexible
+            ones.
         threads: threads for embedding and relaxation (0: all cores); torch's threads are the caller's.
         max_iters: force-field minimisation steps per candidate.
         init: ``"etkdg"`` (ETKDGv3 candidates) or ``"noise"`` (the model's samples from N(0, I); needs a refiner
