@@ -43,23 +43,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                            description="Train an image diffusion model (task 'images') with the shared training "
                                        "engine: checkpoints, exact --resume, time limits, EMA. For DDP: "
                                        "'torchrun --nproc_per_node K -m molediff.cli image train CONFIG'.")
-    train.add_argument("config", metavar="CONFIG", help="YAML training config with task: images (see configs/cifar_*)")
-    train.add_argument("--resume", nargs="?", const=True, default=False, metavar="DIR",
-                       help="continue exactly where a run stopped: without DIR from the newest checkpoint in the "
-                            "output directory (starting fresh if there is none), with DIR from that checkpoint")
-    train.add_argument("--out", default=None, metavar="DIR", help="output directory (overrides out_dir)")
-    train.add_argument("--steps", type=int, default=None, metavar="N",
-                       help="total optimiser steps (overrides steps; raise it to extend a run)")
-    train.add_argument("--device", default=None,
-                       help="torch device, e.g. cpu or cuda (default: this process's GPU if any, else cpu)")
-    train.add_argument("--threads", type=int, default=None, metavar="N",
-                       help="CPU threads for torch (default: torch's choice)")
-    train.add_argument("--init", default=None, metavar="WEIGHTS",
-                       help="start a new run from these weights (an exported .safetensors file, e.g. the shipped "
-                            "model, or a run directory); the config may change the recipe but not the "
-                            "architecture; ignored when --resume finds a checkpoint")
-    train.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
-                       help="stop after this much wall time with a checkpoint (overrides time_limit_s)")
+    from . import train as train_command
+
+    train_command.configure(train)   # the training verb's own arguments: one definition of each
+    train.epilog = None              # its task list: this verb trains task 'images' only
 
     sample = sub.add_parser("sample", help="sample images into a PNG grid", formatter_class=HelpFormatter,
                             description="Draw images with a trained image model and write them as one PNG grid. "
