@@ -181,7 +181,7 @@ def methods(model=None, sigma0: float = DEFAULT_SIGMA0, ablations=(0.1, 0.3), st
             select: str = "diverse", pool: int = 3, only_defaults: bool = False, steps_ablations=(),
             passes: int = DEFAULT_PASSES, top_up: str = "unrelaxed", restraint: float = DEFAULT_RESTRAINT,
             restraint_ablations=(), pools=(), passes_ablations=(), model_free: bool = True,
-            relax_when: str = DEFAULT_RELAX_WHEN) -> dict:
+            relax_when: str = DEFAULT_RELAX_WHEN, extra_arms: dict | None = None) -> dict:
     """The arms of the run: ``METHODS`` without a refiner. With a refiner ``model``: the baselines, molediff's
     defaults with refinement (σ₀ ``sigma0``, ``passes`` of ``steps`` DDIM steps, ``select``, ``pool``, ``top_up``)
     and its ablations: no refinement (the model-free pipeline), pool 1, no relaxation, the other σ₀ and step
@@ -189,7 +189,8 @@ def methods(model=None, sigma0: float = DEFAULT_SIGMA0, ablations=(0.1, 0.3), st
     ``only_defaults``: the baselines, the defaults and the model-free pipeline only, plus the ablations of what
     follows refinement (``restraint_ablations``: force constants in kcal/mol/Å², ``"none"`` for hydrogens only,
     ``"torsions"`` for the refined torsions on the seed), of the pool (``pools``) and of the passes asked for.
-    ``model_free=False`` leaves out the model-free arm."""
+    ``model_free=False`` leaves out the model-free arm. ``extra_arms`` maps names to settings changed from the
+    refined defaults (``--arm``, ``parse_arm``); they are measured in every case."""
     if model is None:
         return dict(METHODS)
 
@@ -214,6 +215,8 @@ def methods(model=None, sigma0: float = DEFAULT_SIGMA0, ablations=(0.1, 0.3), st
         arms[f"molediff + refiner, pool {p}"] = refined(pool=p)
     for k in passes_ablations:
         arms[f"molediff + refiner, {k} × {steps} DDIM steps"] = refined(passes=k)
+    for name, changes in (extra_arms or {}).items():
+        arms[f"molediff + refiner, {name}"] = refined(**changes)
     if only_defaults:
         return arms
     arms["molediff + refiner, pool 1"] = refined(pool=1)
@@ -233,23 +236,21 @@ def methods(model=None, sigma0: float = DEFAULT_SIGMA0, ablations=(0.1, 0.3), st
     return arms
 
 
-def extra_arm(model, args, spec: str):
-    """An arm from ``--arm NAME:KEY=VALUE,...``: the run's refined defaults with those settings changed (values are
-    Python literals: ``relax_when='final',passes=1,restraint=10.0``). ValueError for a malformed spec."""
+def parse_arm(spec: str) -> tuple[str, dict]:
+    """``--arm NAME:KEY=VALUE,...`` → (NAME, settings changed from the run's refined defaults; values are Python
+    literals: ``relax_when='final',passes=1,restraint=10.0``). ValueError for a malformed spec."""
     import ast
 
-    if ":" not in spec:
+    name, sep, items = spec.partition(":")
+    if not sep:
         raise ValueError("expected NAME:KEY=VALUE,...")
     changes = {}
-    for item in filter(None, spec.split(":", 1)[1].split(",")):
+    for item in filter(None, items.split(",")):
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"{item!r} is not KEY=VALUE")
         changes[key.strip()] = ast.literal_eval(value.strip())
-    options = {"refiner": model, "sigma0": args.sigma0, "steps": args.steps, "passes": args.passes,
-               "select": args.select, "top_up": args.top_up, "pool": args.pool, "restraint": args.restraint,
-               "relax_when": args.relax_when, **changes}
-    return lambda mol, n, t: molediff_pipeline(mol, n, t, **options)
+    return name, changes
 
 
 def _after_refinement(k) -> dict:
@@ -306,13 +307,21 @@ def validity(out, busters) -> dict:
     strain."""
     from rdkit import Chem, rdBase
 
-    from molediff.chem.physics import mmff_strain
-
     confs = [Chem.Mol(out, confId=c.GetId()) for c in out.GetConformers()]
     with rdBase.BlockLogs():
         table = busters.bust(confs)
     passed = table.astype(bool).all(axis=1).tolist()
     failed_checks = [col for col in table.columns for ok in table[col].tolist() if not ok]
+    strain, shifts = local_strain(out)
+    return {"pb_pass": passed, "pb_failed": failed_checks, "strain": strain, "bond_shift": shifts}
+
+
+def local_strain(out) -> tuple[list[float], list[float]]:
+    """Local strain by MMFF94 of every conformer of ``out`` (``molediff.chem.physics.mmff_strain``: energy above
+    the minimum reached from the conformer, kcal/mol) and how far each bond length moves on the way (Å, per bond);
+    empty for a molecule without MMFF94 parameters."""
+    from molediff.chem.physics import mmff_strain
+
     strain, shifts = [], []
     for c in out.GetConformers():
         try:
@@ -321,7 +330,7 @@ def validity(out, busters) -> dict:
             continue
         strain.append(e0 - e1)
         shifts.extend(shift.tolist())
-    return {"pb_pass": passed, "pb_failed": failed_checks, "strain": strain, "bond_shift": shifts}
+    return strain, shifts
 
 
 def run(molecules, threads: int, arms: dict | None = None, check_validity: bool = False,
@@ -505,16 +514,19 @@ def main(argv: list[str] | None = None) -> None:
                 float(k)
             except ValueError:
                 parser.error(f"--restraint-ablations takes force constants, 'none' or 'torsions', got {k!r}")
+    if args.arm and model is None:
+        parser.error("--arm needs --refiner")
+    extra_arms = {}
+    for spec in args.arm:
+        try:
+            name, changes = parse_arm(spec)
+        except (ValueError, SyntaxError) as e:
+            parser.error(f"--arm {spec!r}: {e}")
+        extra_arms[name] = changes
     arms = methods(model, args.sigma0, args.sigma0_ablations, args.steps, args.select, args.pool, args.only_defaults,
                    args.steps_ablations, args.passes, args.top_up, args.restraint, args.restraint_ablations,
-                   args.pool_ablations, args.passes_ablations, not args.skip_model_free, args.relax_when)
-    for spec in args.arm:
-        if model is None:
-            parser.error("--arm needs --refiner")
-        try:
-            arms[f"molediff + refiner, {spec.split(':', 1)[0]}"] = extra_arm(model, args, spec)
-        except ValueError as e:
-            parser.error(f"--arm {spec!r}: {e}")
+                   args.pool_ablations, args.passes_ablations, not args.skip_model_free, args.relax_when,
+                   extra_arms)
     lo, hi = N_VALUES
     results = run(molecules, args.threads, arms, check_validity=args.validity,
                   n_values=(hi,) if args.skip_n1 else N_VALUES)

@@ -13,7 +13,7 @@ Molecules are the benchmark's (``--set``; the tuning sets:
 QM9's valid split, the CCD components outside the benchmark list, or ``drugs``), in its seeded order. One JSON
 line per molecule: its name, heavy atoms, rotatable bonds and, per arm, [best-of-10 heavy-atom RMSD (Å, the
 benchmark's ``best_rmsd``; 0 for the drugs, which have no reference), conformers written, process CPU seconds,
-local MMFF94 strain of each conformer (kcal/mol, ``chem.physics.mmff_strain``; with ``--strain``)]; a molecule an
+local MMFF94 strain of each conformer (kcal/mol, the benchmark's ``local_strain``; with ``--strain``)]; a molecule an
 arm fails on has RMSD null. ``--summary`` prints mean / median RMSD, conformers written, CPU per molecule and
 strain median / 95th percentile per arm over the molecules every arm embedded.
 """
@@ -46,19 +46,6 @@ def parse_arm(spec: str) -> tuple[str, dict | None]:
     return name, value
 
 
-def strains(mol) -> list[float]:
-    from molediff.chem.physics import mmff_strain
-
-    out = []
-    for conf in mol.GetConformers():
-        try:
-            e0, e1, _ = mmff_strain(mol, conf.GetId())
-        except ValueError:   # no MMFF94 parameters
-            continue
-        out.append(e0 - e1)
-    return out
-
-
 def run(args) -> None:
     from rdkit.Chem import rdMolDescriptors
 
@@ -88,7 +75,7 @@ def run(args) -> None:
                     continue
                 seconds = time.process_time() - start
                 rmsd = bench.best_rmsd(mol, ref) if args.set != "drugs" else 0.0
-                row[arm] = [rmsd, mol.GetNumConformers(), seconds, strains(mol) if args.strain else []]
+                row[arm] = [rmsd, mol.GetNumConformers(), seconds, bench.local_strain(mol)[0] if args.strain else []]
             f.write(json.dumps(row) + "\n")
             f.flush()
 

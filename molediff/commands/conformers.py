@@ -158,20 +158,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--batch-size", type=int, default=32, help="conformers per model call")
 
 
-# ConformerOptions' errors name its fields (``relax_when='pool'``); the command's user knows them as flags
-OPTION_FLAGS = {"n": "--num-conformers", **{name: "--" + name.replace("_", "-") for name in (
-    "seed", "pool", "relax", "relax_when", "select", "prune_rmsd", "top_up", "dedupe_rmsd", "max_atoms", "threads",
-    "allow_unvalidated_elements", "after_refinement", "restraint", "init")}}
-
-
-def _as_flags(message: str) -> str:
-    """``message`` with each ``field=value`` of an option that has a flag written as ``--flag value``."""
+def _as_flags(message: str, args: argparse.Namespace) -> str:
+    """``message`` (a ``ConformerOptions`` error, which names its fields: ``relax_when='pool'``) with each
+    ``field=value`` of an option the command has a flag for written as the user knows it: ``--relax-when pool``.
+    A field's flag is its name with dashes (argparse's dest), ``n`` is ``--num-conformers``."""
+    import dataclasses
     import re
 
-    def flag(match) -> str:
-        return f"{OPTION_FLAGS[match.group(1)]} {match.group(3)}"
-
-    return re.sub(r"\b(" + "|".join(OPTION_FLAGS) + r")=(['\"]?)([^'\"\s,:;]+)\2", flag, message)
+    flags = {f.name: "--" + f.name.replace("_", "-") for f in dataclasses.fields(ConformerOptions)
+             if hasattr(args, f.name)}
+    flags["n"] = "--num-conformers"
+    return re.sub(r"\b(" + "|".join(flags) + r")=(['\"]?)([^'\"\s,:;]+)\2",
+                  lambda match: f"{flags[match.group(1)]} {match.group(3)}", message)
 
 
 def _usage_error(message: str) -> int:
@@ -290,7 +288,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         options = _options(args)
     except ValueError as e:
-        return _usage_error(_as_flags(str(e)))
+        return _usage_error(_as_flags(str(e), args))
     if (args.steps is not None and args.steps < 1) or args.batch_size < 1 or (args.passes is not None
                                                                                and args.passes < 1):
         return _usage_error("--steps, --passes and --batch-size must be at least 1")

@@ -46,8 +46,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "model, or a run directory) so that training adds up across sessions; the config may "
                              "change the recipe but not the architecture; ignored when --resume finds a checkpoint")
     parser.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
-                        help="stop after this much wall time, writing a checkpoint first (overrides "
-                             "time_limit_s); resume later with --resume")
+                        help="stop after this much time (wall time, or CPU time with --time-clock cpu), writing a "
+                             "checkpoint first (overrides time_limit_s); resume later with --resume")
+    # training.config.TIME_LIMIT_CLOCKS, written out: importing molediff.training loads torch at every CLI start
     parser.add_argument("--time-clock", choices=("wall", "cpu"), default=None,
                         help="what --time-limit counts: wall time (default) or this process's CPU time, so that "
                              "runs compared at equal CPU time get equal work on a shared machine (overrides "

@@ -665,7 +665,8 @@ def _relax_rest_of_pool(molh, candidates: list[Candidate], chosen: list[Candidat
     minimised as ``chosen`` were and n are chosen again as from a relaxed pool (energy window, farthest-point,
     top-ups from the candidates as embedded). Returns the chosen (unchanged when they were distinct; other
     selections would choose the same candidates again, so they are left as ``"chosen"`` leaves them)."""
-    rest = [j for j in range(len(candidates)) if j not in set(indices)]
+    taken = set(indices)
+    rest = [j for j in range(len(candidates)) if j not in taken]
     if not rest or options.select != "diverse" or report.forcefield not in ENERGY_PROPS:
         return chosen   # nothing more to minimise, or a selection that would choose the same again
     distinct = distinct_conformers(molh, np.stack([c.positions for c in chosen]), options.distinct_rmsd)

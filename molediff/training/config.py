@@ -79,6 +79,9 @@ class PosthocEMAConfig:
             raise ValueError(f"posthoc_ema.snapshot_every must be at least 1, got {self.snapshot_every}")
 
 
+TIME_LIMIT_CLOCKS = ("wall", "cpu")  # what time_limit_s counts (TrainConfig.time_limit_clock)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """One training run. ``batch_size`` is global: under DDP each of W processes gets batch_size / W."""
@@ -109,7 +112,7 @@ class TrainConfig:
             raise ValueError(f"eval_every must be >= 0, got {self.eval_every}")
         if self.time_limit_s < 0:
             raise ValueError(f"time_limit_s must be >= 0, got {self.time_limit_s}")
-        if self.time_limit_clock not in ("wall", "cpu"):
+        if self.time_limit_clock not in TIME_LIMIT_CLOCKS:
             raise ValueError(f"time_limit_clock must be 'wall' or 'cpu', got {self.time_limit_clock!r}")
 
 

@@ -118,3 +118,20 @@ def test_skip_n1_measures_n10_only_and_prints_both_cpu_ratios(bench, capsys, mon
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1] == "n/a" and float(cells[2]) > 0 and cells[4].startswith("n/a / ")
     assert cells[7] == "1.00× / 1.00×" and cells[-1] == "n/a / 0"
+
+
+def test_extra_arms_are_the_refined_defaults_with_their_changes(bench, monkeypatch):
+    assert bench.parse_arm("k = 30:restraint=30.0,relax_when='pool'") == (
+        "k = 30", {"restraint": 30.0, "relax_when": "pool"})
+    for bad in ("no colon", "x:restraint"):
+        with pytest.raises(ValueError):
+            bench.parse_arm(bad)
+    calls = []
+    monkeypatch.setattr(bench, "molediff_pipeline", lambda mol, n, t, **options: calls.append(options))
+    model = object()
+    arms = bench.methods(model, only_defaults=True, restraint=10.0, extra_arms={"k = 30": {"restraint": 30.0}})
+    arms["molediff + refiner, k = 30"](None, 10, 1)
+    next(a for name, a in arms.items() if name.startswith("molediff (pool"))(None, 10, 1)
+    extra, default = calls
+    assert (extra.pop("restraint"), default.pop("restraint")) == (30.0, 10.0)
+    assert extra == default and default["refiner"] is model

@@ -336,5 +336,13 @@ def test_time_limit_counts_the_chosen_clock(tmp_path, monkeypatch, clock):
 
 
 def test_time_limit_clock_is_checked():
+    import argparse
+
+    from molediff.commands import train as train_command
+    from molediff.training.config import TIME_LIMIT_CLOCKS
+
     with pytest.raises(ValueError, match="time_limit_clock must be 'wall' or 'cpu', got 'gpu'"):
         config_from_dict({"steps": 1, "batch_size": 1, "time_limit_clock": "gpu"})
+    parser = argparse.ArgumentParser()
+    train_command.configure(parser)   # the CLI writes the clocks out (no torch at start-up): the same ones
+    assert next(a for a in parser._actions if a.dest == "time_clock").choices == TIME_LIMIT_CLOCKS
