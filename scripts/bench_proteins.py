@@ -366,16 +366,16 @@ def _calibration_source(source: str, which: str, n: int) -> list:
     return valid + test
 
 
-def _sample_and_reread(model, L: int, n: int, seed: int, batch_size: int, sampler: str, steps: int | None,
-                       folder: Path) -> tuple[list, float]:
-    """n chains of L residues (seeds seed..seed+n−1), written as mmCIF (any coordinate range; 0.001 Å as PDB) and
-    re-read as `protein score` reads them; returns (chains, wall seconds of the sampling alone)."""
+def _sample_and_reread(model, L: int, n: int, seed: int, batch_size: int, sampling, folder: Path) -> tuple[list, float]:
+    """n chains of L residues (seeds seed..seed+n−1) sampled as ``sampling`` (a ``ProteinSampling``), written as
+    mmCIF (any coordinate range; 0.001 Å as PDB) and re-read as `protein score` reads them; returns (chains, wall
+    seconds of the sampling alone)."""
     from molediff.proteins.io import read_ca_traces, write_ca_trace
 
     seeds = range(seed, seed + n)
     t0 = time.perf_counter()
-    chains = model.sample_chains(torch.full((n,), L), seeds=seeds, batch_size=batch_size, sampler=sampler,
-                                 steps=steps, show_progress=True)
+    chains = model.sample_chains(torch.full((n,), L), seeds=seeds, batch_size=batch_size, show_progress=True,
+                                 **sampling.options())
     wall = time.perf_counter() - t0
     folder.mkdir(parents=True)
     for s, c in zip(seeds, chains):
@@ -386,17 +386,15 @@ def _sample_and_reread(model, L: int, n: int, seed: int, batch_size: int, sample
     return written, wall
 
 
-def _resolve(kind: str, checkpoint: str | None, sampler: str | None, steps: int | None):
-    """(model, sampler, steps, label) of a protein model kind with its default sampler, as `protein sample`."""
-    from molediff.proteins.sampling import MODEL_KINDS, load_protein_model
+def _resolve(kind: str, checkpoint: str | None, sampler: str | None = None, steps: int | None = None,
+             noise_scale: float | None = None, guided: bool | None = None):
+    """(model, sampling, label) of a protein model kind; what is None takes `protein sample`'s default
+    (``molediff.proteins.sampling.sampling_for``)."""
+    from molediff.proteins.sampling import load_protein_model, sampling_for
 
-    spec = MODEL_KINDS[kind]
     model = load_protein_model(kind, checkpoint)
-    sampler = sampler or spec.sampler
-    if steps is None and sampler == spec.sampler and spec.steps is not None:
-        steps = min(spec.steps, model.schedule.T)
-    label = f"{sampler}-{steps or model.schedule.T}"
-    return model, sampler, steps, label
+    sampling = sampling_for(kind, model.schedule.T, sampler, steps, noise_scale, guided)
+    return model, sampling, sampling.label(model.schedule.T)
 
 
 def acceptance_row(name: str, summary: dict, seconds: float | None = None) -> str:
@@ -425,17 +423,21 @@ def acceptance(args) -> None:
     torch.set_num_threads(args.threads)
     reference, valid = _heldout(args.source)
     real = _calibration_source(args.source, args.calibration, args.calibration_chains)
-    models = [("angle model", "angles", args.checkpoint, args.sampler, args.steps)]
+    models = [("angle model", "angles", args.checkpoint, (args.sampler, args.steps, args.noise_scale, args.guide))]
+    for gamma in args.unguided:
+        models.append((f"angle model without guide, γ {gamma:g}", "angles", args.checkpoint,
+                       (args.sampler, args.steps, gamma, False)))
     if args.baseline != "none":
-        models.append(("Cartesian EGNN", "egnn", args.baseline, args.baseline_sampler, args.baseline_steps))
+        models.append(("Cartesian EGNN", "egnn", args.baseline, (args.baseline_sampler, args.baseline_steps, None,
+                                                                  None)))
     lines, samples, results = [], {}, {}
     with tempfile.TemporaryDirectory() as tmp:
-        for title, kind, checkpoint, sampler, steps in models:
-            model, sampler, steps, label = _resolve(kind, checkpoint, sampler, steps)
+        for k, (title, kind, checkpoint, settings) in enumerate(models):
+            model, sampling, label = _resolve(kind, checkpoint, *settings)
             samples[title] = []
             for L in args.lengths:
-                chains, wall = _sample_and_reread(model, L, args.n, args.seed, args.batch_size, sampler, steps,
-                                                  Path(tmp) / f"{kind}{L}")
+                chains, wall = _sample_and_reread(model, L, args.n, args.seed, args.batch_size, sampling,
+                                                  Path(tmp) / f"{k}_{kind}{L}")
                 name = f"{title} ({Path(checkpoint).name if checkpoint else 'shipped'}, {label}), L = {L}"
                 results[name] = score_chains(chains, reference)
                 lines.append(acceptance_row(name, results[name], wall))
@@ -480,12 +482,12 @@ def lever(args) -> None:
     torch.set_num_threads(args.threads)
     reference, valid = _heldout(args.source)
     real = valid + reference
-    model, sampler, steps, label = _resolve("angles", args.checkpoint, args.sampler, args.steps)
+    model, sampling, label = _resolve("angles", args.checkpoint, args.sampler, args.steps)
     rng = np.random.default_rng(args.seed)
     sets = {"angle model": [], "real windows": [], "independent pairs": []}
     for L in args.lengths:
         sets["angle model"] += model.sample_chains(torch.full((args.n,), L), seeds=range(args.seed, args.seed + args.n),
-                                                   batch_size=args.batch_size, sampler=sampler, steps=steps)
+                                                   batch_size=args.batch_size, **sampling.options())
         long = [c for c in real if len(c) >= L]
         sets["real windows"] += [c[s:s + L] for c in long for s in [int(rng.integers(0, len(c) - L + 1))]]
         sets["independent pairs"] += independent_angle_chains(real, L, args.n, rng=rng)
@@ -608,6 +610,11 @@ def main() -> None:
     a.add_argument("--seed", type=int, default=0, help="chain i uses seed + i")
     a.add_argument("--sampler", default=None, help="angle model's sampler (default: protein sample's)")
     a.add_argument("--steps", type=int, default=None, help="angle model's steps (default: protein sample's)")
+    a.add_argument("--noise-scale", type=float, default=None, help="angle model's DDPM γ (default: protein sample's)")
+    a.add_argument("--guide", action=argparse.BooleanOptionalAction, default=None,
+                   help="angle model's clash and compactness guide (default: protein sample's)")
+    a.add_argument("--unguided", type=float, nargs="*", default=[],
+                   help="also rows of the angle model without the guide, at each of these DDPM γ (e.g. 1 0.85)")
     a.add_argument("--baseline-sampler", default="dpm2m",
                    help="EGNN sampler (default dpm2m: its DDPM-1000 takes about 20 s per chain at L = 128)")
     a.add_argument("--baseline-steps", type=int, default=50, help="EGNN sampler steps")

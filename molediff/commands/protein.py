@@ -61,9 +61,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         f"{k}: {v.sampler}" for k, v in sorted(MODEL_KINDS.items())) + ")")
     sample.add_argument("--steps", type=int, default=None, help="sampler steps (default: " + ", ".join(
         f"{k}: {v.steps or 'all T'}" for k, v in sorted(MODEL_KINDS.items())) + ")")
-    sample.add_argument("--noise-scale", type=float, default=1.0, metavar="GAMMA",
+    sample.add_argument("--noise-scale", type=float, default=None, metavar="GAMMA",
                         help="ddpm only: scale of each step's fresh noise (below 1: low-temperature sampling, as "
-                             "Genie and Chroma use it; default 1, the exact reverse process)")
+                             "Genie and Chroma use it; 1 is the exact reverse process). Default: " + ", ".join(
+                                 f"{k}: {v.noise_scale:g}" for k, v in sorted(MODEL_KINDS.items())))
+    sample.add_argument("--guide", action=argparse.BooleanOptionalAction, default=None,
+                        help="angle model only: steer the low-noise steps away from Cα clashes (non-adjacent pairs "
+                             "under 4 Å) and from chains less compact than Rg = 2.6·L^0.38 Å, by gradient steps on "
+                             "the angles through the chain's rebuilt coordinates (molediff.proteins.guidance; "
+                             "default: on for the angle model; --no-guide samples the model alone)")
     sample.add_argument("--seed", type=int, default=0, help="chain i uses seed + i")
     sample.add_argument("--batch-size", type=int, default=16, help="chains sampled together")
     sample.add_argument("--device", default="cpu", help="torch device")
@@ -122,31 +128,35 @@ def _score(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_sample(args: argparse.Namespace) -> str:
-    """UsageError for an argument of ``protein sample`` that cannot work, before anything is loaded; returns the
-    sampler. (--length is checked against the model's range once it is loaded.)"""
-    from ..proteins.sampling import MODEL_KINDS
+def _sampling(args: argparse.Namespace, total_steps: int | None):
+    """The checked ``ProteinSampling`` of the arguments (``total_steps`` None before the model is loaded);
+    UsageError naming the flag otherwise."""
+    from ..proteins.sampling import sampling_for
+
+    try:
+        return sampling_for(args.model, total_steps, args.sampler, args.steps, args.noise_scale, args.guide)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def _check_sample(args: argparse.Namespace) -> None:
+    """UsageError for an argument of ``protein sample`` that cannot work, before anything is loaded. (--length
+    and --steps are checked against the model's ranges once it is loaded.)"""
     from ..utils import check_device
 
     if args.num_chains < 1 or args.batch_size < 1:
         raise UsageError("--num-chains and --batch-size must be at least 1")
-    for flag, value in (("--steps", args.steps), ("--threads", args.threads)):
-        if value is not None and value < 1:
-            raise UsageError(f"{flag} must be at least 1")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError("--threads must be at least 1")
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--output {args.output!r} is a file; give a folder")
-    sampler = args.sampler or MODEL_KINDS[args.model].sampler
-    if args.noise_scale != 1.0 and sampler != "ddpm":
-        raise UsageError("--noise-scale is an option of the ddpm sampler")
-    if args.noise_scale < 0:
-        raise UsageError(f"--noise-scale must be >= 0, got {args.noise_scale}")
+    _sampling(args, None)
     check_device(args.device)
-    return sampler
 
 
 def _sample(args: argparse.Namespace) -> int:
-    sampler = _check_sample(args)
+    _check_sample(args)
     import torch
 
     from ..proteins.io import write_ca_trace
@@ -155,26 +165,20 @@ def _sample(args: argparse.Namespace) -> int:
 
     set_threads(args.threads)
     out = Path(args.output)
-    kind = MODEL_KINDS[args.model]
     model = load_protein_model(args.model, args.checkpoint, device=args.device)
-    steps = args.steps
-    if steps is None and sampler == kind.sampler and kind.steps is not None:
-        steps = min(kind.steps, model.schedule.T)      # the kind's default, for a model with fewer steps all of them
+    sampling = _sampling(args, model.schedule.T)
     if args.length is not None:
         try:
             check_length(model, args.model, args.length)
         except ValueError as e:   # an argument outside this model's range: a usage error
             raise UsageError(str(e)) from None
-    if steps is not None and not 1 <= steps <= model.schedule.T:
-        raise UsageError(f"--steps must lie in 1..{model.schedule.T} for this model")
-    options = {"noise_scale": args.noise_scale} if sampler == "ddpm" else {}
     lengths = (torch.full((args.num_chains,), args.length, dtype=torch.long) if args.length is not None
                else model.sample_lengths(args.num_chains, torch.Generator().manual_seed(args.seed)))
     seeds = range(args.seed, args.seed + args.num_chains)
     device_type = torch.device(args.device).type
     with torch.autocast(device_type, dtype=torch.bfloat16, enabled=use_bf16(args.precision, device_type)):
-        chains = model.sample_chains(lengths, seeds=seeds, batch_size=args.batch_size, sampler=sampler,
-                                     steps=steps, show_progress=True, **options)
+        chains = model.sample_chains(lengths, seeds=seeds, batch_size=args.batch_size, show_progress=True,
+                                     **sampling.options())
     out.mkdir(parents=True, exist_ok=True)
     no_pdb = []
     for seed, coords in zip(seeds, chains):

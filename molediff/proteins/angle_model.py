@@ -31,6 +31,7 @@ from ..diffusion import SCHEDULES, NoiseSchedule, TorusSpace, epsilon_loss, make
 from ..pointcloud import draw_sizes, sample_by_seed, sample_seeds, seed_generators, unpad_points
 from ..utils import build_config
 from .angles import CA_CA, angle_mask, angles_to_chain, chain_to_angles, lengths_from_mask
+from .guidance import ChainGuide
 
 __all__ = ["ProteinAngleConfig", "AngleTransformer", "ProteinAngleDiffusion", "MIN_LENGTH"]
 
@@ -226,11 +227,12 @@ class ProteinAngleDiffusion(nn.Module):
     @torch.no_grad()
     def sample_angles(self, lengths: Sequence[int] | Tensor, seed: int = 0, seeds: Sequence[int] | None = None,
                       sampler: str = "ddpm", steps: int | None = None, show_progress: bool = False,
-                      **sampler_options) -> tuple[Tensor, Tensor]:
+                      chain_guide: ChainGuide | None = None, **sampler_options) -> tuple[Tensor, Tensor]:
         """Packed angles ``[B, M, 2]`` (radians, θ in (−π, π) as sampled, τ in [−π, π)), M = max L − 2, and their
         ``angle_mask`` ``[B, M, 2]``. Chain i uses the generator of ``seeds[i]`` (default ``seed + i``) alone,
         so it does not depend on the batch. Any core sampler (``ddpm``, ``ddim``, ``heun``, ``dpm2m``) with its
-        options (DDPM's ``noise_scale``, DDIM's ``eta``)."""
+        options (DDPM's ``noise_scale``, DDIM's ``eta``); ``chain_guide`` (``proteins.guidance.ChainGuide``)
+        steers the low-noise steps away from clashes and extended chains through the sampler's guide hook."""
         lengths = self.check_lengths(lengths)
         seeds = sample_seeds(len(lengths), seeds, first=seed, what="chains")
         param = next(self.parameters())
@@ -238,6 +240,10 @@ class ProteinAngleDiffusion(nn.Module):
         amask = angle_mask(lengths.to(param.device), m)
         gens = seed_generators(seeds, param.device)
         z = self.space.randn((len(lengths), m, 2), amask[..., 0], gens, param.dtype, param.device)
+        if chain_guide is not None:
+            if chain_guide.bond_length != self.config.bond_length:
+                chain_guide = dataclasses.replace(chain_guide, bond_length=self.config.bond_length)
+            sampler_options["guide"] = chain_guide.build(lengths.to(param.device))
         x = sample(sampler, self.eps_fn(amask), z, self.schedule, self.space, steps=steps, mask=amask[..., 0],
                    generator=gens, show_progress=show_progress, **sampler_options)
         return x * amask.to(x.dtype), amask
@@ -245,12 +251,13 @@ class ProteinAngleDiffusion(nn.Module):
     @torch.no_grad()
     def sample(self, lengths: Sequence[int] | Tensor, seed: int = 0, seeds: Sequence[int] | None = None,
                sampler: str = "ddpm", steps: int | None = None, show_progress: bool = False,
-               **sampler_options) -> tuple[Tensor, Tensor]:
+               chain_guide: ChainGuide | None = None, **sampler_options) -> tuple[Tensor, Tensor]:
         """Cα traces ``(coords [B, N, 3] Å, mask [B, N])``, N = max(lengths), zero at padding, every Cα–Cα at
         ``bond_length``; the angles of ``sample_angles`` placed by NeRF (x_0 at the origin). A bond angle is
         unsigned: a sampled θ in [−π, 0) is read as |θ| (rare: real θ lie in 80°–150°). ValueError for a length
         outside 4..max_length."""
-        angles, amask = self.sample_angles(lengths, seed, seeds, sampler, steps, show_progress, **sampler_options)
+        angles, amask = self.sample_angles(lengths, seed, seeds, sampler, steps, show_progress, chain_guide,
+                                           **sampler_options)
         angles = torch.stack([angles[..., 0].abs(), angles[..., 1]], dim=-1)
         lengths = self.check_lengths(lengths).to(angles.device)
         coords = angles_to_chain(angles, lengths, self.config.bond_length)

@@ -18,7 +18,10 @@ from dataclasses import dataclass
 
 from torch import nn
 
-__all__ = ["DEFAULT_MODEL", "MODEL_KINDS", "ProteinModelKind", "check_length", "load_protein_model"]
+from .guidance import ChainGuide
+
+__all__ = ["DEFAULT_MODEL", "MODEL_KINDS", "ProteinModelKind", "ProteinSampling", "check_length", "load_protein_model",
+           "sampling_for"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,8 @@ class ProteinModelKind:
         min_length: the shortest chain it samples (residues).
         sampler, steps: its default sampler and step count (None: all T steps).
         description: a few words for messages.
+        noise_scale: its default DDPM noise scale γ.
+        guided: whether it samples with the clash and compactness guide (``proteins.guidance``) by default.
     """
 
     name: str
@@ -41,6 +46,8 @@ class ProteinModelKind:
     sampler: str
     steps: int | None
     description: str
+    noise_scale: float = 1.0
+    guided: bool = False
 
     def model_class(self) -> type[nn.Module]:
         if self.name == "angles":
@@ -53,8 +60,9 @@ class ProteinModelKind:
 MODEL_KINDS = {
     # DDPM with 100 of the T = 1000 steps: one step of 100 chains of L = 128 takes about 0.7 s on one CPU
     # thread (4 x 128 transformer), so all 1000 steps would take over 10 minutes against issue 20's 60 s.
+    # γ = 0.9 and the chain guide: chosen on the validation chains (BENCHMARKS.md, issue 20, session 12).
     "angles": ProteinModelKind("angles", "protein_ca_angles", "ProteinAngleDiffusion", 4, "ddpm", 100,
-                               "angle model (virtual bond angles and dihedrals)"),
+                               "angle model (virtual bond angles and dihedrals)", noise_scale=0.9, guided=True),
     "egnn": ProteinModelKind("egnn", "protein_ca_egnn", "ProteinBackboneDiffusion", 2, "ddpm", None,
                              "Cartesian Cα EGNN model"),
 }
@@ -99,6 +107,71 @@ def load_protein_model(kind: str = DEFAULT_MODEL, checkpoint: str | os.PathLike 
     except (RuntimeError, KeyError, SafetensorError, EOFError) as e:
         raise ValueError(f"{stored.path}: the weights cannot be read, the file is corrupt or incomplete ({e})") \
             from None
+
+
+@dataclass(frozen=True)
+class ProteinSampling:
+    """How a protein model samples, checked once (:func:`sampling_for` fills in a model kind's defaults).
+
+    Attributes:
+        sampler: a core sampler name; steps: its step count (None: all T steps).
+        noise_scale: DDPM's γ (1 for other samplers).
+        chain_guide: the clash and compactness guide (``proteins.guidance.ChainGuide``; angle model only) or None.
+    """
+
+    sampler: str
+    steps: int | None
+    noise_scale: float = 1.0
+    chain_guide: ChainGuide | None = None
+
+    def options(self) -> dict:
+        """Keyword arguments of the models' ``sample_chains`` / ``sample``."""
+        options = {"sampler": self.sampler, "steps": self.steps}
+        if self.sampler == "ddpm":
+            options["noise_scale"] = self.noise_scale
+        if self.chain_guide is not None:
+            options["chain_guide"] = self.chain_guide
+        return options
+
+    def label(self, total_steps: int) -> str:
+        """A short name for tables, e.g. ``ddpm-100, γ 0.85, guided``."""
+        parts = [f"{self.sampler}-{self.steps or total_steps}"]
+        if self.sampler == "ddpm" and self.noise_scale != 1:
+            parts.append(f"γ {self.noise_scale:g}")
+        if self.chain_guide is not None:
+            parts.append("guided")
+        return ", ".join(parts)
+
+
+def sampling_for(kind: str, total_steps: int | None, sampler: str | None = None, steps: int | None = None,
+                 noise_scale: float | None = None, guided: bool | None = None) -> ProteinSampling:
+    """The sampling of a model of ``kind`` with ``total_steps`` = T: the kind's defaults for every argument
+    left None (its step count only with its own sampler; at most T). ``total_steps`` None checks the arguments
+    before a model is loaded (steps only against 1). ValueError, with the command-line flag's
+    name, for steps outside 1..T, γ < 0 or γ ≠ 1 with another sampler than ddpm, or the guide on a model
+    without angles."""
+    from ..diffusion import SAMPLERS
+
+    spec = MODEL_KINDS[kind]
+    sampler = sampler or spec.sampler
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}")
+    if steps is None and sampler == spec.sampler and spec.steps is not None:
+        steps = spec.steps if total_steps is None else min(spec.steps, total_steps)
+    if steps is not None and steps < 1:
+        raise ValueError(f"--steps must be at least 1, got {steps}")
+    if steps is not None and total_steps is not None and steps > total_steps:
+        raise ValueError(f"--steps must lie in 1..{total_steps} for this model, got {steps}")
+    if noise_scale is None:
+        noise_scale = spec.noise_scale if sampler == "ddpm" else 1.0
+    if noise_scale < 0:
+        raise ValueError(f"--noise-scale must be >= 0, got {noise_scale:g}")
+    if noise_scale != 1.0 and sampler != "ddpm":
+        raise ValueError("--noise-scale is an option of the ddpm sampler")
+    guided = spec.guided if guided is None else guided
+    if guided and kind != "angles":
+        raise ValueError(f"the chain guide acts on angles: the {spec.description} has none")
+    return ProteinSampling(sampler, steps, noise_scale, ChainGuide() if guided else None)
 
 
 def check_length(model: nn.Module, kind: str, length: int) -> None:

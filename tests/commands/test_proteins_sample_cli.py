@@ -118,3 +118,21 @@ def test_corrupt_or_foreign_checkpoints_fail_in_one_line(tmp_path, weights, caps
     other = PRETRAINED_DIR / "qm9_egnn.safetensors"
     assert main(["protein", "sample", "--checkpoint", str(other), "-n", "1", "-o", str(tmp_path / "out")]) == 1
     assert "not a protein model" in one_line_error(capsys)
+
+
+def test_the_guide_and_noise_scale_are_the_angle_models_defaults_and_can_be_turned_off(tmp_path, weights, capsys):
+    base = ["protein", "sample", "--checkpoint", str(weights["angles"]), "--length", "16", "-n", "1",
+            "--steps", "3"]
+    runs = {"default": [], "explicit": ["--guide", "--noise-scale", "0.9"], "no-guide": ["--no-guide"],
+            "gamma 1": ["--noise-scale", "1"]}
+    text = {}
+    for name, flags in runs.items():
+        assert main([*base, *flags, "-o", str(tmp_path / name)]) == 0
+        text[name] = (tmp_path / name / "sample_0.cif").read_text()
+    assert text["default"] == text["explicit"]
+    assert text["no-guide"] != text["default"] and text["gamma 1"] != text["default"]
+    capsys.readouterr()
+    assert main(["protein", "sample", "--checkpoint", str(weights["egnn"]), "--model", "egnn", "--guide",
+                 "-o", str(tmp_path / "e")]) == 2
+    assert "the chain guide acts on angles" in one_line_error(capsys)
+    assert not (tmp_path / "e").exists()

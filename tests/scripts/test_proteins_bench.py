@@ -54,18 +54,20 @@ def test_acceptance_table_has_every_row_and_metric(bench, weights, tmp_path, mon
     out = run(bench, monkeypatch, capsys, "acceptance", "--checkpoint", str(weights["angles"]), "--baseline",
               str(weights["egnn"]), "--source", str(HELDOUT_PATH), "--lengths", "12", "20", "-n", "3",
               "--window", "20", "--calibration-chains", "5", "--threads", "1", "--steps", "3", "--baseline-steps",
-              "3", "--json", str(tmp_path / "a.json"), "--png", str(tmp_path / "a.png"))
+              "3", "--unguided", "1", "--json", str(tmp_path / "a.json"), "--png", str(tmp_path / "a.png"))
     table = [line for line in out.splitlines() if line.startswith("| ")]
     assert "W1 bond angle" in table[0] and "helix + strand" in table[0] and "Rg/N^0.38" in table[0]
     names = [line.split("|")[1].strip() for line in table[1:]]
-    assert names[0] == "**target** (issue 20)" and len(names) == 8
-    assert [n.rsplit("L = ", 1)[-1] for n in names[1:5]] == ["12", "20", "12", "20"]
-    assert names[1].startswith("angle model (angles.safetensors, ddpm-3)")
-    assert names[3].startswith("Cartesian EGNN (egnn.safetensors, dpm2m-3)")
+    assert names[0] == "**target** (issue 20)" and len(names) == 10
+    assert [n.rsplit("L = ", 1)[-1] for n in names[1:7]] == ["12", "20"] * 3
+    assert names[1].startswith("angle model (angles.safetensors, ddpm-3, γ 0.9, guided)")   # protein sample's
+    assert names[3].startswith("angle model without guide, γ 1 (angles.safetensors, ddpm-3)")
+    assert names[5].startswith("Cartesian EGNN (egnn.safetensors, dpm2m-3)")
+    del names[3:5]                                          # the rows below are as without --unguided
     assert "held-out real chains (validation split, 20)" in names[5]
     assert "rebuilt at 3.80 Å" in names[6] and "independent real (θ, τ) pairs" in names[7]
     results = json.loads((tmp_path / "a.json").read_text())
-    assert len(results) == 7
+    assert len(results) == 9
     model = results[names[1]]
     assert model["n_chains"] == 3 and model["ca_ca_mean"] == pytest.approx(3.8, abs=2e-3)   # exact by construction
     assert model["w1_bond_angle"] is not None and model["w1_dihedral"] is not None
@@ -73,8 +75,8 @@ def test_acceptance_table_has_every_row_and_metric(bench, weights, tmp_path, mon
     assert calibration["ca_ca_std"] < 2e-3 and calibration["clash_chain_rate"] == 0.0
     assert results[names[7]]["n_chains"] == 5
     # the timed sampling column is filled for the sampled rows only
-    assert all(line.split("|")[-2].strip() != "-" for line in table[2:6])
-    assert all(line.split("|")[-2].strip() == "-" for line in table[6:])
+    assert all(line.split("|")[-2].strip() != "-" for line in table[2:8])
+    assert all(line.split("|")[-2].strip() == "-" for line in table[8:])
     assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
 
 
