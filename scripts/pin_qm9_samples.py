@@ -38,7 +38,8 @@ def main() -> None:
     parser.add_argument("name", help="shipped weights, e.g. qm9_bonds")
     parser.add_argument("-o", "--output", default=None, help="default: tests/data/NAME_pinned_samples.npz")
     args = parser.parse_args()
-    out = Path(args.output or Path(__file__).resolve().parents[1] / "tests" / "data" / f"{args.name}_pinned_samples.npz")
+    tests_data = Path(__file__).resolve().parents[1] / "tests" / "data"
+    out = Path(args.output or tests_data / f"{args.name}_pinned_samples.npz")
     np.savez_compressed(out, **pinned_samples(args.name))
     print(f"wrote {out}")
 

@@ -160,7 +160,7 @@ def _sample(args: argparse.Namespace) -> int:
     import torch
 
     from ..proteins.io import write_ca_trace
-    from ..proteins.sampling import MODEL_KINDS, check_length, load_protein_model
+    from ..proteins.sampling import check_length, load_protein_model
     from ..utils import set_threads, use_bf16
 
     set_threads(args.threads)
