@@ -17,6 +17,8 @@ perceived with a few NumPy operations.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from .elements import SYMBOLS, atomic_number
@@ -68,6 +70,47 @@ THRESHOLDS_PM = np.stack([_threshold_matrix(t, mg) for t, mg in zip((_SINGLE, _D
 _ALLOWED = np.zeros((len(SYMBOLS), _MAX_VALENCE_INDEX + 1), dtype=bool)
 for _s, _vals in ALLOWED_VALENCES.items():
     _ALLOWED[atomic_number(_s), list(_vals)] = True
+
+
+_ORDER_NAMES = {1: "single", 2: "double", 3: "triple"}
+
+
+def typical_bond_length(za: int, zb: int, order: int) -> float | None:
+    """EDM's typical length in Å of a bond of ``order`` (1, 2 or 3) between elements ``za`` and ``zb`` (atomic
+    numbers, either order); None where its table has no such bond (e.g. C–F double, aromatic order 4)."""
+    table = {1: _SINGLE, 2: _DOUBLE, 3: _TRIPLE}.get(int(order))
+    if table is None:
+        return None
+    a, b = SYMBOLS[int(za)], SYMBOLS[int(zb)]
+    length = table.get(a, {}).get(b, table.get(b, {}).get(a))
+    return None if length is None else length / 100.0
+
+
+def bond_length_report(molecules: Sequence) -> list[dict]:
+    """How well the bonds a file states agree with its geometry: per bond type (elements and order, e.g.
+    ``C=O double``) over the molecules' own bonds (``Molecule.bonds``; molecules without bonds are skipped), a
+    dict with ``bond``, ``n``, ``median_length`` (Å), ``typical_length`` (Å, EDM's table, as
+    :func:`typical_bond_length`) and ``median_abs_deviation`` = median |length − typical| (Å). Types without a
+    typical length (aromatic bonds kept as order 4, pairs missing from the table) have None for the last two.
+    Sorted by count, most common first."""
+    lengths: dict[tuple[str, str, int], list[float]] = {}
+    for m in molecules:
+        if m.bonds is None or not len(m.bonds):
+            continue
+        i, j, order = m.bonds[:, 0], m.bonds[:, 1], m.bonds[:, 2]
+        d = np.linalg.norm(m.positions[i].astype(np.float64) - m.positions[j].astype(np.float64), axis=1)
+        for zi, zj, k, dist in zip(m.atomic_numbers[i], m.atomic_numbers[j], order, d):
+            a, b = sorted((SYMBOLS[int(zi)], SYMBOLS[int(zj)]), key=atomic_number)
+            lengths.setdefault((a, b, int(k)), []).append(float(dist))
+    rows = []
+    for (a, b, k), values in lengths.items():
+        typical = typical_bond_length(atomic_number(a), atomic_number(b), k)
+        values = np.asarray(values)
+        symbol = {1: "-", 2: "=", 3: "#"}.get(k, ":")
+        rows.append({"bond": f"{a}{symbol}{b} {_ORDER_NAMES.get(k, 'aromatic' if k == 4 else f'order {k}')}",
+                     "n": len(values), "median_length": float(np.median(values)), "typical_length": typical,
+                     "median_abs_deviation": None if typical is None else float(np.median(np.abs(values - typical)))})
+    return sorted(rows, key=lambda r: (-r["n"], r["bond"]))
 
 
 def bond_orders_from_distances(zi: np.ndarray, zj: np.ndarray, distance: np.ndarray) -> np.ndarray:

@@ -114,6 +114,10 @@ def _fmt(v) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
+BOND_LENGTH_MIN_COUNT = 20
+"""Bond types with fewer bonds than this are left out of the printed table (not of the JSON)."""
+
+
 def format_table(summary: dict) -> str:
     """The printed summary table: the headline rule's figures first, then the other rule's, then how often the
     rules agree; every figure's label names its rule."""
@@ -148,6 +152,15 @@ def format_table(summary: dict) -> str:
         lines.append((f"QED (mean, valid){tag}", f"{summary['qed']:.3f}", ""))
     if summary.get("sa") is not None:
         lines.append((f"SA score (mean, valid){tag}", f"{summary['sa']:.2f}", ""))
+    shown = [r for r in summary.get("bond_lengths") or [] if r["n"] >= BOND_LENGTH_MIN_COUNT]
+    if shown:
+        lines.append(("bond lengths [file's bonds]", "",
+                      "median |length − typical length| (EDM's table) per bond type; all types in --json"))
+        for r in shown:
+            dev = "-" if r["median_abs_deviation"] is None else f"{r['median_abs_deviation']:.3f} Å"
+            typical = "no typical length" if r["typical_length"] is None else f"typical {r['typical_length']:.2f}"
+            lines.append((f"  {r['bond']} [file's bonds]", dev,
+                          f"n = {r['n']}, median {r['median_length']:.3f} Å, {typical}"))
     if summary.get("n_with_notes"):
         lines.append(("molecules with notes", str(summary["n_with_notes"]), "see the warnings; each note is in the "
                                                                             "--csv/--json rows"))
@@ -218,6 +231,10 @@ def run(args: argparse.Namespace) -> int:
     warnings = result.pop("warnings")
     summary = _named_summary(result, args.bonds)
     summary.update(file=str(args.file), n_unreadable=len(errors), n_with_notes=sum(bool(r["notes"]) for r in rows))
+    if args.bonds != "perceive" and summary.get("file_bonds"):
+        from ..chem.bonds import bond_length_report
+
+        summary["bond_lengths"] = bond_length_report(molecules)
 
     if args.physics:
         from ..chem.physics import physical_checks_summary

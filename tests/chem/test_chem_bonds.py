@@ -106,3 +106,33 @@ def test_to_rdkit_builds_ethene_and_rejects_bad_input():
         to_rdkit(z, x, bonds=[[0, 9, 1]])
     with pytest.raises(ValueError, match="bond_orders must be"):
         to_rdkit(z, x, bond_orders=np.zeros((2, 2)))
+
+
+def test_typical_lengths_are_edms_table_in_angstrom_either_way_round():
+    from molediff.chem.bonds import typical_bond_length
+
+    assert typical_bond_length(6, 8, 2) == typical_bond_length(8, 6, 2) == 1.20
+    assert typical_bond_length(1, 6, 1) == 1.09 and typical_bond_length(6, 6, 3) == 1.20
+    assert typical_bond_length(6, 9, 2) is None and typical_bond_length(6, 6, 4) is None
+
+
+def test_bond_length_report_gives_each_types_median_deviation_from_its_typical_length():
+    from molediff.chem.bonds import bond_length_report
+    from molediff.chem.molecule import Molecule
+
+    # formaldehyde-like fragments: C=O stretched by +0.02, +0.04, +0.10 Å; C-H exact; an aromatic C:C bond
+    mols = []
+    for stretch in (0.02, 0.04, 0.10):
+        pos = [[0, 0, 0], [1.20 + stretch, 0, 0], [-0.6, 0.94, 0], [-0.6, -0.94, 0]]
+        h = np.linalg.norm(np.array(pos[2]) - np.array(pos[0]))
+        mols.append(Molecule(np.array([6, 8, 1, 1]), np.array(pos), bonds=np.array([[0, 1, 2], [0, 2, 1], [0, 3, 1]])))
+    mols.append(Molecule(np.array([6, 6]), np.array([[0, 0, 0], [1.39, 0, 0]]), bonds=np.array([[0, 1, 4]])))
+    mols.append(Molecule(np.array([6, 6]), np.array([[0, 0, 0], [1.39, 0, 0]])))            # no bonds: skipped
+    rows = {r["bond"]: r for r in bond_length_report(mols)}
+    assert set(rows) == {"C=O double", "H-C single", "C:C aromatic"}
+    assert rows["C=O double"]["n"] == 3 and rows["C=O double"]["median_length"] == pytest.approx(1.24, abs=1e-6)
+    assert rows["C=O double"]["median_abs_deviation"] == pytest.approx(0.04, abs=1e-6)
+    assert rows["H-C single"]["n"] == 6
+    assert rows["H-C single"]["median_abs_deviation"] == pytest.approx(abs(h - 1.09), abs=1e-6)
+    assert rows["C:C aromatic"]["typical_length"] is None and rows["C:C aromatic"]["median_abs_deviation"] is None
+    assert [r["bond"] for r in bond_length_report(mols)][0] == "H-C single"        # most common first

@@ -81,7 +81,8 @@ def test_valid_drugs_read_100_percent_under_their_own_bonds(drugs_sdf, tmp_path,
 def test_every_figure_and_column_names_its_rule(drugs_sdf, tmp_path, capsys):
     out, rows, data = _score(drugs_sdf, tmp_path, capsys)
     figures = [ln for ln in out.splitlines() if re.search(r"\s\d+\.\d+%?(\s|$)", ln)]
-    assert len(figures) == 2 * 5 + 2  # five rates per rule (novelty "-" without --train-smiles), two agreements
+    # five rates per rule (novelty "-" without --train-smiles), two agreements, then the bond types' lengths
+    assert len([ln for ln in figures if not ln.startswith("  ")]) == 2 * 5 + 2
     for line in figures:
         assert "[file's bonds]" in line or "[EDM's rule]" in line or "[EDM's rule = file's bonds]" in line, line
     for bare in ("stable", "stable_atoms", "valid", "smiles", "connected", "n_fragments", "novel"):
@@ -118,8 +119,14 @@ def test_bonds_option_picks_the_rules(drugs_sdf, tmp_path, capsys):
     out, rows, data = _score(drugs_sdf, tmp_path, capsys, "--bonds", "perceive")
     assert "[file's bonds]" not in out and out.splitlines()[2].startswith("headline: EDM's rule")
     assert data["summary"]["file_bonds"] is None and rows[0]["file_stable"] == ""
+    assert "bond_lengths" not in data["summary"] and "bond lengths" not in out
     out, _, data = _score(drugs_sdf, tmp_path, capsys, "--bonds", "file")
     assert data["summary"]["headline"] == "file_bonds" and "headline: file's bonds" in out
+    # the file's bonds against its geometry, per bond type (issue 21): every type in the JSON, common ones printed
+    lengths = {r["bond"]: r for r in data["summary"]["bond_lengths"]}
+    assert lengths["H-C single"]["typical_length"] == 1.09 and lengths["H-C single"]["median_abs_deviation"] < 0.03
+    printed = [" ".join(line.split()[:2]) for line in out.splitlines() if line.startswith("  ")]
+    assert "H-C single" in printed and all(lengths[b]["n"] >= 20 for b in printed)
     # a file without bonds: EDM's rule is the headline and the only rule; --bonds file says why it cannot work
     out, rows, data = _score(DATA / "qm9_small.xyz", tmp_path, capsys)
     assert data["summary"]["headline"] == "edm" and "[file's bonds]" not in out
