@@ -1,5 +1,5 @@
 """Generate new 3D molecules with a trained molecule diffusion model (by default the QM9 model shipped
-with molediff) and write them as SDF or XYZ."""
+with molediff, which generates the bonds with the atoms) and write them as SDF or XYZ."""
 
 from __future__ import annotations
 
@@ -22,17 +22,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "bonds with the atoms (model.bond_orders) writes its predicted bonds, others' bonds "
                              "are perceived from 3D")
     parser.add_argument("--checkpoint", default=None,
-                        help="exported .safetensors weights or a training checkpoint directory "
-                             "(default: the QM9 model shipped in the package)")
+                        help="exported .safetensors weights, a training checkpoint directory or the name of shipped "
+                             "weights (default: qm9_bonds, the QM9 model that generates bonds with the atoms; "
+                             "qm9_egnn is the atoms-only model it continues)")
     parser.add_argument("--sampler", default="ddpm", choices=LazyChoices("molediff.diffusion:SAMPLERS"),
                         metavar="SAMPLER",  # argparse would list the choices, importing torch to refuse -o x.mol2
                         help="sampler: ddpm (ancestral), ddim, heun (Karras et al.) or dpm2m (DPM-Solver++(2M)); "
-                             "BENCHMARKS.md compares them on the shipped model")
+                             "BENCHMARKS.md compares them on the atoms-only model qm9_egnn")
     parser.add_argument("--steps", type=int, default=None,
                         help=f"number of sampling steps (default: {DEFAULT_STEPS}, or all T steps of a model with "
-                             f"fewer; on the shipped model DDPM-{DEFAULT_STEPS} is 4x faster than DDPM-1000 and "
-                             f"2-4 points lower in molecule stability and validity: --steps 1000 for the best "
-                             f"molecules)")
+                             f"fewer; on the atoms-only model qm9_egnn DDPM-{DEFAULT_STEPS} was 4x faster than "
+                             f"DDPM-1000 and 2-4 points lower in molecule stability and validity: --steps 1000 for "
+                             f"the best molecules)")
     parser.add_argument("--atoms", type=int, default=None,
                         help="fix the number of atoms of every molecule (default: drawn from the training "
                              "set's atom-count histogram)")

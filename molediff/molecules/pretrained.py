@@ -9,8 +9,9 @@ import torch
 from ..training import weights
 from .model import MoleculeDiffusion
 
-DEFAULT_QM9 = "qm9_egnn"
-"""The default model of ``molediff generate`` (card: ``molediff/pretrained/qm9_egnn.md``)."""
+DEFAULT_QM9 = "qm9_bonds"
+"""The default model of ``molediff generate``: atoms and bonds diffused together (card:
+``molediff/pretrained/qm9_bonds.md``). ``qm9_egnn``, the atoms-only model it continues, stays shipped."""
 
 
 def load_model(checkpoint: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> MoleculeDiffusion:

@@ -182,19 +182,25 @@ def test_max_atoms_is_a_config_field():
         model.sample([8], steps=2)
 
 
-def test_shipped_weights_reproduce_their_pinned_samples():
-    """tests/data/qm9_egnn_pinned_samples.npz holds samples of the shipped weights (float64, per-molecule seeds),
-    written when those weights were shipped; any change to the sampling path that alters them fails here. The
-    layering refactor was checked the same way against pins written by the code before it (commit 89a8248)."""
+@pytest.mark.parametrize("name", ["qm9_bonds", "qm9_egnn"])
+def test_shipped_weights_reproduce_their_pinned_samples(name):
+    """tests/data/NAME_pinned_samples.npz holds samples of the shipped weights (float64, per-molecule seeds; bond
+    orders for the model that generates them), written by scripts/pin_qm9_samples.py when those weights were
+    shipped; any change to the sampling path that alters them fails here. The layering refactor was checked the
+    same way against pins written by the code before it (commit 89a8248)."""
     from molediff.molecules.pretrained import load_model
 
-    pins = np.load(DATA / "qm9_egnn_pinned_samples.npz")
-    model = load_model().double()
+    pins = np.load(DATA / f"{name}_pinned_samples.npz")
+    model = load_model(name).double()
     counts, seeds = pins["counts"].tolist(), pins["seeds"].tolist()
     for sampler, steps in (("dpm2m", 20), ("ddpm", 30)):
         out = model.sample(counts, sampler=sampler, steps=steps, seeds=seeds)
         np.testing.assert_allclose(out.positions.numpy(), pins[f"{sampler}_{steps}_positions"], atol=1e-5, rtol=0)
         np.testing.assert_array_equal(out.atomic_numbers.numpy(), pins[f"{sampler}_{steps}_atomic_numbers"])
+        if model.has_bonds:
+            np.testing.assert_array_equal(out.bond_orders.numpy(), pins[f"{sampler}_{steps}_bond_orders"])
+        else:
+            assert out.bond_orders is None and f"{sampler}_{steps}_bond_orders" not in pins
 
 
 def test_sample_molecules_does_not_depend_on_batching():

@@ -20,7 +20,8 @@ from molediff.molecules.model import MoleculeDiffusion
 from molediff.training import checkpoint
 from molediff.utils import pretrained_path, shipped_weights
 
-SHIPPED = {"cifar10_unet_small", "cifarnet", "conformer_refiner", "protein_ca_angles", "protein_ca_egnn", "qm9_egnn"}
+SHIPPED = {"cifar10_unet_small", "cifarnet", "conformer_refiner", "protein_ca_angles", "protein_ca_egnn", "qm9_bonds",
+           "qm9_egnn"}
 
 
 def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -70,7 +71,7 @@ def test_one_loader_takes_a_shipped_name_or_a_path():
     by_path = weights.load_model(ConformerDiffusion, pretrained_path("conformer_refiner"))
     assert not by_name.training and _same_weights(by_name, by_path)
     assert _same_weights(load_refiner("conformer_refiner"), by_path)
-    assert _same_weights(load_molecule_model(), weights.load_model(MoleculeDiffusion, "qm9_egnn"))
+    assert _same_weights(load_molecule_model(), weights.load_model(MoleculeDiffusion, "qm9_bonds"))
     with pytest.raises(ValueError, match="holds a MoleculeDiffusion model, not a ConformerDiffusion"):
         weights.load_model(ConformerDiffusion, "qm9_egnn")
 
