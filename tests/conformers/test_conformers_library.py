@@ -282,7 +282,11 @@ def test_two_workers_give_the_same_file_as_one(tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_with_workers_stops_them_in_one_line_and_resume_finishes(tmp_path):
-    lib = _library(tmp_path)
+    # twelve more molecules after the library's seven, so that the run cannot finish between the second progress
+    # line and the interrupt (a CI run once did, with the seven alone, and exited 0)
+    extra = [f"ibuprofen_{k}" for k in range(12)]
+    lib = _library(tmp_path, LIBRARY.rstrip("\n") + "\n" + "".join(f"CC(C)Cc1ccc(cc1)C(C)C(=O)O {name}\n"
+                                                                   for name in extra))
     out = tmp_path / "out.sdf"
     progress = tmp_path / "out.sdf.partial.progress"
     proc = subprocess.Popen([sys.executable, "-m", "molediff.cli", "conformers", str(lib), "-n", "2", "--workers", "2",
@@ -302,7 +306,7 @@ def test_ctrl_c_with_workers_stops_them_in_one_line_and_resume_finishes(tmp_path
     assert "Traceback" not in stderr
     result = _run(lib, "-n", "2", "--workers", "2", "--resume", "-o", out)
     assert result.returncode == 0, result.stderr
-    assert _names(out) == ["ibuprofen", "aspirin", "caffeine", "propranolol", "octanoate"]
+    assert _names(out) == ["ibuprofen", "aspirin", "caffeine", "propranolol", "octanoate", *extra]
 
 
 @pytest.fixture(scope="module")
