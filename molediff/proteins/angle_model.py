@@ -241,9 +241,7 @@ class ProteinAngleDiffusion(nn.Module):
         gens = seed_generators(seeds, param.device)
         z = self.space.randn((len(lengths), m, 2), amask[..., 0], gens, param.dtype, param.device)
         if chain_guide is not None:
-            if chain_guide.bond_length != self.config.bond_length:
-                chain_guide = dataclasses.replace(chain_guide, bond_length=self.config.bond_length)
-            sampler_options["guide"] = chain_guide.build(lengths.to(param.device))
+            sampler_options["guide"] = chain_guide.build(lengths.to(param.device), self.config.bond_length)
         x = sample(sampler, self.eps_fn(amask), z, self.schedule, self.space, steps=steps, mask=amask[..., 0],
                    generator=gens, show_progress=show_progress, **sampler_options)
         return x * amask.to(x.dtype), amask

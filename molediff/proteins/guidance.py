@@ -27,11 +27,9 @@ import torch
 from torch import Tensor
 
 from .angles import CA_CA, angles_to_chain
+from .metrics import RG_EXPONENT
 
 __all__ = ["ChainGuide", "chain_energy"]
-
-RG_EXPONENT = 0.38
-"""R_g ≈ c · L^0.38 for compact globular chains (the exponent of molediff.proteins.metrics)."""
 
 MIN_STEP = 0.005
 """Radians: the step size the final iterations decay to."""
@@ -53,7 +51,8 @@ class ChainGuide:
         iterations: gradient iterations after every sampler step at t ≤ ``start``.
         final_iterations: iterations after the last sampler step, the cap decaying linearly from ``step`` to
             0.005 rad.
-        bond_length: Cα–Cα distance of the NeRF placement, Å (the model's).
+
+    The Cα–Cα distance of the NeRF rebuild is the model's, given where the guide is used (``bond_length``).
 
     ValueError for a setting outside its range.
     """
@@ -66,7 +65,6 @@ class ChainGuide:
     step: float = 0.1
     iterations: int = 3
     final_iterations: int = 100
-    bond_length: float = CA_CA
 
     def __post_init__(self):
         checks = [(0 < self.start <= 1, "start must lie in (0, 1]"),
@@ -74,16 +72,15 @@ class ChainGuide:
                   (self.clash_weight >= 0, "clash_weight must be >= 0"),
                   (self.rg_ceiling is None or self.rg_ceiling > 0, "rg_ceiling must be > 0 Å or None"),
                   (self.learning_rate > 0 and self.step > 0, "learning_rate and step must be > 0"),
-                  (self.iterations >= 0 and self.final_iterations >= 0, "iterations must be >= 0"),
-                  (self.bond_length > 0, "bond_length must be > 0 Å")]
+                  (self.iterations >= 0 and self.final_iterations >= 0, "iterations must be >= 0")]
         for ok, message in checks:
             if not ok:
                 raise ValueError(f"chain guide: {message}, got {asdict(self)}")
 
-    def build(self, lengths: Tensor):
+    def build(self, lengths: Tensor, bond_length: float = CA_CA):
         """The core sampler's ``guide(z_t, t) → z_t`` for packed angles ``z_t [B, M, 2]`` of chains with
-        ``lengths [B]`` residues (padding untouched); it enables gradients itself, so it runs inside
-        ``torch.no_grad`` sampling."""
+        ``lengths [B]`` residues (padding untouched) and Cα–Cα ``bond_length`` Å; it enables gradients itself,
+        so it runs inside ``torch.no_grad`` sampling."""
         lengths = torch.as_tensor(lengths).long()
 
         def guide(z: Tensor, t: Tensor) -> Tensor:
@@ -91,11 +88,13 @@ class ChainGuide:
             final = time <= 0
             if (time > self.start and not final) or (final and not self.final_iterations):
                 return z
-            return self.descend(z, lengths, self.final_iterations if final else self.iterations, decay=final)
+            return self.descend(z, lengths, self.final_iterations if final else self.iterations, decay=final,
+                                bond_length=bond_length)
 
         return guide
 
-    def descend(self, angles: Tensor, lengths: Tensor, iterations: int, decay: bool = False) -> Tensor:
+    def descend(self, angles: Tensor, lengths: Tensor, iterations: int, decay: bool = False,
+                bond_length: float = CA_CA) -> Tensor:
         """``iterations`` capped gradient steps on :func:`chain_energy`; angles ``[B, M, 2]`` radians → the same
         shape, τ wrapped into [−π, π). ``decay``: the cap falls linearly from ``step`` to 0.005 rad."""
         original = x = angles.detach()
@@ -105,7 +104,7 @@ class ChainGuide:
         with torch.enable_grad():
             for k in range(iterations):
                 x = x.detach().requires_grad_(True)
-                energy = chain_energy(x, lengths, self)
+                energy = chain_energy(x, lengths, self, bond_length)
                 if not bool((energy > 0).any()):
                     break
                 grad, = torch.autograd.grad(energy.sum(), x)
@@ -118,13 +117,14 @@ class ChainGuide:
         return torch.where(x != original, torch.remainder(x + math.pi, 2 * math.pi) - math.pi, original)
 
 
-def chain_energy(angles: Tensor, lengths: Tensor, guide: ChainGuide) -> Tensor:
+def chain_energy(angles: Tensor, lengths: Tensor, guide: ChainGuide, bond_length: float = CA_CA) -> Tensor:
     """The guide's energy ``[B]`` (Å²) of chains given as packed angles ``[B, M, 2]`` (θ, τ in radians; a
-    negative θ reads as |θ|, as the angle model's sampler does) with ``lengths [B]`` residues: the clash term
+    negative θ reads as |θ|, as the angle model's sampler does) with ``lengths [B]`` residues and every Cα–Cα at
+    ``bond_length`` Å: the clash term
     over non-adjacent Cα pairs plus, with ``guide.rg_ceiling``, the compactness term (module docstring).
     Zero for a chain without pairs under ``clash_distance`` and with R_g under the ceiling. Differentiable."""
     theta_tau = torch.stack([angles[..., 0].abs(), angles[..., 1]], dim=-1)
-    coords = angles_to_chain(theta_tau.double(), lengths, guide.bond_length)   # float64: errors add up along L
+    coords = angles_to_chain(theta_tau.double(), lengths, bond_length)   # float64: errors add up along L
     n = coords.shape[1]
     index = torch.arange(n, device=coords.device)
     real = index[None] < lengths[:, None]
