@@ -18,7 +18,8 @@ On CPU peak memory is the growth of the resident set of a fresh process per case
 ``sampling``: wall time of ``molediff protein sample --length 128 -n 4`` with an untrained model (T = 1000)
 for DDPM-1000, DDPM-200 and DPM-Solver++(2M)-50, run as the CLI in a fresh process each.
 
-``quality``: the acceptance benchmark of a trained model (default: the shipped ``protein_ca_egnn`` weights).
+``quality``: the acceptance benchmark of a trained Cartesian EGNN (``--checkpoint``; its shipped weights were
+retired).
 ``-n`` chains at each ``--lengths`` are sampled, written as PDB files and re-read with biotite (what ``molediff
 protein score`` sees), then scored against the held-out test split of ``--source`` (``molediff.proteins.data``:
 deduplicated, split by 30 % sequence identity clusters). The held-out validation chains, scored against the same
@@ -27,7 +28,8 @@ side by side) and draws the distributions of all samples over the test chains as
 
 ``acceptance``: issue 20's table for the angle model (``--checkpoint``, default the shipped
 ``protein_ca_angles``): ``-n`` chains at L = 80 and 128 with ``molediff protein sample``'s default sampler (the
-L = 128 sampling timed), the Cartesian EGNN (``--baseline``, default the shipped ``protein_ca_egnn``, DPM-50), the
+L = 128 sampling timed), a Cartesian EGNN (``--baseline`` weights, DPM-50; the retired ``protein_ca_egnn`` is in
+git history, see BENCHMARKS.md), the training chains (every chain, and one per homology cluster), the
 held-out validation chains, and the two calibration rows of ``molediff.proteins.reference`` (80-residue windows of
 real chains rebuilt from their own angles at 3.80 Å; chains from independent real (θ, τ) pairs): Cα–Cα, helix +
 strand by P-SEA, W1 of bond angles and dihedrals to the held-out test chains, clashes and Rg/N^0.38, in one
@@ -246,11 +248,10 @@ def quality(args) -> None:
     from molediff.proteins.io import read_ca_traces, write_ca_trace
     from molediff.proteins.metrics import plot_distributions, score_chains
     from molediff.proteins.model import ProteinBackboneDiffusion
-    from molediff.proteins.sampling import MODEL_KINDS
-    from molediff.training.weights import load_model, pretrained_path
+    from molediff.training.weights import load_model
 
     torch.set_num_threads(args.threads)
-    checkpoint = args.checkpoint or pretrained_path(MODEL_KINDS["egnn"].shipped)
+    checkpoint = args.checkpoint
     model = load_model(ProteinBackboneDiffusion, checkpoint, device=args.device)
     test = load_proteins({"path": args.source, "split": "test"})
     valid = load_proteins({"path": args.source, "split": "valid"})
@@ -303,11 +304,10 @@ def denoising(args) -> None:
     from molediff.diffusion import predict_x0
     from molediff.proteins.data import load_proteins
     from molediff.proteins.model import ProteinBackboneDiffusion
-    from molediff.proteins.sampling import MODEL_KINDS
-    from molediff.training.weights import load_model, pretrained_path
+    from molediff.training.weights import load_model
 
     torch.set_num_threads(args.threads)
-    checkpoint = args.checkpoint or pretrained_path(MODEL_KINDS["egnn"].shipped)
+    checkpoint = args.checkpoint
     model = load_model(ProteinBackboneDiffusion, checkpoint).eval().double()
     valid = load_proteins({"path": args.source, "split": "valid"})
     chains = [valid[i].coords for i in range(len(valid))][:args.n]
@@ -364,6 +364,24 @@ def _calibration_source(source: str, which: str, n: int) -> list:
         return [train[i].coords for i in range(min(n, len(train)))]
     test, valid = _heldout(source)
     return valid + test
+
+
+def _training_rows(source: str, seed: int, epochs: int = 10) -> list[tuple[str, list]]:
+    """The training chains as reference rows: every chain once, and what ``data.balance: clusters`` trains on
+    (``ProteinSet.epoch_chains``: one chain per homology cluster, ``epochs`` epochs' draws pooled, so a chain
+    counts as often as it is visited). Empty when ``source`` holds no training chains (a held-out .npz)."""
+    from molediff.proteins.data import load_proteins
+
+    try:
+        train = load_proteins({"path": source, "split": "train"})
+    except ValueError:
+        return []
+    every = [train[i].coords for i in range(len(train))]
+    visits = np.concatenate([train.epoch_chains("clusters", seed, e) for e in range(epochs)])
+    clusters = len(np.unique(train.clusters))
+    return [(f"training chains ({len(train)}, each once)", every),
+            (f"training chains, one per homology cluster ({clusters} clusters, {epochs} epochs' draws)",
+             [every[int(i)] for i in visits])]
 
 
 def _sample_and_reread(model, L: int, n: int, seed: int, batch_size: int, sampling, folder: Path) -> tuple[list, float]:
@@ -449,6 +467,7 @@ def acceptance(args) -> None:
              rebuilt_windows(real, args.window, rng=rng)),
             (f"calibration: independent real (θ, τ) pairs, L = {args.window}",
              independent_angle_chains(real, args.window, args.calibration_chains, rng=rng))]
+    rows += _training_rows(args.source, args.seed)
     for name, chains in rows:
         results[name] = score_chains(chains, reference)
         lines.append(acceptance_row(name, results[name]))
@@ -581,7 +600,7 @@ def main() -> None:
     s.add_argument("--runs", nargs="+", default=[("ddpm", 1000), ("ddpm", 200), ("dpm2m", 50)],
                    type=lambda v: (v.split(":")[0], int(v.split(":")[1])), help="sampler:steps pairs")
     q = sub.add_parser("quality", help="sample a trained model and score it against held-out real chains")
-    q.add_argument("--checkpoint", default=None, help="weights or run directory (default: the shipped model)")
+    q.add_argument("--checkpoint", required=True, help="Cartesian EGNN weights or run directory")
     q.add_argument("--source", required=True, help="structure folder whose held-out splits are the real chains")
     q.add_argument("--lengths", type=int, nargs="+", default=[80, 128], help="chain lengths to sample")
     q.add_argument("-n", type=int, default=100, help="chains per length")
@@ -595,14 +614,14 @@ def main() -> None:
     q.add_argument("--json", default=None, help="also write the summaries as JSON")
     q.add_argument("--png", default=None, help="draw the distributions as a PNG")
     d = sub.add_parser("denoising", help="ε-MSE and the one-step x̂'s Cα–Cα by noise level on held-out chains")
-    d.add_argument("--checkpoint", default=None, help="weights or run directory (default: the shipped model)")
+    d.add_argument("--checkpoint", required=True, help="Cartesian EGNN weights or run directory")
     d.add_argument("--source", required=True, help="structure folder whose held-out validation chains are used")
     d.add_argument("-n", type=int, default=20, help="validation chains (at most all)")
     d.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     a = sub.add_parser("acceptance", help="issue 20's table: angle model, Cartesian EGNN, real and calibration rows")
     a.add_argument("--checkpoint", default=None, help="angle-model weights or run directory (default: shipped)")
-    a.add_argument("--baseline", default=None,
-                   help="Cartesian EGNN weights or run directory (default: shipped; 'none' leaves it out)")
+    a.add_argument("--baseline", default="none",
+                   help="Cartesian EGNN weights or run directory to compare with (default: none)")
     a.add_argument("--source", required=True,
                    help="structure folder (or prepared .npz) whose held-out splits are the real chains")
     a.add_argument("--lengths", type=int, nargs="+", default=[80, 128], help="chain lengths to sample")

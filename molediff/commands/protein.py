@@ -5,8 +5,8 @@
       structure, Rg / N^0.38, and with --reference the W1 distances of virtual bond angles and dihedrals. The
       PNG draws the reference, or by default the shipped held-out real chains, beside the chains.
   molediff protein sample --length L -n N -o DIR [--model angles|egnn] [--checkpoint W]
-      sample Cα traces with the shipped angle model (or the Cartesian EGNN model, or your own weights); one PDB
-      and one mmCIF file per chain.
+      sample Cα traces with the shipped angle model or your own weights (a Cartesian EGNN you trained: --model
+      egnn --checkpoint W); one PDB and one mmCIF file per chain.
 """
 
 from __future__ import annotations
@@ -44,15 +44,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
                             description="Sample Cα traces and write NAME.pdb and NAME.cif per chain into DIR, "
                                         f"with the shipped '{SHIPPED}' weights of the angle model unless "
                                         "--checkpoint names others (train your own with 'molediff train "
-                                        "configs/protein_angles_cpu.yaml'); --model egnn samples the Cartesian "
-                                        "Cα EGNN model ('protein_ca_egnn', configs/protein_cpu_small.yaml).")
+                                        "configs/protein_angles_cpu.yaml'); --model egnn --checkpoint W samples "
+                                        "a Cartesian Cα EGNN model you trained (task 'proteins'; its shipped "
+                                        "weights were retired).")
     sample.add_argument("--length", type=int, default=None,
                         help="residues per chain (default: drawn from the training length histogram)")
     sample.add_argument("-n", "--num-chains", type=int, default=10, help="number of chains")
     sample.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
     sample.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(MODEL_KINDS),
                         help="angles: virtual bond angles and dihedrals with every Cα–Cα at 3.80 Å; egnn: Cartesian "
-                             "Cα coordinates")
+                             "Cα coordinates (no shipped weights: give --checkpoint)")
     sample.add_argument("--checkpoint", default=None,
                         help="exported .safetensors weights or a training run/checkpoint directory of the --model "
                              "(default: its shipped weights, " + ", ".join(

@@ -3,7 +3,8 @@
 The chains are the protein task's (``ProteinDataConfig``: the same folder, length range and homology split).
 Each epoch, a chain longer than ``model.max_length`` residues (FoldingDiff: 128) contributes one random
 window of that many consecutive residues, drawn afresh per (seed, epoch), so over the epochs the model sees
-every part of every long chain; shorter chains are used whole.
+every part of every long chain; shorter chains are used whole. With ``data.balance: clusters`` an epoch visits
+one chain per homology cluster (``ProteinSet.epoch_chains``).
 """
 
 from __future__ import annotations
@@ -42,11 +43,13 @@ class ProteinAngleTask(ProteinTask):
         of an epoch are fixed by (seed, epoch), so a resumed run sees the same data."""
         from ..data.batching import size_bucketed_batches
 
-        lengths = self.dataset.lengths
+        chosen = self.dataset.epoch_chains(self.balance, seed, epoch)
+        lengths = self.dataset.lengths[chosen]
         starts = crop_windows(lengths, self.window, np.random.default_rng([seed, epoch, 20]))
         cropped = np.minimum(lengths, self.window)
         for idx in size_bucketed_batches(cropped, batch_size, seed, epoch, rank, world_size):
-            yield collate_chains([self.dataset[int(i)].coords[starts[i]:starts[i] + self.window] for i in idx])
+            yield collate_chains([self.dataset[int(chosen[i])].coords[starts[i]:starts[i] + self.window]
+                                  for i in idx])
 
 
 def build_task(config) -> ProteinAngleTask:
@@ -60,7 +63,8 @@ def build_task(config) -> ProteinAngleTask:
     if data.min_length < MIN_LENGTH:
         raise ValueError(f"data.min_length must be >= {MIN_LENGTH} (a chain needs a dihedral), got {data.min_length}")
     dataset = load_proteins(data)
+    dataset.epoch_chains(data.balance, 0, 0)   # a set without cluster labels fails here, not at the first batch
     if not model_cfg.length_histogram:
         hist = size_histogram(np.minimum(dataset.lengths, model_cfg.max_length))
         model_cfg = ProteinAngleConfig.from_dict({**model_cfg.to_dict(), "length_histogram": hist})
-    return ProteinAngleTask(model=ProteinAngleDiffusion(model_cfg), dataset=dataset)
+    return ProteinAngleTask(model=ProteinAngleDiffusion(model_cfg), dataset=dataset, balance=data.balance)

@@ -20,7 +20,10 @@ from .io import ProteinChain, read_chains, structure_files
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+BALANCES = ("none", "clusters")
+"""``ProteinDataConfig.balance``'s values."""
+
+CACHE_VERSION = 2   # 2: the homology cluster of each chain is stored
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,11 @@ class ProteinDataConfig:
         duplicate_identity: identity at which the shorter of two chains is a near-duplicate and is dropped.
         valid_fraction, test_fraction: fractions of (deduplicated) chains in the valid and test splits.
         seed: orders the clusters for the split.
+        balance: which chains an epoch of training visits. ``none``: every chain once. ``clusters``: one chain
+            drawn at random from each homology cluster (at ``identity``), so a family with many members (in
+            Docking Benchmark 5.5, 124 antibody chains in one cluster, 37 % of the training chains) weighs as
+            much as a family of one, as in the non-redundant CATH 40 % set FoldingDiff trains on and
+            AlphaFold's cluster sampling; over the epochs every chain is still used.
         cache: keep the parsed chains as ``.npz`` in ``molediff.utils.cache_dir()``.
     """
 
@@ -53,6 +61,7 @@ class ProteinDataConfig:
     valid_fraction: float = 0.05
     test_fraction: float = 0.1
     seed: int = 0
+    balance: str = "none"
     cache: bool = True
 
     def __post_init__(self):
@@ -61,6 +70,8 @@ class ProteinDataConfig:
         if not 1 <= self.min_length <= self.max_length:
             raise ValueError(f"need 1 <= data.min_length <= data.max_length, got {self.min_length}, "
                              f"{self.max_length}")
+        if self.balance not in BALANCES:
+            raise ValueError(f"data.balance must be one of {', '.join(BALANCES)}, got {self.balance!r}")
         if self.on_break not in ("drop", "split"):
             raise ValueError(f"data.on_break must be 'drop' or 'split', got {self.on_break!r}")
         if not (0 < self.identity <= 1 and 0 < self.duplicate_identity <= 1):
@@ -75,13 +86,15 @@ class ProteinDataConfig:
 @dataclass
 class ProteinSet:
     """Chains stored compactly: ``coords`` [ΣL, 3] float32 Å, ``offsets`` [M + 1] int64, ``sequences`` and
-    ``names`` (``file:chain``) [M]; ``split`` [M] of ``train``/``valid``/``test`` (empty before splitting)."""
+    ``names`` (``file:chain``) [M]; ``split`` [M] of ``train``/``valid``/``test`` and ``clusters`` [M] int64,
+    the homology cluster label of each chain (``homology.homology_clusters``; both empty before splitting)."""
 
     coords: np.ndarray
     offsets: np.ndarray
     sequences: list[str]
     names: list[str]
     split: list[str] = field(default_factory=list)
+    clusters: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     @classmethod
     def from_chains(cls, chains: Sequence[ProteinChain]) -> ProteinSet:
@@ -108,6 +121,8 @@ class ProteinSet:
         out = ProteinSet.from_chains(chains)
         if self.split:
             out.split = [self.split[int(i)] for i in indices]
+        if len(self.clusters):
+            out.clusters = self.clusters[np.asarray(indices, dtype=np.int64)]
         return out
 
     def select(self, split: str) -> ProteinSet:
@@ -119,17 +134,41 @@ class ProteinSet:
         return self.subset([i for i, s in enumerate(self.split) if s == split])
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write as ``.npz`` atomically (coordinates, offsets, sequences, names, split); ``load`` needs numpy
-        alone."""
+        """Write as ``.npz`` atomically (coordinates, offsets, sequences, names, split, clusters); ``load``
+        needs numpy alone."""
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez_compressed(f, coords=self.coords, offsets=self.offsets, sequences=np.array(self.sequences),
-                                names=np.array(self.names), split=np.array(self.split))
+                                names=np.array(self.names), split=np.array(self.split),
+                                clusters=np.asarray(self.clusters, dtype=np.int64))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ProteinSet:
+        """A set written by ``save`` (one written before clusters were stored reads with empty ``clusters``)."""
         with np.load(path, allow_pickle=False) as z:
+            clusters = z["clusters"].astype(np.int64) if "clusters" in z.files else np.zeros(0, dtype=np.int64)
             return cls(z["coords"].astype(np.float32), z["offsets"].astype(np.int64),
-                       [str(s) for s in z["sequences"]], [str(s) for s in z["names"]], [str(s) for s in z["split"]])
+                       [str(s) for s in z["sequences"]], [str(s) for s in z["names"]], [str(s) for s in z["split"]],
+                       clusters)
+
+    def epoch_chains(self, balance: str, seed: int, epoch: int) -> np.ndarray:
+        """The chains [K] int64 (ascending indices) one training epoch visits, fixed by (seed, epoch):
+        every chain for ``balance="none"``; for ``"clusters"`` one chain per homology cluster, drawn uniformly
+        among its members (see ``ProteinDataConfig.balance``). ValueError for an unknown ``balance`` or a set
+        without cluster labels."""
+        if balance == "none":
+            return np.arange(len(self), dtype=np.int64)
+        if balance != "clusters":
+            raise ValueError(f"balance must be one of {', '.join(BALANCES)}, got {balance!r}")
+        if len(self.clusters) != len(self):
+            raise ValueError("this protein set has no homology cluster labels (prepared before they were stored); "
+                             "prepare it again from the structure files")
+        rng = np.random.default_rng([seed, epoch, 21])
+        _, members = np.unique(self.clusters, return_inverse=True)
+        # A uniform member of each cluster: the member with the smallest random key.
+        keys = rng.random(len(self))
+        order = np.lexsort((keys, members))
+        first = np.concatenate([[True], members[order][1:] != members[order][:-1]])
+        return np.sort(order[first]).astype(np.int64)
 
 
 
@@ -218,6 +257,7 @@ def load_proteins(config: ProteinDataConfig | dict, show_progress: bool = False)
         full = ProteinSet.from_chains(unique)
         clusters = homology_clusters(full.sequences, cfg.identity, pairs)
         full.split = split_by_clusters(clusters, cfg.valid_fraction, cfg.test_fraction, cfg.seed)
+        full.clusters = clusters
         counts = Counter(full.split)
         log.info("%d homology clusters at %.0f%% identity; split train %d, valid %d, test %d",
                  len(np.unique(clusters)), 100 * cfg.identity, counts["train"], counts["valid"], counts["test"])

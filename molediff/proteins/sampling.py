@@ -4,8 +4,9 @@ one-line errors (what ``molediff protein sample`` and the benchmarks use).
 * ``angles`` (default): ``ProteinAngleDiffusion`` (``proteins.angle_model``), virtual bond angles and dihedrals
   on the torus with every Cα–Cα at 3.80 Å (FoldingDiff, Wu et al. 2022); shipped as
   ``molediff/pretrained/protein_ca_angles.safetensors``.
-* ``egnn``: ``ProteinBackboneDiffusion`` (``proteins.model``), Cartesian Cα coordinates with an EGNN; shipped as
-  ``protein_ca_egnn.safetensors``. Kept until a measured comparison says whether it has a use left.
+* ``egnn``: ``ProteinBackboneDiffusion`` (``proteins.model``), Cartesian Cα coordinates with an EGNN, for weights
+  you train yourself (task ``proteins``): its shipped weights ``protein_ca_egnn`` were retired in session 13,
+  when issue 20's side-by-side comparison left them no measured use (BENCHMARKS.md).
 
 Both classes offer ``sample_chains(lengths, seeds, batch_size, show_progress, sampler=, steps=, …)``,
 ``sample_lengths`` and ``config.max_length``.
@@ -60,9 +61,10 @@ class ProteinModelKind:
 MODEL_KINDS = {
     # DDPM with 100 of the T = 1000 steps: one step of 100 chains of L = 128 takes about 0.7 s on one CPU
     # thread (4 x 128 transformer), so all 1000 steps would take over 10 minutes against issue 20's 60 s.
-    # γ = 0.9 and the chain guide: chosen on the validation chains (BENCHMARKS.md, issue 20, session 12).
+    # The chain guide (session 12) and γ = 0.925 (session 13, for the cluster-balanced weights): chosen on the
+    # validation chains (BENCHMARKS.md, issue 20).
     "angles": ProteinModelKind("angles", "protein_ca_angles", "ProteinAngleDiffusion", 4, "ddpm", 100,
-                               "angle model (virtual bond angles and dihedrals)", noise_scale=0.9, guided=True),
+                               "angle model (virtual bond angles and dihedrals)", noise_scale=0.925, guided=True),
     "egnn": ProteinModelKind("egnn", "protein_ca_egnn", "ProteinBackboneDiffusion", 2, "ddpm", None,
                              "Cartesian Cα EGNN model"),
 }

@@ -50,6 +50,7 @@ class ProteinTask:
 
     model: ProteinBackboneDiffusion
     dataset: ProteinSet
+    balance: str = "none"   # ProteinDataConfig.balance
 
     def loss(self, model: nn.Module, batch: ChainBatch) -> tuple[torch.Tensor, dict[str, float]]:
         device = next(model.parameters()).device
@@ -62,8 +63,9 @@ class ProteinTask:
         [B, N, N] edges cost the square of the longest chain of a batch."""
         from ..data.batching import size_bucketed_batches
 
-        for idx in size_bucketed_batches(self.dataset.lengths, batch_size, seed, epoch, rank, world_size):
-            yield collate_chains([self.dataset[int(i)].coords for i in idx])
+        chosen = self.dataset.epoch_chains(self.balance, seed, epoch)
+        for idx in size_bucketed_batches(self.dataset.lengths[chosen], batch_size, seed, epoch, rank, world_size):
+            yield collate_chains([self.dataset[int(chosen[i])].coords for i in idx])
 
     def evaluate(self, model: nn.Module, step: int) -> dict[str, float]:
         return {}
@@ -81,7 +83,8 @@ def build_task(config) -> ProteinTask:
     if data.max_length > model_cfg.max_length:
         raise ValueError(f"data.max_length {data.max_length} exceeds model.max_length {model_cfg.max_length}")
     dataset = load_proteins(data)
+    dataset.epoch_chains(data.balance, 0, 0)   # a set without cluster labels fails here, not at the first batch
     if not model_cfg.length_histogram:
         model_cfg = ProteinBackboneConfig.from_dict({**model_cfg.to_dict(),
                                                      "length_histogram": length_histogram(dataset)})
-    return ProteinTask(model=ProteinBackboneDiffusion(model_cfg), dataset=dataset)
+    return ProteinTask(model=ProteinBackboneDiffusion(model_cfg), dataset=dataset, balance=data.balance)

@@ -1,12 +1,13 @@
-"""One self-contained Cα backbone job for a lent GPU, for either protein model, in three stages. ``run --model``
-names the model as ``molediff protein sample`` does (``molediff.proteins.sampling.MODEL_KINDS``); without it the
-model is the one whose task ``--config`` names, and without either the angle model:
+"""One self-contained Cα backbone job for a lent GPU, in three stages. ``run --model`` names the model as
+``molediff protein sample`` does (``molediff.proteins.sampling.MODEL_KINDS``); without it the model is the one
+whose task ``--config`` names, and without either the angle model:
 
 * ``angles`` (default): ``ProteinAngleDiffusion``, virtual bond angles and dihedrals on the torus, task
   ``protein_angles``, config ``configs/protein_angles_gpu.yaml`` (the architecture of
   ``configs/protein_angles_cpu.yaml`` and of the shipped ``protein_ca_angles``, so ``--init`` continues it);
-* ``egnn``: ``ProteinBackboneDiffusion``, Cartesian Cα coordinates with an EGNN, task ``proteins``, config
-  ``configs/protein_gpu.yaml``.
+* ``egnn``: ``ProteinBackboneDiffusion``, Cartesian Cα coordinates with an EGNN, task ``proteins``. Its shipped
+  weights and configs were retired (issue 20), so it has no default config: pass ``--config`` (e.g. a copy of
+  ``configs/protein_tiny_test.yaml`` grown to size).
 
 Both train on the same prepared chains, so one ``prepare`` serves both, and ``score`` reads either's samples.
 
@@ -18,17 +19,18 @@ shipped weights are tracked, so they travel with the tree):
                  "--minutes 6 --samples 100 --out $OUT 2>&1 | tee $OUT/log.txt",
         carry=["gpu_data/proteins.npz"], timeout_s=540)
 
-Six minutes of training and about a minute around it (imports, data, sampling 2 x 100 chains with all 1,000
-DDPM steps, export) leave room in a 15-minute device budget for a machine start and a shorter rerun. ``tee``
-brings the log back even if the command is killed at its limit. A second call on the same warm machine resumes
-from the run directory (``gpu_data/protein_angles_run``, kept there between calls); a later session starts from
+Six minutes of training and about a minute around it (imports, data, sampling 2 x 100 chains as ``protein
+sample`` does by default, export) leave room in a 15-minute device budget for a machine start and a shorter
+rerun. ``tee`` brings the log back even if the command is killed at its limit. A second call on the same warm
+machine resumes from the run directory (``gpu_data/protein_angles_run``, kept there between calls); a later
+session starts from
 the returned weights instead (copy them over the shipped file, as the model card's CPU continuation does, and
 pass that as ``--init``). The cosine learning rate decays over the config's ``steps`` (an upper bound); once a
 call has measured steps/s, ``--train-steps`` (the total reachable in the budget) makes it reach 0 at the end.
 
 1. ``prepare`` (CPU, here; biotite): read, deduplicate and split the structure folder exactly as the ``proteins``
    and ``protein_angles`` tasks do (``molediff.proteins.data``: 30 % identity clusters, the data section of
-   ``configs/protein_angles_cpu.yaml`` and ``configs/protein_cpu_small.yaml``), and write the training and
+   ``configs/protein_angles_cpu.yaml``), and write the training and
    validation chains (not the test chains: they stay here as the held-out reference) as one compact
    ``ProteinSet`` .npz (Cα coordinates, sequences, offsets, names, split labels; proteins-db55: 331 train and
    20 valid chains, 0.58 MiB) that travels with the tree (``gpu_data/`` is git-ignored; carry it). The angle
@@ -42,12 +44,14 @@ call has measured steps/s, ``--train-steps`` (the total reachable in the budget)
    asks, as both GPU configs do; TF32; EMA) for ``--minutes`` of wall time (at most 9), resuming from
    ``--run-dir`` or starting from ``--init`` weights, export the EMA weights (``--precision``, fp32 by default:
    2.3 MB for the angle model), named as the shipped file, sample ``--samples`` chains at each of ``--lengths``
-   (80 and 128) and write everything into ``--out`` (the device tool's $OUT): the weights, samples.npz,
+   (80 and 128), as ``molediff protein sample`` samples them unless ``--sampler``/``--steps`` say otherwise
+   (``proteins.sampling.sampling_for``: for the angle model its DDPM, noise scale and chain guide), and write
+   everything into ``--out`` (the device tool's $OUT): the weights, samples.npz,
    metrics.jsonl and report.json (steps, loss, training and sampling chains/s, peak GPU memory, numpy-only
    geometry of the samples).
 
-       python scripts/gpu/train_proteins.py run --model egnn --data gpu_data/proteins.npz --minutes 8 \
-           --samples 100 --out $OUT [--init molediff/pretrained/protein_ca_egnn.safetensors]
+       python scripts/gpu/train_proteins.py run --model egnn --config MY_EGNN.yaml --data gpu_data/proteins.npz \
+           --minutes 8 --samples 100 --out $OUT
 
 3. ``score`` (CPU, here; biotite): the samples → one PDB file per chain, and the ``molediff protein score``
    metrics (overall and per length), with W1 distances against the held-out test chains of ``--source``
@@ -84,7 +88,7 @@ import job_report as job  # noqa: E402  (puts the tree's molediff on sys.path)
 MAX_MINUTES = 9.0
 MODELS = {  # --model -> (its training task, default config, default run directory)
     "angles": ("protein_angles", "configs/protein_angles_gpu.yaml", "gpu_data/protein_angles_run"),
-    "egnn": ("proteins", "configs/protein_gpu.yaml", "gpu_data/protein_run"),
+    "egnn": ("proteins", None, "gpu_data/protein_run"),   # retired shipped model: no default config
 }
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -153,7 +157,7 @@ def _model_of(args) -> str:
 
 
 def run(args) -> None:
-    from molediff.proteins.sampling import MODEL_KINDS, load_protein_model
+    from molediff.proteins.sampling import MODEL_KINDS, load_protein_model, sampling_for
     from molediff.training import export_weights
 
     started = time.perf_counter()
@@ -161,6 +165,9 @@ def run(args) -> None:
     try:
         args.model = _model_of(args)
         task, default_config, default_run_dir = MODELS[args.model]
+        if args.config is None and default_config is None:
+            raise ValueError(f"--model {args.model} has no default config (its shipped model was retired): "
+                             "pass --config")
         args.config = args.config or str(job.ROOT / default_config)   # the tree's config, from any folder
         run_dir = Path(args.run_dir or default_run_dir)
         training = job.JobRun(args, task, run_dir, data={"path": str(args.data), "split": "train"})
@@ -178,11 +185,13 @@ def run(args) -> None:
     # the exported file as `molediff protein sample --model M --checkpoint FILE` reads it, sampled in fp32 (with
     # --bf16-sampling under bf16 autocast)
     model = load_protein_model(args.model, weights, device=str(device)).to(torch.float32)
+    # as `protein sample` samples (its noise scale and guide), with --sampler/--steps when given
+    how = sampling_for(args.model, model.schedule.T, args.sampler, args.steps)
     lengths = [int(n) for n in args.lengths for _ in range(args.samples)]
     with job.Stopwatch(device) as sampling, \
             torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and args.bf16_sampling):
         chains = model.sample_chains(lengths, seeds=range(len(lengths)), batch_size=args.sample_batch,
-                                     sampler=args.sampler, steps=args.steps)
+                                     **how.options())
     sample_s = sampling.seconds
     coords = np.zeros((len(chains), max(lengths), 3), np.float32)
     for i, c in enumerate(chains):
@@ -193,8 +202,9 @@ def run(args) -> None:
     report = {
         "model": args.model, "model_class": type(model).__name__, **training.facts(model, "chains"),
         "weights": {"file": weights.name, "precision": args.precision, "mib": weights.stat().st_size / 2**20},
-        "sample_wall_s": sample_s, "samples": len(chains), "lengths": list(args.lengths), "sampler": args.sampler,
-        "steps": args.steps or model.schedule.T, "bf16_sampling": device.type == "cuda" and args.bf16_sampling,
+        "sample_wall_s": sample_s, "samples": len(chains), "lengths": list(args.lengths),
+        "sampler": how.label(model.schedule.T), "steps": how.steps or model.schedule.T,
+        "bf16_sampling": device.type == "cuda" and args.bf16_sampling,
         "sampling_chains_per_s": len(chains) / sample_s,
         "geometry": {L: _geometry([c for c in finite if len(c) == L]) for L in args.lengths
                      if any(len(c) == L for c in finite)},
@@ -267,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--data", required=True, help="proteins.npz from the prepare stage")
     b.add_argument("--config", default=None,
                    help="training config (YAML) of the model's task (default, in this tree: " + ", ".join(
-                       f"{m}: {c}" for m, (_, c, _) in sorted(MODELS.items())) + ")")
+                       f"{m}: {c or 'none, pass one'}" for m, (_, c, _) in sorted(MODELS.items())) + ")")
     b.add_argument("--run-dir", default=None,
                    help="checkpoints and metrics of the run; a second call resumes from it (default: " + ", ".join(
                        f"{m}: {d}" for m, (_, _, d) in sorted(MODELS.items())) + ")")

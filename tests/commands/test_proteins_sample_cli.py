@@ -123,7 +123,7 @@ def test_corrupt_or_foreign_checkpoints_fail_in_one_line(tmp_path, weights, caps
 def test_the_guide_and_noise_scale_are_the_angle_models_defaults_and_can_be_turned_off(tmp_path, weights, capsys):
     base = ["protein", "sample", "--checkpoint", str(weights["angles"]), "--length", "16", "-n", "1",
             "--steps", "3"]
-    runs = {"default": [], "explicit": ["--guide", "--noise-scale", "0.9"], "no-guide": ["--no-guide"],
+    runs = {"default": [], "explicit": ["--guide", "--noise-scale", "0.925"], "no-guide": ["--no-guide"],
             "gamma 1": ["--noise-scale", "1"]}
     text = {}
     for name, flags in runs.items():

@@ -16,7 +16,7 @@ from molediff.proteins.angle_model import AngleTransformer, ProteinAngleConfig, 
 from molediff.proteins.angle_training import ProteinAngleTask, crop_windows
 from molediff.proteins.angles import angle_mask, bond_lengths, chain_to_angles
 from molediff.proteins.data import ProteinSet
-from molediff.proteins.io import read_chains
+from molediff.proteins.io import ProteinChain, read_chains
 from molediff.proteins.training import collate_chains
 
 FIXTURES = DATA / "proteins" / "real"
@@ -141,6 +141,22 @@ def test_the_task_crops_long_chains_to_random_windows():
         assert (d > 2.8).all() and (d <= 4.2).all()
     loss, logged = task.loss(task.model, first[0])
     assert loss.ndim == 0 and np.isfinite(logged["loss"])
+
+
+def test_a_balanced_task_sees_one_chain_per_cluster_each_epoch():
+    chains, _, _ = read_chains(FIXTURES, min_length=40, max_length=1000)
+    # 16 chains in 4 clusters; a chain's length (40 + 2 × its cluster) tells its cluster
+    pieces = [ProteinChain(c.coords[:40 + 2 * (k % 4)], c.sequence[:40 + 2 * (k % 4)], c.source, c.chain_id)
+              for k, c in enumerate(chains[:1] * 16)]
+    dataset = ProteinSet.from_chains(pieces)
+    dataset.clusters = np.tile(np.arange(4), 4)
+    task = ProteinAngleTask(model=_model(), dataset=dataset, balance="clusters")
+    for epoch in range(3):
+        seen = sorted(int(n) for b in task.batches(0, epoch, 0, 1, 2) for n in b.mask.sum(1))
+        assert seen == [40, 42, 44, 46]                               # one chain of each cluster
+    everything = [n for b in ProteinAngleTask(model=_model(), dataset=dataset).batches(0, 0, 0, 1, 2)
+                  for n in b.mask.sum(1)]
+    assert len(everything) == 16
 
 
 def _tiny_config(tmp_path, out: str) -> Path:

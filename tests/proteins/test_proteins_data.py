@@ -141,7 +141,53 @@ def test_load_proteins_splits_caches_and_round_trips(tmp_path):
     assert again.names == everything.names and again.sequences == everything.sequences
     np.testing.assert_array_equal(again.coords, everything.coords)
     np.testing.assert_array_equal(again.offsets, everything.offsets)
+    np.testing.assert_array_equal(again.clusters, everything.clusters)
     assert len(again[0]) == again.lengths[0]
+    # every homology cluster lies in one split, and a subset keeps its chains' labels
+    assert len(everything.clusters) == len(everything)
+    for c in np.unique(everything.clusters):
+        assert len({s for s, k in zip(everything.split, everything.clusters) if k == c}) == 1
+    np.testing.assert_array_equal(everything.subset([2, 0]).clusters, everything.clusters[[2, 0]])
+
+
+def _clustered_set(clusters) -> ProteinSet:
+    chains, _, _ = read_chains(FIXTURES)
+    picked = ProteinSet.from_chains([chains[i % len(chains)] for i in range(len(clusters))])
+    picked.clusters = np.asarray(clusters, dtype=np.int64)
+    return picked
+
+
+def test_balanced_epochs_take_one_uniform_member_of_each_cluster(tmp_path):
+    clusters = [7, 7, 7, 2, 5, 5, 9, 7, 2]           # four clusters; cluster 7 has four members
+    s = _clustered_set(clusters)
+    np.testing.assert_array_equal(s.epoch_chains("none", 0, 0), np.arange(9))
+    counts = np.zeros(9)
+    for epoch in range(2000):
+        chosen = s.epoch_chains("clusters", 3, epoch)
+        assert sorted(s.clusters[chosen].tolist()) == [2, 5, 7, 9] and (np.diff(chosen) > 0).all()
+        counts[chosen] += 1
+    np.testing.assert_array_equal(s.epoch_chains("clusters", 3, 11), s.epoch_chains("clusters", 3, 11))
+    # each member is drawn with probability 1 / (its cluster's size): binomial 2000 draws, 5 sigma
+    expected = 2000 / np.array([4, 4, 4, 2, 2, 2, 1, 4, 2])
+    sigma = np.sqrt(expected * (1 - expected / 2000))
+    assert (np.abs(counts - expected) <= 5 * sigma + 1e-9).all(), counts
+    s.save(tmp_path / "c.npz")
+    np.testing.assert_array_equal(ProteinSet.load(tmp_path / "c.npz").clusters, s.clusters)
+
+
+def test_balance_needs_cluster_labels_and_a_known_value(tmp_path):
+    unlabelled = _clustered_set([0, 1])
+    unlabelled.clusters = np.zeros(0, dtype=np.int64)
+    with pytest.raises(ValueError, match="no homology cluster labels"):
+        unlabelled.epoch_chains("clusters", 0, 0)
+    with pytest.raises(ValueError, match="balance must be one of none, clusters"):
+        unlabelled.epoch_chains("families", 0, 0)
+    with pytest.raises(ValueError, match="data.balance"):
+        ProteinDataConfig(path="x", balance="families")
+    # a set saved before clusters were stored reads with empty labels
+    np.savez(tmp_path / "old.npz", coords=unlabelled.coords, offsets=unlabelled.offsets,
+             sequences=np.array(unlabelled.sequences), names=np.array(unlabelled.names), split=np.array([]))
+    assert len(ProteinSet.load(tmp_path / "old.npz").clusters) == 0
 
 
 def test_config_errors_name_the_key():

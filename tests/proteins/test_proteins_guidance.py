@@ -106,9 +106,9 @@ def test_guided_sampling_depends_on_the_seed_alone_and_differs_from_unguided():
 
 def test_sampling_options_take_the_kinds_defaults_and_refuse_what_cannot_work():
     angles = sampling_for("angles", 1000)
-    assert angles == ProteinSampling("ddpm", 100, 0.9, ChainGuide())
-    assert angles.options() == {"sampler": "ddpm", "steps": 100, "noise_scale": 0.9, "chain_guide": ChainGuide()}
-    assert angles.label(1000) == "ddpm-100, γ 0.9, guided"
+    assert angles == ProteinSampling("ddpm", 100, 0.925, ChainGuide())
+    assert angles.options() == {"sampler": "ddpm", "steps": 100, "noise_scale": 0.925, "chain_guide": ChainGuide()}
+    assert angles.label(1000) == "ddpm-100, γ 0.925, guided"
     assert sampling_for("angles", 50).steps == 50                       # a model with fewer steps: all of them
     assert sampling_for("angles", 1000, guided=False, noise_scale=1.0).options() == {
         "sampler": "ddpm", "steps": 100, "noise_scale": 1.0}

@@ -165,7 +165,7 @@ def test_sample_defaults_to_the_shipped_weights_and_says_when_there_are_none(tmp
     with pytest.raises(SystemExit):
         main(["protein", "sample", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "shipped 'protein_ca_angles' weights of the angle model" in text and "egnn: 'protein_ca_egnn'" in text
+    assert "shipped 'protein_ca_angles' weights of the angle model" in text and "shipped weights were retired" in text
     monkeypatch.setattr(utils, "PRETRAINED_DIR", tmp_path)   # an installation without the shipped files
     for model in ("angles", "egnn"):
         assert main(["protein", "sample", "--model", model, "-n", "1", "-o", str(tmp_path / "out")]) == 1

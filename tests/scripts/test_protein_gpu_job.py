@@ -22,7 +22,7 @@ from molediff.pointcloud import size_histogram
 from molediff.proteins.angle_model import ProteinAngleConfig, ProteinAngleDiffusion
 from molediff.proteins.data import ProteinChain, ProteinSet, load_proteins
 from molediff.proteins.model import ProteinBackboneDiffusion
-from molediff.proteins.sampling import load_protein_model
+from molediff.proteins.sampling import load_protein_model, sampling_for
 from molediff.training import list_checkpoints
 from molediff.training.config import load_config
 from molediff.training.weights import load_model
@@ -96,7 +96,7 @@ def test_prepared_npz_is_read_with_numpy_alone(tmp_path):
 def test_prepare_keeps_the_train_and_valid_chains_of_the_cpu_tasks_split(prepared):
     chains = ProteinSet.load(prepared)
     assert sorted(set(chains.split)) == ["train", "valid"]             # the test chains stay here
-    for config in ("protein_angles_cpu.yaml", "protein_cpu_small.yaml"):   # what `molediff train` reads
+    for config in ("protein_angles_cpu.yaml",):                        # what `molediff train` reads
         data = load_config(ROOT / "configs" / config).data
         for split in ("train", "valid"):
             cpu = load_proteins({**data, "path": str(STRUCTURES), "split": split})
@@ -127,6 +127,8 @@ def test_run_refuses_bad_options_before_training(job, prepared, tmp_path):
         job.main([*common, "--config", str(ROOT / "configs" / "toy.yaml")])
     with pytest.raises(SystemExit, match=r"--lengths must lie in 4\.\.48 for this angle model .*, got \[30, 49\]"):
         job.main([*common, "--config", str(ANGLES_TINY), "--lengths", "30", "49"])
+    with pytest.raises(SystemExit, match="--model egnn has no default config .*: pass --config"):
+        job.main([*common, "--model", "egnn"])
     with pytest.raises(SystemExit, match=r"--minutes must lie in \(0, 9\]"):
         job.main([*common, "--minutes", "10"])
     with pytest.raises(SystemExit, match="--samples must be at least 1"):
@@ -161,8 +163,9 @@ def test_angle_job_trains_exports_fp32_samples_and_resumes_without_biotite(prepa
     # in the same batches (float32 rounding that depends on the padding grows through 4 DDPM steps otherwise)
     samples = np.load(tmp_path / "out" / "samples.npz")
     assert samples["lengths"].tolist() == [30, 30, 48, 48] and samples["coords"].shape == (4, 48, 3)
+    assert report["sampler"] == "ddpm-4, γ 0.925, guided"                 # protein sample's noise scale and guide
     again = load_protein_model("angles", weights).sample_chains([30, 30, 48, 48], seeds=range(4), batch_size=3,
-                                                                  sampler="ddpm", steps=4)
+                                                                  **sampling_for("angles", 1000, "ddpm", 4).options())
     for i, chain in enumerate(again):
         assert np.allclose(samples["coords"][i, :len(chain)], chain, atol=1e-5)
     assert (samples["coords"][:2, 30:] == 0).all()
@@ -179,7 +182,9 @@ def test_angle_gpu_config_continues_the_shipped_weights(prepared, tmp_path):
     """configs/protein_angles_gpu.yaml with ``--init`` the shipped model, one step on CPU: the exported EMA weights
     are the shipped ones moved by one warm-up step, far from a fresh model's."""
     chains = ProteinSet.load(prepared)
-    chains.subset(list(range(len(chains))) * 5).save(tmp_path / "proteins.npz")   # 75 train chains: a batch of 64
+    copies = chains.subset(list(range(len(chains))) * 5)       # 75 train chains: a batch of 64
+    copies.clusters = np.arange(len(copies))                    # the config draws one chain per cluster
+    copies.save(tmp_path / "proteins.npz")
     shipped = pretrained_path("protein_ca_angles")
     done = run_job("run", "--data", str(tmp_path / "proteins.npz"), "--init", str(shipped), "--train-steps", "1",
                    "--run-dir", str(tmp_path / "run"), "--minutes", "2", "--samples", "1", "--lengths", "40",

@@ -60,7 +60,7 @@ def test_acceptance_table_has_every_row_and_metric(bench, weights, tmp_path, mon
     names = [line.split("|")[1].strip() for line in table[1:]]
     assert names[0] == "**target** (issue 20)" and len(names) == 10
     assert [n.rsplit("L = ", 1)[-1] for n in names[1:7]] == ["12", "20"] * 3
-    assert names[1].startswith("angle model (angles.safetensors, ddpm-3, γ 0.9, guided)")   # protein sample's
+    assert names[1].startswith("angle model (angles.safetensors, ddpm-3, γ 0.925, guided)")   # protein sample's
     assert names[3].startswith("angle model without guide, γ 1 (angles.safetensors, ddpm-3)")
     assert names[5].startswith("Cartesian EGNN (egnn.safetensors, dpm2m-3)")
     del names[3:5]                                          # the rows below are as without --unguided
@@ -78,6 +78,20 @@ def test_acceptance_table_has_every_row_and_metric(bench, weights, tmp_path, mon
     assert all(line.split("|")[-2].strip() != "-" for line in table[2:8])
     assert all(line.split("|")[-2].strip() == "-" for line in table[8:])
     assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_training_rows_count_each_cluster_once_per_epoch(bench, tmp_path):
+    held = ProteinSet.load(HELDOUT_PATH)
+    assert bench._training_rows(str(HELDOUT_PATH), 0) == []               # no training chains: no rows
+    labelled = held.subset(range(8))
+    labelled.split, labelled.clusters = ["train"] * 8, np.array([0, 0, 0, 0, 1, 2, 2, 3])
+    labelled.save(tmp_path / "t.npz")
+    (every_name, every), (balanced_name, balanced) = bench._training_rows(str(tmp_path / "t.npz"), 0, epochs=5)
+    assert len(every) == 8 and "(8, each once)" in every_name
+    assert len(balanced) == 4 * 5 and "(4 clusters, 5 epochs' draws)" in balanced_name
+    ids = {id(c): k for k, c in enumerate(every)}
+    drawn = np.array([ids[id(c)] for c in balanced])
+    assert np.bincount(labelled.clusters[drawn]).tolist() == [5, 5, 5, 5]
 
 
 def test_lever_profile_and_heldout_export(bench, weights, tmp_path, monkeypatch, capsys):

@@ -20,7 +20,7 @@ from molediff.molecules.model import MoleculeDiffusion
 from molediff.training import checkpoint
 from molediff.utils import pretrained_path, shipped_weights
 
-SHIPPED = {"cifar10_unet_small", "cifarnet", "conformer_refiner", "protein_ca_angles", "protein_ca_egnn", "qm9_bonds",
+SHIPPED = {"cifar10_unet_small", "cifarnet", "conformer_refiner", "protein_ca_angles", "qm9_bonds",
            "qm9_egnn"}
 
 
@@ -97,7 +97,7 @@ def test_stored_metadata_is_read_once_per_load(tmp_path, monkeypatch):
     weights.load_model(MoleculeDiffusion, "qm9_egnn")
     assert len(opened) == 1
     opened.clear()
-    load_protein_model("egnn")   # the kind is checked from the same reading
+    load_protein_model("angles")   # the kind is checked from the same reading
     assert len(opened) == 1
     # a checkpoint: its state.json once
     from molediff.training.toy import ToyMLP, ToyMLPConfig
