@@ -184,9 +184,10 @@ def load_prepared(cfg: ProteinDataConfig) -> ProteinSet:
     except (KeyError, ValueError, OSError) as e:
         raise ValueError(f"{cfg.path} is not a prepared protein set (ProteinSet.save): {e}") from None
     if len(full.offsets) != len(full) + 1 or full.offsets[-1] != len(full.coords) or (
-            full.split and len(full.split) != len(full)):
+            full.split and len(full.split) != len(full)) or (len(full.clusters) and len(full.clusters) != len(full)):
         raise ValueError(f"{cfg.path} is not a consistent protein set: {len(full)} sequences, "
-                         f"{len(full.offsets)} offsets, {len(full.coords)} coordinates, {len(full.split)} labels")
+                         f"{len(full.offsets)} offsets, {len(full.coords)} coordinates, {len(full.split)} labels, "
+                         f"{len(full.clusters)} clusters")
     if cfg.split != "all" and not full.split:
         raise ValueError(f"{cfg.path} has no split labels; use data.split: all")
     chosen = full.select(cfg.split)

@@ -91,6 +91,10 @@ def test_prepared_npz_is_read_with_numpy_alone(tmp_path):
     unsplit.save(tmp_path / "unsplit.npz")
     with pytest.raises(ValueError, match="no split labels"):
         load_proteins({"path": str(tmp_path / "unsplit.npz"), "min_length": 1})
+    s.clusters = np.array([0, 1, 2])                                    # five chains, three labels
+    s.save(tmp_path / "bad_clusters.npz")
+    with pytest.raises(ValueError, match="not a consistent protein set: .* 3 clusters"):
+        load_proteins({"path": str(tmp_path / "bad_clusters.npz"), "min_length": 1})
 
 
 def test_prepare_keeps_the_train_and_valid_chains_of_the_cpu_tasks_split(prepared):
