@@ -175,22 +175,34 @@ class LazyChoices:
         return len(self.names())
 
 
-def check_output_path(path: str | os.PathLike, what: str = "output") -> Path:
-    """Check, before any work is done, that a file can be written at ``path``; returns it as a Path.
+def check_output_path(path: str | os.PathLike, what: str = "output", directory: bool = False) -> Path:
+    """Check, before any work is done, that a file (or with ``directory`` a folder to create or fill) can be
+    written at ``path``; returns it as a Path.
 
-    UsageError (a ValueError) with a plain message when ``path`` is a directory, when a parent is an existing
-    file, or when the nearest existing parent directory is not writable (missing parents are created on writing).
+    UsageError (a ValueError) with a plain message when ``path`` is a directory (a file, for ``directory``),
+    when a parent is an existing file, or when the nearest existing directory does not take a new file: not
+    writable, or refusing in fact (read-only or virtual file systems, where ``os.access`` still says yes to
+    root). Missing parents are created on writing.
     """
     target = Path(path)
-    if target.is_dir():
+    if directory:
+        if target.exists() and not target.is_dir():
+            raise UsageError(f"{what} {str(path)!r} is a file; give a folder")
+    elif target.is_dir():
         raise UsageError(f"{what} {str(path)!r} is a directory; give a file name")
-    parent = target.parent
+    parent = target if directory else target.parent
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():
         raise UsageError(f"{what} {str(path)!r} cannot be written: {str(parent)!r} is a file, not a directory")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UsageError(f"{what} {str(path)!r} cannot be written: no permission to write in {str(parent)!r}")
+    try:   # the real test: os.access answers for permissions only
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as e:
+        raise UsageError(f"{what} {str(path)!r} cannot be written: {str(parent)!r} takes no new file "
+                         f"({e.strerror})") from None
     return target
 
 

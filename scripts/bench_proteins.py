@@ -578,8 +578,8 @@ def main() -> None:
     sub = p.add_subparsers(dest="mode", required=True)
     for name in ("graph", "case"):
         a = sub.add_parser(name)
-        a.add_argument("--hidden", type=int, default=64, help="EGNN width (configs/protein_cpu_small.yaml: 64)")
-        a.add_argument("--layers", type=int, default=4, help="EGNN blocks (configs/protein_cpu_small.yaml: 4)")
+        a.add_argument("--hidden", type=int, default=64, help="EGNN width (the retired protein_ca_egnn: 64)")
+        a.add_argument("--layers", type=int, default=4, help="EGNN blocks (the retired protein_ca_egnn: 4)")
         a.add_argument("--batch", type=int, default=2, help="chains per batch")
         a.add_argument("--cutoff", type=float, default=10.0, help="radius graph cutoff (Å)")
         a.add_argument("--repeats", type=int, default=3, help="timed steps (after one warm-up)")

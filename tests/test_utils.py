@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from molediff.utils import atomic_path, atomic_write
+from molediff.utils import UsageError, atomic_path, atomic_write, check_output_path
 
 
 def test_atomic_write_replaces_only_on_success(tmp_path):
@@ -75,3 +75,28 @@ def test_progress_off_a_terminal_is_one_bar_and_no_line_comes_twice(monkeypatch,
     assert len(lines) <= 240 / 60 + 1, lines                                          # one a minute, no repeats
     counts = [int(line.split("|")[2].split("/")[0]) for line in lines]
     assert counts == sorted(set(counts)), lines
+
+
+def test_output_paths_are_checked_before_any_work(tmp_path, monkeypatch):
+    (tmp_path / "file.txt").write_text("x")
+    assert check_output_path(tmp_path / "new" / "deeper" / "out.sdf") == tmp_path / "new" / "deeper" / "out.sdf"
+    assert check_output_path(tmp_path / "folder", "--output", directory=True) == tmp_path / "folder"
+    assert check_output_path(tmp_path, "--output", directory=True) == tmp_path          # an existing folder
+    with pytest.raises(UsageError, match="'.*' is a directory; give a file name"):
+        check_output_path(tmp_path)
+    with pytest.raises(UsageError, match="--output '.*file.txt' is a file; give a folder"):
+        check_output_path(tmp_path / "file.txt", "--output", directory=True)
+    with pytest.raises(UsageError, match="is a file, not a directory"):
+        check_output_path(tmp_path / "file.txt" / "out.sdf")
+    assert not (tmp_path / "new").exists() and not (tmp_path / "folder").exists()       # nothing is created
+
+    # a directory that passes os.access but takes no file (a read-only mount, /proc as root): the probe says so
+    import molediff.utils as utils
+
+    def refuse(*args, **kwargs):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(utils.tempfile, "TemporaryFile", refuse)
+    with pytest.raises(UsageError, match=r"--json '.*out.json' cannot be written: .* takes no new file "
+                                         r"\(Read-only file system\)"):
+        check_output_path(tmp_path / "out.json", "--json")

@@ -35,7 +35,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                                        "pairs and of chains. Unreadable files are listed and skipped.")
     score.add_argument("path", metavar="DIR", help="folder (or file) of structures")
     score.add_argument("--reference", metavar="DIR", default=None,
-                       help="reference structures for the W1 distances of bond angles and dihedrals")
+                       help="reference structures for the W1 distances of bond angles and dihedrals (without it "
+                            "no W1 is computed; the PNG still draws the shipped held-out chains)")
     score.add_argument("--json", metavar="OUT", default=None, help="write the summary as JSON")
     score.add_argument("--png", metavar="OUT", default=None,
                        help="draw the distributions as a PNG, beside the --reference chains (default: the 39 "
@@ -48,7 +49,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                                         "a Cartesian Cα EGNN model you trained (task 'proteins'; its shipped "
                                         "weights were retired).")
     sample.add_argument("--length", type=int, default=None,
-                        help="residues per chain (default: drawn from the training length histogram)")
+                        help="residues per chain, from 4 (angles) or 2 (egnn) up to the model's max_length (128 "
+                             "for the shipped angle model; default: drawn from the training length histogram)")
     sample.add_argument("-n", "--num-chains", type=int, default=10, help="number of chains")
     sample.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
     sample.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(MODEL_KINDS),
@@ -57,7 +59,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     sample.add_argument("--checkpoint", default=None,
                         help="exported .safetensors weights or a training run/checkpoint directory of the --model "
                              "(default: its shipped weights, " + ", ".join(
-                                 f"{k}: '{v.shipped}'" for k, v in sorted(MODEL_KINDS.items())) + ")")
+                                 f"{k}: '{v.shipped}'" if v.ships else f"{k}: none, required"
+                                 for k, v in sorted(MODEL_KINDS.items())) + ")")
     sample.add_argument("--sampler", default=None, choices=sorted(SAMPLERS), help="sampler (default: " + ", ".join(
         f"{k}: {v.sampler}" for k, v in sorted(MODEL_KINDS.items())) + ")")
     sample.add_argument("--steps", type=int, default=None, help="sampler steps (default: " + ", ".join(
@@ -143,15 +146,16 @@ def _sampling(args: argparse.Namespace, total_steps: int | None):
 def _check_sample(args: argparse.Namespace) -> None:
     """UsageError for an argument of ``protein sample`` that cannot work, before anything is loaded. (--length
     and --steps are checked against the model's ranges once it is loaded.)"""
-    from ..utils import check_device
+    from ..proteins.sampling import MODEL_KINDS, no_shipped_weights
+    from ..utils import check_device, check_output_path
 
     if args.num_chains < 1 or args.batch_size < 1:
         raise UsageError("--num-chains and --batch-size must be at least 1")
     if args.threads is not None and args.threads < 1:
         raise UsageError("--threads must be at least 1")
-    out = Path(args.output)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--output {args.output!r} is a file; give a folder")
+    check_output_path(args.output, "--output", directory=True)
+    if args.checkpoint is None and not MODEL_KINDS[args.model].ships:
+        raise UsageError(no_shipped_weights(args.model))
     _sampling(args, None)
     check_device(args.device)
 

@@ -31,7 +31,9 @@ class ProteinModelKind:
 
     Attributes:
         name: what ``--model`` calls it.
-        shipped: NAME of its shipped weights ``molediff/pretrained/NAME.safetensors``.
+        shipped: NAME of its weights file ``NAME.safetensors``: where the shipped ones lie
+            (``molediff/pretrained/``) and what the GPU job calls its export.
+        ships: whether the package ships weights for it (the Cartesian EGNN's were retired).
         class_name: the model class recorded with its weights.
         min_length: the shortest chain it samples (residues).
         sampler, steps: its default sampler and step count (None: all T steps).
@@ -49,6 +51,7 @@ class ProteinModelKind:
     description: str
     noise_scale: float = 1.0
     guided: bool = False
+    ships: bool = True
 
     def model_class(self) -> type[nn.Module]:
         if self.name == "angles":
@@ -66,9 +69,19 @@ MODEL_KINDS = {
     "angles": ProteinModelKind("angles", "protein_ca_angles", "ProteinAngleDiffusion", 4, "ddpm", 100,
                                "angle model (virtual bond angles and dihedrals)", noise_scale=0.925, guided=True),
     "egnn": ProteinModelKind("egnn", "protein_ca_egnn", "ProteinBackboneDiffusion", 2, "ddpm", None,
-                             "Cartesian Cα EGNN model"),
+                             "Cartesian Cα EGNN model", ships=False),
 }
 DEFAULT_MODEL = "angles"
+
+
+def no_shipped_weights(kind: str) -> str:
+    """The one-line message for sampling ``kind`` without ``--checkpoint`` when no weights of it are found."""
+    spec = MODEL_KINDS[kind]
+    others = " / ".join(k for k, v in MODEL_KINDS.items() if k != kind and v.ships)
+    why = ("molediff ships none (they were retired)" if not spec.ships
+           else f"its {spec.shipped!r} weights are missing from this installation")
+    return (f"the {spec.description} has no weights to load: {why}; pass --checkpoint (a training run directory "
+            f"or an exported .safetensors file)" + (f", or choose --model {others}" if others else ""))
 
 
 def load_protein_model(kind: str = DEFAULT_MODEL, checkpoint: str | os.PathLike | None = None,
@@ -88,15 +101,14 @@ def load_protein_model(kind: str = DEFAULT_MODEL, checkpoint: str | os.PathLike 
     if kind not in MODEL_KINDS:
         raise ValueError(f"unknown protein model {kind!r}; choose one of {sorted(MODEL_KINDS)}")
     spec = MODEL_KINDS[kind]
+    if checkpoint is None and not spec.ships:
+        raise ValueError(no_shipped_weights(kind))
     try:
         stored = read_weights(spec.shipped if checkpoint is None else checkpoint)
     except FileNotFoundError:
         if checkpoint is not None:
             raise
-        others = [k for k in MODEL_KINDS if k != kind]
-        raise ValueError(f"no {spec.shipped!r} protein weights are shipped in this installation: pass --checkpoint "
-                         f"(a training run directory or an exported .safetensors file), or choose another model "
-                         f"(--model {' / '.join(others)})") from None
+        raise ValueError(no_shipped_weights(kind)) from None
     if stored.model_class != spec.class_name:
         other = next((k for k in MODEL_KINDS.values() if k.class_name == stored.model_class), None)
         if other is not None:

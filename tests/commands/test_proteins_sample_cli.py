@@ -69,11 +69,11 @@ def test_shipped_angle_weights_are_the_default(tmp_path, weights, monkeypatch, c
     monkeypatch.setattr(utils, "PRETRAINED_DIR", tmp_path)
     shutil.copy(weights["angles"], tmp_path / "protein_ca_angles.safetensors")
     assert main(["protein", "sample", "--length", "8", "-n", "1", "-o", str(tmp_path / "a")]) == 0
-    # the Cartesian model is not shipped in this installation: --model egnn says so and what to pass
-    assert main(["protein", "sample", "--model", "egnn", "--length", "8", "-n", "1", "-o", str(tmp_path / "e")]) == 1
-    assert "'protein_ca_egnn' protein weights are shipped" in one_line_error(capsys)
-    shutil.copy(weights["egnn"], tmp_path / "protein_ca_egnn.safetensors")
-    assert main(["protein", "sample", "--model", "egnn", "--length", "8", "-n", "1", "-o", str(tmp_path / "e")]) == 0
+    # no Cartesian weights ship (retired): --model egnn says so and what to pass, and samples a checkpoint given
+    assert main(["protein", "sample", "--model", "egnn", "--length", "8", "-n", "1", "-o", str(tmp_path / "e")]) == 2
+    assert "molediff ships none (they were retired); pass --checkpoint" in one_line_error(capsys)
+    assert main(["protein", "sample", "--model", "egnn", "--checkpoint", str(weights["egnn"]), "--length", "8", "-n",
+                 "1", "-o", str(tmp_path / "e")]) == 0
     chains, _, _ = read_ca_traces(tmp_path / "e")
     assert len(chains) == 1 and len(chains[0]) == 8
 

@@ -166,11 +166,21 @@ def test_sample_defaults_to_the_shipped_weights_and_says_when_there_are_none(tmp
         main(["protein", "sample", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "shipped 'protein_ca_angles' weights of the angle model" in text and "shipped weights were retired" in text
+    assert "egnn: none, required" in text
+    # no EGNN weights ship: a usage error (exit 2) before anything loads
+    assert main(["protein", "sample", "--model", "egnn", "-n", "1", "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "Cartesian Cα EGNN model has no weights to load: molediff ships none" in err and "--checkpoint" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+    from molediff.proteins.sampling import load_protein_model
+
+    with pytest.raises(ValueError, match="molediff ships none"):      # the library says the same
+        load_protein_model("egnn")
     monkeypatch.setattr(utils, "PRETRAINED_DIR", tmp_path)   # an installation without the shipped files
-    for model in ("angles", "egnn"):
-        assert main(["protein", "sample", "--model", model, "-n", "1", "-o", str(tmp_path / "out")]) == 1
-        err = capsys.readouterr().err
-        assert "protein weights are shipped" in err and "--checkpoint" in err and len(err.strip().splitlines()) == 1
+    assert main(["protein", "sample", "-n", "1", "-o", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "'protein_ca_angles' weights are missing from this installation" in err and "--checkpoint" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_sample_writes_mmcif_only_beyond_the_pdb_range(tmp_path, monkeypatch, capsys):
