@@ -63,7 +63,6 @@ def build_task(config) -> ProteinAngleTask:
     if data.min_length < MIN_LENGTH:
         raise ValueError(f"data.min_length must be >= {MIN_LENGTH} (a chain needs a dihedral), got {data.min_length}")
     dataset = load_proteins(data)
-    dataset.epoch_chains(data.balance, 0, 0)   # a set without cluster labels fails here, not at the first batch
     if not model_cfg.length_histogram:
         hist = size_histogram(np.minimum(dataset.lengths, model_cfg.max_length))
         model_cfg = ProteinAngleConfig.from_dict({**model_cfg.to_dict(), "length_histogram": hist})

@@ -199,6 +199,10 @@ def load_prepared(cfg: ProteinDataConfig) -> ProteinSet:
         chosen = chosen.subset(keep)
     if len(chosen) == 0:
         raise ValueError(f"no {cfg.split} chain of {cfg.min_length}..{cfg.max_length} residues in {cfg.path}")
+    try:   # data.balance needs the cluster labels a file prepared before they were stored lacks: say so now
+        chosen.epoch_chains(cfg.balance, cfg.seed, 0)
+    except ValueError as e:
+        raise ValueError(f"{cfg.path}: {e}") from None
     log.info("read %d %s chains from %s", len(chosen), cfg.split, cfg.path)
     return chosen
 
@@ -224,12 +228,13 @@ def load_proteins(config: ProteinDataConfig | dict, show_progress: bool = False)
     clusters at ``identity`` (30 %, ``homology_clusters``) go whole into test, valid or train
     (``split_by_clusters``), so no test chain has a training chain at 30 % identity or more (up to the k-mer
     prefilter of ``candidate_pairs``). The split set is cached as ``.npz`` (keyed by the files' paths, sizes and
-    times and the options) unless ``config.cache`` is false.
+    times and the options) unless ``config.cache`` is false; the chains carry their homology cluster labels.
 
     A ``.npz`` path is a prepared set (``ProteinSet.save``, e.g. from ``scripts/gpu/train_proteins.py prepare``):
     it is read with numpy alone, and only ``split`` and ``min_length``/``max_length`` apply.
 
-    ValueError when no chain is kept; FileNotFoundError for a missing path.
+    ValueError when no chain is kept, or for ``balance: clusters`` on a prepared set without cluster labels;
+    FileNotFoundError for a missing path.
     """
     cfg = build_config(ProteinDataConfig, config, "data.") if isinstance(config, dict) else config
     if not cfg.path:

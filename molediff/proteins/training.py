@@ -83,7 +83,6 @@ def build_task(config) -> ProteinTask:
     if data.max_length > model_cfg.max_length:
         raise ValueError(f"data.max_length {data.max_length} exceeds model.max_length {model_cfg.max_length}")
     dataset = load_proteins(data)
-    dataset.epoch_chains(data.balance, 0, 0)   # a set without cluster labels fails here, not at the first batch
     if not model_cfg.length_histogram:
         model_cfg = ProteinBackboneConfig.from_dict({**model_cfg.to_dict(),
                                                      "length_histogram": length_histogram(dataset)})

@@ -188,6 +188,12 @@ def test_balance_needs_cluster_labels_and_a_known_value(tmp_path):
     np.savez(tmp_path / "old.npz", coords=unlabelled.coords, offsets=unlabelled.offsets,
              sequences=np.array(unlabelled.sequences), names=np.array(unlabelled.names), split=np.array([]))
     assert len(ProteinSet.load(tmp_path / "old.npz").clusters) == 0
+    # ... and training on it with balance: clusters fails when it is read, naming the file
+    unlabelled.split = ["train", "train"]
+    unlabelled.save(tmp_path / "unlabelled.npz")
+    with pytest.raises(ValueError, match="unlabelled.npz: this protein set has no homology cluster labels"):
+        load_proteins({"path": str(tmp_path / "unlabelled.npz"), "balance": "clusters", "min_length": 1})
+    assert len(load_proteins({"path": str(tmp_path / "unlabelled.npz"), "min_length": 1})) == 2
 
 
 def test_config_errors_name_the_key():
